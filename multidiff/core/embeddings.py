@@ -1,0 +1,56 @@
+"""Embeddings every denoiser shares: noise level and (droppable) condition.
+
+Denoiser contract: ``net(x_in, c_noise, cond=None, cond_drop=None, **ctx) -> F`` where
+``c_noise`` is a per-item ``(B,)`` noise-level code (the process decides it), ``cond`` the
+per-item condition and ``cond_drop`` a ``(B,)`` bool mask of items whose condition is replaced
+by the learned null embedding (classifier-free guidance).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+class NoiseEmbedding(nn.Module):
+    """Sinusoidal features of ``c_noise`` followed by an MLP."""
+
+    def __init__(self, dim: int, freq_dim: int = 128, max_period: float = 10_000.0):
+        super().__init__()
+        self.freq_dim, self.max_period = freq_dim, max_period
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, c_noise: Tensor) -> Tensor:
+        half = self.freq_dim // 2
+        freqs = torch.exp(-math.log(self.max_period) * torch.arange(half, device=c_noise.device) / half)
+        # c_noise is O(1) (e.g. log(sigma)/4); scale so the fastest frequencies still resolve it
+        args = 1000.0 * c_noise.float()[:, None] * freqs[None]
+        return self.mlp(torch.cat([args.cos(), args.sin()], dim=-1).to(c_noise.dtype if c_noise.is_floating_point() else torch.float32))
+
+
+class ConditionEmbedding(nn.Module):
+    """Class labels (``num_classes``) or continuous properties (``num_features``) -> ``dim``.
+
+    Dropped or absent conditions map to a learned null vector, which is what the
+    unconditional branch of classifier-free guidance uses.
+    """
+
+    def __init__(self, dim: int, num_classes: int = 0, num_features: int = 0):
+        super().__init__()
+        if (num_classes > 0) == (num_features > 0):
+            raise ValueError("ConditionEmbedding needs exactly one of num_classes or num_features > 0")
+        self.num_classes = num_classes
+        self.embed = nn.Embedding(num_classes, dim) if num_classes else nn.Sequential(
+            nn.Linear(num_features, dim), nn.SiLU(), nn.Linear(dim, dim)
+        )
+        self.null = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, cond: Tensor | None, n: int, cond_drop: Tensor | None = None) -> Tensor:
+        if cond is None:
+            return self.null.expand(n, -1)
+        e = self.embed(cond.long() if self.num_classes else cond.float().reshape(n, -1))
+        if cond_drop is not None:
+            e = torch.where(cond_drop[:, None], self.null.expand_as(e), e)
+        return e

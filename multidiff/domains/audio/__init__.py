@@ -1,0 +1,3 @@
+from .domain import AudioDomain
+
+__all__ = ["AudioDomain"]

@@ -1,0 +1,185 @@
+"""Audio datasets: the Free Spoken Digit Dataset and a generic folder of audio files.
+
+Clips are loaded once into memory (FSDD at 8 kHz x 8,192 samples is ~100 MB), resampled with
+torchaudio and padded/cropped by :func:`load_clip`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import tempfile
+import urllib.request
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm.auto import tqdm
+
+from .wavio import load_clip
+
+log = logging.getLogger(__name__)
+
+FSDD_URL = "https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/heads/master.zip"
+FSDD_NAME = re.compile(r"^(\d)_([a-z]+)_(\d+)\.wav$")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif")
+NORMALIZATIONS = ("none", "peak")
+
+
+def download_fsdd(root: Path) -> None:
+    """Fetch FSDD's recordings from its public repository into ``root/recordings``."""
+    log.info("downloading FSDD from %s", FSDD_URL)
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = Path(tmp) / "fsdd.zip"
+        urllib.request.urlretrieve(FSDD_URL, archive)
+        with zipfile.ZipFile(archive) as z:
+            members = [m for m in z.namelist() if "/recordings/" in m and m.endswith(".wav")]
+            z.extractall(tmp, members)
+        (root / "recordings").mkdir(parents=True, exist_ok=True)
+        for m in members:
+            shutil.move(str(Path(tmp) / m), root / "recordings" / Path(m).name)
+
+
+def _normalize(clips: torch.Tensor, mode: str) -> torch.Tensor:
+    if mode == "peak":
+        return 0.95 * clips / clips.abs().amax(dim=-1, keepdim=True).clamp(min=1e-4)
+    return clips
+
+
+class AudioDataModule(pl.LightningDataModule):
+    """Shared loading, splitting and batching; subclasses list ``(path, label, split)`` records."""
+
+    def __init__(
+        self,
+        root: str,
+        sample_rate: int = 8000,
+        length: int = 8192,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        normalize: str = "peak",
+        num_classes: int = 0,
+        max_clips: int | None = None,
+    ):
+        super().__init__()
+        if normalize not in NORMALIZATIONS:
+            raise ValueError(f"unknown audio normalize {normalize!r}; valid: {', '.join(NORMALIZATIONS)}")
+        self.root, self.sample_rate, self.length = Path(root), sample_rate, length
+        self.batch_size, self.num_workers, self.normalize = batch_size, num_workers, normalize
+        self.num_classes, self.max_clips = num_classes, max_clips
+        self.class_names: list[str] = []
+        self.train_set: TensorDataset | None = None
+        self.val_set: TensorDataset | None = None
+
+    def records(self) -> list[tuple[Path, int, str]]:
+        raise NotImplementedError
+
+    def _load(self, records: list[tuple[Path, int, str]], split: str) -> TensorDataset:
+        recs = [r for r in records if r[2] == split]
+        if self.max_clips is not None:
+            recs = recs[: self.max_clips]
+        clips, labels, bad = [], [], []
+        for path, label, _ in tqdm(recs, desc=f"loading {split} audio", leave=False):
+            try:
+                clips.append(load_clip(path, self.sample_rate, self.length))
+                labels.append(label)
+            except (ValueError, FileNotFoundError) as e:
+                bad.append(str(e))
+        if bad:
+            log.warning("skipped %d unreadable audio file(s):\n  %s", len(bad), "\n  ".join(bad))
+        if not clips:
+            raise ValueError(f"no readable audio files for split {split!r} under {self.root}" + (f": {bad[0]}" if bad else ""))
+        x = _normalize(torch.stack(clips), self.normalize)
+        return TensorDataset(x, torch.tensor(labels, dtype=torch.long))
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            records = self.records()
+            self.train_set = self._load(records, "train")
+            has_val = any(r[2] == "val" for r in records)
+            self.val_set = self._load(records, "val") if has_val else None
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_set, self.batch_size, shuffle=True, drop_last=len(self.train_set) > self.batch_size,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_set is None:
+            return []
+        return DataLoader(self.val_set, self.batch_size, num_workers=self.num_workers)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "sample_rate": self.sample_rate,
+            "length": self.length,
+            "num_classes": self.num_classes,
+            "class_names": self.class_names,
+            "normalize": self.normalize,
+        }
+
+
+class FSDDDataModule(AudioDataModule):
+    """Free Spoken Digit Dataset: ``{digit}_{speaker}_{index}.wav``, takes 0-4 are the test split.
+
+    ``root`` holds ``recordings/`` (or the WAV files directly). With ``download=True`` a missing
+    folder is fetched from the dataset's public repository.
+    """
+
+    def __init__(self, root: str, download: bool = True, **kwargs: Any):
+        kwargs.setdefault("num_classes", 10)
+        super().__init__(root, **kwargs)
+        self.download = download
+        self.class_names = [str(d) for d in range(10)]
+
+    def _folder(self) -> Path:
+        return self.root / "recordings" if (self.root / "recordings").is_dir() else self.root
+
+    def prepare_data(self) -> None:
+        if not any(self._folder().glob("*.wav")) and self.download:
+            download_fsdd(self.root)
+
+    def records(self) -> list[tuple[Path, int, str]]:
+        folder = self._folder()
+        files = sorted(folder.glob("*.wav")) if folder.is_dir() else []
+        if not files:
+            raise FileNotFoundError(
+                f"no FSDD recordings in {folder}: put the dataset's recordings/ folder there "
+                f"(git clone https://github.com/Jakobovski/free-spoken-digit-dataset) or set data.download=true"
+            )
+        out = []
+        for f in files:
+            m = FSDD_NAME.match(f.name)
+            if m is None:
+                log.warning("skipping %s: not named {digit}_{speaker}_{index}.wav", f)
+                continue
+            out.append((f, int(m.group(1)), "val" if int(m.group(3)) < 5 else "train"))
+        return out
+
+
+class AudioFolderDataModule(AudioDataModule):
+    """Any folder of audio files. ``labels="folder"`` takes the class from each file's parent
+    folder name; ``val_fraction`` of the files (every k-th, deterministic) is held out."""
+
+    def __init__(self, root: str, labels: str | None = None, val_fraction: float = 0.1, **kwargs: Any):
+        super().__init__(root, **kwargs)
+        if labels not in (None, "folder"):
+            raise ValueError(f"unknown audio_folder labels {labels!r}; valid: null, folder")
+        self.labels, self.val_fraction = labels, val_fraction
+
+    def records(self) -> list[tuple[Path, int, str]]:
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"audio folder {self.root} does not exist (set data.root)")
+        files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
+        if not files:
+            raise FileNotFoundError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) under {self.root}")
+        if self.labels == "folder":
+            self.class_names = sorted({f.parent.name for f in files})
+            self.num_classes = len(self.class_names)
+        every = max(2, round(1 / self.val_fraction)) if self.val_fraction > 0 else 0
+        return [
+            (f, self.class_names.index(f.parent.name) if self.labels else 0, "val" if every and i % every == 0 else "train")
+            for i, f in enumerate(files)
+        ]

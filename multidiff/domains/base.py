@@ -1,0 +1,79 @@
+"""The contract between the domain-agnostic core and one kind of data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class State:
+    """What the diffusion core sees: the tensor it noises, the condition, and extra context.
+
+    ``x``: ``(B, ...)`` for fixed-size items, ``(num_nodes, F)`` for graphs.
+    ``cond``: per-item condition (class indices ``(B,)`` long, or properties ``(B, P)``) or None.
+    ``ctx``: tensors the denoiser and the space need (``batch``, ``num_items``, masks, ...);
+    passed to the denoiser as keyword arguments.
+    """
+
+    x: Tensor
+    cond: Tensor | None = None
+    ctx: dict[str, Any] = field(default_factory=dict)
+
+    def to(self, device: torch.device | str) -> State:
+        ctx = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in self.ctx.items()}
+        cond = None if self.cond is None else self.cond.to(device)
+        return State(self.x.to(device), cond, ctx)
+
+
+class Domain:
+    """A kind of data: its space, how batches become states, how samples become files.
+
+    ``info`` is a JSON-able dict the datamodule provides at training time (class names, node
+    count histogram, normalisation, ...); it is stored in every checkpoint so that sampling
+    needs no dataset.
+    """
+
+    name: str = "base"
+
+    def __init__(self) -> None:
+        self.info: dict[str, Any] = {}
+
+    # -- training ---------------------------------------------------------------------------
+    def bind(self, info: dict[str, Any]) -> None:
+        """Receive the datamodule's ``info()`` (or the checkpoint's copy of it)."""
+        self.info = dict(info)
+
+    def unpack(self, batch: Any) -> State:
+        """Turn one dataloader batch into a :class:`State`."""
+        raise NotImplementedError
+
+    # -- generation -------------------------------------------------------------------------
+    def template(self, n: int, cond: Tensor | None, generator: torch.Generator) -> State:
+        """A zero state shaped for ``n`` new items (e.g. drawing atom counts per molecule)."""
+        raise NotImplementedError
+
+    def condition(self, n: int, **request: Any) -> Tensor | None:
+        """The condition tensor for a user request such as ``digit=7``; None = unconditional."""
+        return None
+
+    def decode(self, state: State) -> list[Any]:
+        """Split a sampled state into per-item objects (waveforms, point sets, molecules)."""
+        raise NotImplementedError
+
+    def export(self, items: list[Any], out_dir: Path, meta: dict[str, Any]) -> list[Path]:
+        """Write items in the domain's file format plus a PNG preview; return the paths."""
+        raise NotImplementedError
+
+    # -- evaluation -------------------------------------------------------------------------
+    def evaluate(self, samples: Path, **options: Any) -> dict[str, Any]:
+        """Metrics for a file or folder of samples, as a JSON-able dict."""
+        raise NotImplementedError
+
+    def quick_metrics(self, items: list[Any]) -> dict[str, float]:
+        """Cheap metrics logged during training on freshly generated items."""
+        return {}

@@ -1,0 +1,98 @@
+"""Write molecules: multi-record SDF (bonds inferred from distances), multi-frame XYZ, PNG grid."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rdkit import Chem
+from rdkit.Chem import AllChem, Draw
+
+from .bonds import BondTable
+from .structures import Molecule, sanitized_smiles, to_rdkit
+
+
+def _field(value: Any) -> str:
+    if isinstance(value, float | np.floating):
+        return f"{float(value):.6g}"
+    return str(value)
+
+
+def annotate(molecules: Sequence[Molecule]) -> list[tuple[np.ndarray, str | None]]:
+    """Bond orders and EDM validity (heavy-atom SMILES, or None when invalid) per molecule."""
+    vocabulary = sorted({e for m in molecules for e in m.elements})
+    index = {e: k for k, e in enumerate(vocabulary)}
+    types = [np.array([index[e] for e in m.elements], np.int64) for m in molecules]
+    orders = BondTable(vocabulary).batch_orders([m.positions for m in molecules], types)
+    out = []
+    for m, o in zip(molecules, orders):
+        rd = to_rdkit(m, o, with_conformer=False)
+        # readable heavy-atom SMILES for files; metrics use EDM's explicit-H form
+        out.append((o, None if sanitized_smiles(rd) is None else Chem.MolToSmiles(Chem.RemoveHs(rd))))
+    return out
+
+
+def write_sdf(molecules: Sequence[Molecule], path: Path, meta: dict[str, Any] | None = None) -> Path:
+    """One record per molecule, atoms in order. Valid molecules (EDM validity) carry their inferred
+    bonds and formal charges; invalid ones keep atoms and coordinates only and ``valid = 0``.
+    Fields: ``valid``, ``smiles`` (when valid), ``num_atoms``, the molecule's properties (e.g. the
+    sampled condition) and scalar entries of ``meta``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with Chem.SDWriter(str(path)) as writer:
+        writer.SetKekulize(False)
+        for k, (mol, (orders, smiles)) in enumerate(zip(molecules, annotate(molecules))):
+            rd = to_rdkit(mol, orders if smiles is not None else None, with_charges=True)
+            rd.UpdatePropertyCache(strict=False)  # unsanitised molecules still need valences to write
+            rd.SetProp("_Name", mol.name or f"molecule_{k}")
+            rd.SetIntProp("valid", int(smiles is not None))
+            if smiles is not None:
+                rd.SetProp("smiles", smiles)
+            rd.SetIntProp("num_atoms", len(mol))
+            for key, value in {**(meta or {}), **mol.properties}.items():
+                if isinstance(value, str | int | float | np.integer | np.floating | bool):
+                    rd.SetProp(str(key), _field(value))
+            writer.write(rd)
+    return path
+
+
+def write_xyz(molecules: Sequence[Molecule], path: Path) -> Path:
+    """Concatenated XYZ frames; the comment line holds the name and ``key=value`` properties."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for k, mol in enumerate(molecules):
+        props = " ".join(f"{key}={_field(v)}" for key, v in mol.properties.items())
+        lines += [str(len(mol)), f"{mol.name or f'molecule_{k}'} {props}".strip()]
+        lines += [f"{e:<2s} {x:14.8f} {y:14.8f} {z:14.8f}" for e, (x, y, z) in zip(mol.elements, mol.positions)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def draw_grid(molecules: Sequence[Molecule], path: Path, max_molecules: int = 48, per_row: int = 6) -> Path:
+    """2D depictions (hydrogens hidden) of the valid molecules, legends = SMILES of the largest fragment."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    drawn, legends = [], []
+    for mol, (orders, smiles) in zip(molecules, annotate(molecules)):
+        if smiles is None:
+            continue
+        rd = Chem.RemoveHs(to_rdkit(mol, orders, with_conformer=False), sanitize=True)
+        AllChem.Compute2DCoords(rd)
+        drawn.append(rd)
+        legends.append(smiles if len(smiles) <= 40 else smiles[:37] + "...")
+        if len(drawn) == max_molecules:
+            break
+    if drawn:
+        img = Draw.MolsToGridImage(drawn, molsPerRow=min(per_row, len(drawn)), subImgSize=(220, 220),
+                                   legends=legends)
+        img.save(str(path))
+    else:
+        from PIL import Image, ImageDraw
+
+        img = Image.new("RGB", (440, 120), "white")
+        ImageDraw.Draw(img).text((20, 50), f"no valid molecule among {len(molecules)}", fill="black")
+        img.save(str(path))
+    return path

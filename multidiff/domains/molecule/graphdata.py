@@ -1,0 +1,274 @@
+"""What the QM9 and drug-like data modules share: packed arrays -> PyG batches, splits, ``info()``.
+
+A processed dataset is one dict of packed arrays (all atoms of all molecules concatenated):
+``pos`` (A, 3) float32 Angstrom, ``types`` (A,) int64 indices into ``elements``, ``charges`` (A,)
+int64 formal charges, ``ptr`` (M + 1,) atom offsets, ``props`` (M, P) float64 with ``prop_names``,
+``splits`` {train, val, test} molecule indices, ``stats`` (training-set reference statistics).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import Dataset
+from torch_geometric.data import Data
+from torch_geometric.loader import DataLoader
+from tqdm import tqdm
+
+from .bonds import BondTable
+from .metrics import histogram
+from .structures import Molecule, sanitized_smiles, to_rdkit
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+
+
+def writable_dir(root: str | Path, name: str) -> Path:
+    """``root`` when it can be written, else a per-user temporary cache (read-only shared data)."""
+    root = Path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+        return root
+    except OSError:
+        fallback = Path(tempfile.gettempdir()) / f"multidiff-cache-{os.getuid()}" / name
+        fallback.mkdir(parents=True, exist_ok=True)
+        log.warning("data root %s is not writable; caching processed %s data in %s", root, name, fallback)
+        return fallback
+
+
+def save_arrays(arrays: dict[str, Any], path: Path) -> None:
+    tensors = {k: torch.from_numpy(np.array(v)) if isinstance(v, np.ndarray) else v
+               for k, v in arrays.items()}
+    tensors["splits"] = {k: torch.from_numpy(np.asarray(v)) for k, v in arrays["splits"].items()}
+    tmp = path.with_suffix(".tmp")
+    torch.save(tensors, tmp)
+    tmp.replace(path)  # atomic: an interrupted run never leaves a half-written cache
+
+
+def load_arrays(path: Path) -> dict[str, Any]:
+    raw = torch.load(path, weights_only=True)
+    out = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in raw.items()}
+    out["splits"] = {k: v.numpy() for k, v in raw["splits"].items()}
+    return out
+
+
+def reference_stats(arrays: dict[str, Any], indices: np.ndarray) -> dict[str, Any]:
+    """Atom-type frequencies and the bond-length histogram of the given molecules (metric references)."""
+    elements, ptr = list(arrays["elements"]), arrays["ptr"]
+    starts, stops = ptr[indices], ptr[indices + 1]
+    selected = np.zeros(len(ptr) - 1, bool)
+    selected[indices] = True
+    counts = np.bincount(arrays["types"][np.repeat(selected, np.diff(ptr))], minlength=len(elements))
+    positions = [arrays["pos"][a:b].astype(np.float64) for a, b in zip(starts, stops)]
+    types = [arrays["types"][a:b] for a, b in zip(starts, stops)]
+    lengths = BondTable(elements).bond_lengths(positions, types)
+    return {"atom_types": {e: float(c / counts.sum()) for e, c in zip(elements, counts)},
+            "bond_lengths": histogram(lengths)}
+
+
+def smiles_path(data_root: str | Path, dataset: str) -> Path:
+    return Path(data_root) / f"{dataset}_train_smiles.txt"
+
+
+def training_smiles(data_root: str | Path, dataset: str, progress: bool = True) -> set[str] | None:
+    """EDM-style SMILES (bonds from distances, no charges) of the training split, for novelty.
+
+    Computed once from the processed cache in ``data_root`` and stored next to it; None when
+    neither exists (e.g. sampling on a machine without the dataset).
+    """
+    path = smiles_path(data_root, dataset)
+    if path.exists():
+        return set(path.read_text().split())
+    caches = sorted(Path(data_root).glob(f"{dataset}_v*.pt"))
+    if not caches:
+        return None
+    arrays = load_arrays(caches[-1])
+    elements, ptr = list(arrays["elements"]), arrays["ptr"]
+    train = arrays["splits"]["train"]
+    molecules = [Molecule(arrays["pos"][ptr[m] : ptr[m + 1]], [elements[t] for t in arrays["types"][ptr[m] : ptr[m + 1]]])
+                 for m in train]
+    table = BondTable(elements)
+    smiles = set()
+    chunk = 5000
+    for start in tqdm(range(0, len(molecules), chunk), desc=f"{dataset}: training SMILES", disable=not progress):
+        part = molecules[start : start + chunk]
+        orders = table.batch_orders([m.positions for m in part],
+                                    [np.array([elements.index(e) for e in m.elements]) for m in part])
+        for m, o in zip(part, orders):
+            smi = sanitized_smiles(to_rdkit(m, o, with_conformer=False))
+            if smi is not None:
+                smiles.add(smi)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(sorted(smiles)) + "\n")
+    tmp.replace(path)
+    return smiles
+
+
+class MoleculeSet(Dataset):
+    """Molecules ``indices`` of packed ``arrays`` as PyG ``Data`` (pos, atom_type, charge[, cond, y])."""
+
+    def __init__(self, arrays: dict[str, Any], indices: np.ndarray, cond: np.ndarray | None = None,
+                 cond_raw: np.ndarray | None = None):
+        self.pos = torch.from_numpy(arrays["pos"].astype(np.float32))
+        self.types = torch.from_numpy(arrays["types"].astype(np.int64))  # stored as int8
+        self.charges = torch.from_numpy(arrays["charges"].astype(np.int64))
+        self.ptr = arrays["ptr"]
+        self.indices = np.asarray(indices)
+        self.cond = None if cond is None else torch.from_numpy(cond.astype(np.float32))
+        self.cond_raw = None if cond_raw is None else torch.from_numpy(cond_raw.astype(np.float32))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Data:
+        m = int(self.indices[i])
+        a, b = int(self.ptr[m]), int(self.ptr[m + 1])
+        data = Data(pos=self.pos[a:b], atom_type=self.types[a:b], charge=self.charges[a:b], num_nodes=b - a)
+        if self.cond is not None:
+            data.cond = self.cond[m : m + 1]  # (1, P) so batches stack to (B, P)
+            data.y = self.cond_raw[m : m + 1]
+        return data
+
+
+class MoleculeDataModule(pl.LightningDataModule):
+    """Base: subclasses provide ``name`` and ``_build_arrays()``; caching, splits and loaders live here.
+
+    ``condition``: None, a property name or a list of names (normalised to zero mean / unit std over
+    the training split). ``max_molecules`` keeps the first N molecules of each split (fast tests).
+    ``elements``: the one-hot vocabulary and its order (None: the dataset's own); it must cover every
+    element of the data. Nets read it from the config (``${data.elements}``) to size their input.
+    """
+
+    name = "molecules"
+    cache_version = 1
+
+    def __init__(self, root: str | Path, batch_size: int = 64, num_workers: int = 0,
+                 condition: str | list[str] | None = None, max_molecules: int | None = None,
+                 shuffle: bool = True, progress: bool = True, elements: list[str] | None = None):
+        super().__init__()
+        self.elements = [str(e) for e in elements] if elements else None
+        self.root = Path(root)
+        self.batch_size, self.num_workers, self.shuffle = batch_size, num_workers, shuffle
+        self.condition = [condition] if isinstance(condition, str) else (list(condition) if condition else [])
+        self.max_molecules = max_molecules
+        self.progress = progress
+        self.arrays: dict[str, Any] | None = None
+        self.sets: dict[str, MoleculeSet] = {}
+
+    # -- subclass hooks --------------------------------------------------------------------
+    def _build_arrays(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # -- caching -----------------------------------------------------------------------------
+    @property
+    def cache_path(self) -> Path:
+        return writable_dir(self.root, self.name) / "processed" / f"{self.name}_v{self.cache_version}.pt"
+
+    def prepare_data(self) -> None:
+        path = self.cache_path
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            arrays = self._build_arrays()
+            arrays["stats"] = reference_stats(arrays, arrays["splits"]["train"])
+            save_arrays(arrays, path)
+
+    def load(self) -> dict[str, Any]:
+        if self.arrays is None:
+            self.prepare_data()
+            self.arrays = self._remap(load_arrays(self.cache_path))
+            self._check_condition()
+        return self.arrays
+
+    def _remap(self, arrays: dict[str, Any]) -> dict[str, Any]:
+        """Re-index atom types to the configured vocabulary."""
+        own = [str(e) for e in arrays["elements"]]
+        if self.elements is None or self.elements == own:
+            return arrays
+        present = [own[t] for t in np.unique(arrays["types"])]
+        missing = [e for e in present if e not in self.elements]
+        if missing:
+            raise ValueError(f"data.elements {self.elements} lacks {missing}, present in {self.name}")
+        lookup = np.array([self.elements.index(e) if e in self.elements else -1 for e in own])
+        arrays["types"] = lookup[arrays["types"]].astype(np.int8)
+        arrays["elements"] = list(self.elements)
+        return arrays
+
+    def _check_condition(self) -> None:
+        valid = list(self.arrays["prop_names"])
+        unknown = [c for c in self.condition if c not in valid]
+        if unknown:
+            raise ValueError(f"data.condition: unknown {self.name} property {unknown}; valid names: {valid}")
+
+    # -- splits and loaders --------------------------------------------------------------------
+    def split_indices(self, split: str) -> np.ndarray:
+        idx = self.load()["splits"][split]
+        return idx[: self.max_molecules] if self.max_molecules else idx
+
+    def _cond_columns(self) -> list[int]:
+        names = list(self.load()["prop_names"])
+        return [names.index(c) for c in self.condition]
+
+    def property_norms(self) -> tuple[np.ndarray, np.ndarray]:
+        props = self.load()["props"][self.load()["splits"]["train"]][:, self._cond_columns()]
+        return props.mean(0), props.std(0)
+
+    def setup(self, stage: str | None = None) -> None:
+        arrays = self.load()
+        cond = raw = None
+        if self.condition:
+            mean, std = self.property_norms()
+            raw = arrays["props"][:, self._cond_columns()]
+            cond = (raw - mean) / std
+        self.sets = {s: MoleculeSet(arrays, self.split_indices(s), cond, raw) for s in SPLITS}
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if not self.sets:
+            self.setup()
+        return DataLoader(self.sets[split], batch_size=self.batch_size, shuffle=shuffle,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.shuffle)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
+
+    # -- info -------------------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        """JSON-able description stored in checkpoints: vocabulary, node counts, condition norms."""
+        arrays = self.load()
+        ptr = arrays["ptr"]
+        train = self.split_indices("train")  # the molecules actually trained on
+        values, counts = np.unique(ptr[train + 1] - ptr[train], return_counts=True)
+        charges = arrays["charges"]
+        out: dict[str, Any] = {
+            "dataset": self.name,
+            "elements": [str(e) for e in arrays["elements"]],
+            "charge_range": [int(charges.min()), int(charges.max())] if len(charges) else [0, 0],
+            "node_counts": {"values": values.tolist(), "counts": counts.tolist()},
+            "atom_types": arrays["stats"]["atom_types"],
+            "bond_lengths": arrays["stats"]["bond_lengths"],
+            "data_root": str(self.cache_path.parent),
+            "condition": None,
+        }
+        if self.condition:
+            mean, std = self.property_norms()
+            out["condition"] = {"names": self.condition, "mean": mean.tolist(), "std": std.tolist(),
+                                "units": [self.property_units().get(c, "") for c in self.condition]}
+        return out
+
+    def property_units(self) -> dict[str, str]:
+        return {}

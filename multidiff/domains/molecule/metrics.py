@@ -1,0 +1,190 @@
+"""Molecule metrics as published by EDM (Hoogeboom et al. 2022; qm9/analyze.py, qm9/rdkit_functions.py).
+
+* atom stability: the bond-order sum of an atom (bonds from distances, :mod:`.bonds`) is one of its
+  allowed valences (H 1, C 4, N 3, O 2, F 1, ...); molecule stability: all atoms stable. As EDM, the
+  headline numbers ignore formal charges; ``*_charged`` variants shift the valence by the charge.
+* validity: RDKit sanitises the molecule built from those bonds (no charges, as EDM); uniqueness over
+  the canonical SMILES of the largest fragment of valid molecules; novelty: unique SMILES absent from
+  the training SMILES built the same way.
+* distribution distances to the training data: total variation of atom-type frequencies and the
+  1-Wasserstein distance (Angstrom) between bond-length histograms.
+* MMFF strain: energy at the given pose minus energy after MMFF relaxation (kcal/mol), valid molecules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from rdkit import Chem, RDLogger
+from rdkit.Chem import AllChem
+from scipy.stats import wasserstein_distance
+
+from .bonds import BondTable
+from .elements import ALLOWED_VALENCES, ELECTRON_RICH
+from .structures import Molecule, largest_fragment, sanitized_smiles, to_rdkit
+
+BOND_LENGTH_RANGE = (0.0, 3.0)  # Angstrom; the longest tabulated bond (I-I) is 2.69 + margin
+BOND_LENGTH_BINS = 300
+
+RDLogger.DisableLog("rdApp.*")  # sanitisation failures are expected for samples; counted, not printed
+
+
+def vocabulary_of(molecules: Iterable[Molecule]) -> list[str]:
+    return sorted({e for m in molecules for e in m.elements})
+
+
+@lru_cache(maxsize=16)
+def _valence_table(vocabulary: tuple[str, ...], max_valence: int = 16) -> np.ndarray:
+    table = np.zeros((len(vocabulary), max_valence + 1), bool)
+    for k, e in enumerate(vocabulary):
+        table[k, list(ALLOWED_VALENCES.get(e, ()))] = True
+    return table
+
+
+def atom_stability(types: np.ndarray, orders: np.ndarray, vocabulary: Sequence[str],
+                   charges: np.ndarray | None = None) -> np.ndarray:
+    """Per-atom bool: bond-order sum is an allowed valence (shifted by formal charge when given)."""
+    valence = orders.sum(1).astype(np.int64)
+    if charges is not None and np.any(charges):
+        rich = np.array([e in ELECTRON_RICH for e in vocabulary], bool)[types]
+        valence = valence - np.where(rich, charges, -np.abs(charges))
+    table = _valence_table(tuple(vocabulary))
+    ok = (valence >= 0) & (valence < table.shape[1])
+    return ok & table[types, np.clip(valence, 0, table.shape[1] - 1)]
+
+
+def bond_lengths(mol: Molecule, orders: np.ndarray) -> np.ndarray:
+    i, j = np.nonzero(np.triu(orders, 1))
+    return np.linalg.norm(mol.positions[i] - mol.positions[j], axis=1)
+
+
+def histogram(values: np.ndarray, bins: int = BOND_LENGTH_BINS,
+              value_range: tuple[float, float] = BOND_LENGTH_RANGE) -> dict[str, Any]:
+    counts, _ = np.histogram(values, bins=bins, range=value_range)
+    return {"range": list(value_range), "counts": counts.tolist()}
+
+
+def histogram_w1(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """1-Wasserstein distance between two histograms over the same bins (in the value's unit)."""
+    lo, hi = a["range"]
+    ca, cb = np.asarray(a["counts"], float), np.asarray(b["counts"], float)
+    if ca.sum() == 0 or cb.sum() == 0:
+        return float("nan")
+    centres = lo + (np.arange(len(ca)) + 0.5) * (hi - lo) / len(ca)
+    return float(wasserstein_distance(centres, centres, ca, cb))
+
+
+def total_variation(p: dict[str, float], q: dict[str, float]) -> float:
+    keys = set(p) | set(q)
+    return 0.5 * float(sum(abs(p.get(k, 0.0) - q.get(k, 0.0)) for k in keys))
+
+
+def atom_type_frequencies(molecules: Sequence[Molecule]) -> dict[str, float]:
+    symbols, counts = np.unique([e for m in molecules for e in m.elements], return_counts=True)
+    total = max(int(counts.sum()), 1)
+    return {str(s): int(c) / total for s, c in zip(symbols, counts)}
+
+
+def mmff_strain(rd: Chem.Mol, max_iters: int = 2000) -> float | None:
+    """Pose energy minus MMFF-relaxed energy (kcal/mol) of a sanitised molecule; None without MMFF params."""
+    props = AllChem.MMFFGetMoleculeProperties(rd)
+    if props is None:
+        return None
+    ff = AllChem.MMFFGetMoleculeForceField(rd, props)
+    if ff is None:
+        return None
+    e_pose = ff.CalcEnergy()
+    ff.Minimize(maxIts=max_iters)
+    return float(e_pose - ff.CalcEnergy())
+
+
+class MoleculeAnalysis:
+    """Bonds, stability and RDKit results for a list of molecules, computed once and reused."""
+
+    def __init__(self, molecules: Sequence[Molecule], vocabulary: Sequence[str] | None = None):
+        self.molecules = list(molecules)
+        self.vocabulary = list(vocabulary) if vocabulary is not None else vocabulary_of(self.molecules)
+        index = {e: k for k, e in enumerate(self.vocabulary)}
+        self.types = [np.array([index[e] for e in m.elements], np.int64) for m in self.molecules]
+        self.orders = BondTable(self.vocabulary).batch_orders([m.positions for m in self.molecules], self.types)
+        self.stable_atoms = [atom_stability(t, o, self.vocabulary) for t, o in zip(self.types, self.orders)]
+        self.stable_atoms_charged = [atom_stability(t, o, self.vocabulary, m.charges)
+                                     for t, o, m in zip(self.types, self.orders, self.molecules)]
+        self.rdkit: list[Chem.Mol | None] = []  # sanitised molecule (no charges) when valid
+        self.smiles: list[str | None] = []  # full-molecule SMILES (the form training SMILES use)
+        self.fragment_smiles: list[str | None] = []  # largest fragment (the form uniqueness uses)
+        self.valid_charged = []
+        for m, o in zip(self.molecules, self.orders):
+            rd = to_rdkit(m, o)
+            smi = sanitized_smiles(rd)
+            self.rdkit.append(rd if smi is not None else None)
+            self.smiles.append(smi)
+            self.fragment_smiles.append(None if smi is None else Chem.MolToSmiles(largest_fragment(rd)))
+            charged = np.any(m.charges != 0)
+            self.valid_charged.append(smi is not None if not charged else
+                                      sanitized_smiles(to_rdkit(m, o, with_charges=True)) is not None)
+
+    @property
+    def valid(self) -> np.ndarray:
+        return np.array([s is not None for s in self.smiles], bool)
+
+    def stability(self) -> dict[str, float]:
+        n_atoms = sum(len(s) for s in self.stable_atoms)
+        return {
+            "atom_stable": sum(int(s.sum()) for s in self.stable_atoms) / max(n_atoms, 1),
+            "mol_stable": float(np.mean([s.all() for s in self.stable_atoms])) if self.molecules else 0.0,
+            "atom_stable_charged": sum(int(s.sum()) for s in self.stable_atoms_charged) / max(n_atoms, 1),
+            "mol_stable_charged": float(np.mean([s.all() for s in self.stable_atoms_charged]))
+            if self.molecules else 0.0,
+        }
+
+    def rdkit_metrics(self, reference_smiles: set[str] | None = None) -> dict[str, float | None]:
+        n = max(len(self.molecules), 1)
+        valid = [s for s in self.fragment_smiles if s is not None]
+        unique = set(valid)
+        out: dict[str, float | None] = {
+            "validity": len(valid) / n,
+            "validity_charged": float(np.mean(self.valid_charged)) if self.molecules else 0.0,
+            "uniqueness": len(unique) / len(valid) if valid else 0.0,
+            "valid_unique": len(unique) / n,
+            "novelty": None,
+        }
+        if reference_smiles is not None and unique:
+            out["novelty"] = len(unique - reference_smiles) / len(unique)
+        return out
+
+    def bond_length_histogram(self) -> dict[str, Any]:
+        lengths = [bond_lengths(m, o) for m, o in zip(self.molecules, self.orders)]
+        return histogram(np.concatenate(lengths) if lengths else np.zeros(0))
+
+    def strain(self, max_molecules: int = 1000, max_iters: int = 2000) -> dict[str, float | None]:
+        strains = []
+        for rd in [r for r in self.rdkit if r is not None][:max_molecules]:
+            s = mmff_strain(Chem.Mol(rd), max_iters)
+            if s is not None:
+                strains.append(s)
+        return {"mmff_strain_mean": float(np.mean(strains)) if strains else None,
+                "mmff_strain_median": float(np.median(strains)) if strains else None,
+                "mmff_strain_count": len(strains)}
+
+
+def evaluate_molecules(molecules: Sequence[Molecule], vocabulary: Sequence[str] | None = None,
+                       reference: dict[str, Any] | None = None, strain: bool = True,
+                       strain_max_molecules: int = 1000) -> dict[str, Any]:
+    """All metrics as a JSON-able dict. ``reference`` may hold training ``smiles`` (a set),
+    ``atom_types`` (frequencies) and ``bond_lengths`` (a :func:`histogram` dict)."""
+    reference = reference or {}
+    analysis = MoleculeAnalysis(molecules, vocabulary)
+    out: dict[str, Any] = {"num_molecules": len(analysis.molecules)}
+    out.update(analysis.stability())
+    out.update(analysis.rdkit_metrics(reference.get("smiles")))
+    if "atom_types" in reference:
+        out["atom_type_tv"] = total_variation(atom_type_frequencies(analysis.molecules), reference["atom_types"])
+    if "bond_lengths" in reference:
+        out["bond_length_w1"] = histogram_w1(analysis.bond_length_histogram(), reference["bond_lengths"])
+    if strain:
+        out.update(analysis.strain(strain_max_molecules))
+    return out

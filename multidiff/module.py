@@ -1,0 +1,155 @@
+"""The Lightning module: training-loop glue between a domain, its denoiser and a process."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from multidiff.core.denoiser import Preconditioned, sampling_denoiser
+from multidiff.core.processes import Process
+from multidiff.core.samplers import get_sampler
+from multidiff.domains.base import Domain, State
+
+#: noise-level buckets for the per-level loss log, as log10(sigma) edges
+SIGMA_BUCKETS = (-math.inf, -1.0, 0.0, 1.0, math.inf)
+CHECKPOINT_KEY = "multidiff"
+
+
+class DiffusionModule(pl.LightningModule):
+    """Any denoiser, any process, any domain.
+
+    ``optimizer`` and ``lr_scheduler`` are partials (Hydra ``_partial_: true``) taking the
+    parameters / the optimizer. ``run_config`` is the resolved run configuration; it is stored
+    in every checkpoint together with the domain's ``info`` so that sampling needs no dataset.
+    """
+
+    def __init__(
+        self,
+        domain: Domain,
+        net: nn.Module,
+        process: Process,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        lr_scheduler: Callable[..., Any] | None = None,
+        cond_drop_prob: float = 0.1,
+        run_config: dict | None = None,
+    ):
+        super().__init__()
+        self.domain, self.process = domain, process
+        self.model = Preconditioned(net, process, domain.space)
+        self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
+        self.cond_drop_prob = cond_drop_prob
+        self.run_config = run_config or {}
+
+    # -- training ---------------------------------------------------------------------------
+    def diffusion_loss(self, state: State, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Per-item weighted losses and the noise levels they were drawn at."""
+        space, x0 = self.domain.space, state.x
+        n = space.num_items(x0, state.ctx)
+        sigma = self.process.sample_sigma(n, x0.device, generator)
+        noise = space.noise(x0, state.ctx, generator=generator)
+        s = space.per_item(sigma, x0, state.ctx)
+        drop = None
+        if state.cond is not None and self.training and self.cond_drop_prob > 0:
+            drop = torch.rand(n, device=x0.device) < self.cond_drop_prob
+        pred = self.model.raw(x0 + s * noise, sigma, state, cond_drop=drop)
+        err = (pred.float() - self.process.target(x0, noise, s).float()) ** 2
+        return space.item_mean(err, state.ctx) * self.process.loss_weight(sigma), sigma
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        state = self.domain.unpack(batch)
+        losses, sigma = self.diffusion_loss(state)
+        loss = losses.mean()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite training loss ({loss.item()}) at step {self.global_step} "
+                f"(sigma in [{sigma.min().item():.3g}, {sigma.max().item():.3g}]); the run stops here and "
+                "the last good checkpoint is kept. Lower the learning rate or enable gradient clipping."
+            )
+        n = losses.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        self._log_buckets("train", losses.detach(), sigma, n)
+        return loss
+
+    def _log_buckets(self, stage: str, losses: Tensor, sigma: Tensor, n: int) -> None:
+        level = sigma.log10()
+        for lo, hi in zip(SIGMA_BUCKETS[:-1], SIGMA_BUCKETS[1:]):
+            m = (level >= lo) & (level < hi)
+            if m.any():
+                name = f"{stage}/loss_sigma_{'lt' if lo == -math.inf else f'1e{int(lo)}'}_{'inf' if hi == math.inf else f'1e{int(hi)}'}"
+                self.log(name, losses[m].mean(), batch_size=int(m.sum()), on_step=False, on_epoch=True)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # a finite loss can still produce inf/NaN gradients; stepping on them would poison the
+        # weights that the next checkpoint saves
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if grads and not torch.isfinite(torch.stack(torch._foreach_norm(grads))).all():
+            raise FloatingPointError(
+                f"non-finite gradients at step {self.global_step}; the run stops before the optimizer "
+                "step so the last good checkpoint is kept. Lower the learning rate or enable gradient clipping."
+            )
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        # fixed noise per batch so validation curves are comparable across epochs
+        gen = torch.Generator().manual_seed(batch_idx)
+        state = self.domain.unpack(batch)
+        losses, sigma = self.diffusion_loss(state, generator=gen)
+        self.log("val/loss", losses.mean(), prog_bar=True, batch_size=losses.shape[0], sync_dist=True)
+        self._log_buckets("val", losses, sigma, losses.shape[0])
+
+    def configure_optimizers(self) -> Any:
+        opt = self.optimizer_factory(params=self.parameters())
+        if self.lr_scheduler_factory is None:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": self.lr_scheduler_factory(optimizer=opt), "interval": "step"}}
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[CHECKPOINT_KEY] = {
+            "domain": self.domain.name,
+            "domain_info": self.domain.info,
+            "config": self.run_config,
+        }
+
+    # -- generation -------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(
+        self,
+        n: int,
+        sampler: str | Callable[..., Tensor] = "dpmpp_2m",
+        steps: int = 50,
+        spacing: str = "karras",
+        seed: int = 0,
+        guidance: float = 1.0,
+        progress: bool = True,
+        sampler_options: dict | None = None,
+        **request: Any,
+    ) -> State:
+        """Draw ``n`` items; ``request`` goes to :meth:`Domain.condition` (e.g. ``digit=7``)."""
+        sample_fn = get_sampler(sampler) if isinstance(sampler, str) else sampler
+        gen = torch.Generator().manual_seed(seed)
+        cond = self.domain.condition(n, **request)
+        state = self.domain.template(n, cond, gen).to(self.device)
+        def noise_like(x: Tensor) -> Tensor:
+            return self.domain.space.noise(x, state.ctx, generator=gen)
+
+        sigmas = self.process.schedule.sigmas(steps, spacing).to(self.device)
+        x = noise_like(state.x) * self.process.prior_std()
+        was_training = self.training
+        self.eval()
+        bar = tqdm(total=steps, desc=f"sampling ({sample_fn.__name__.removeprefix('sample_')}, {steps} steps)",
+                   disable=not progress, leave=False)
+        try:
+            x = sample_fn(
+                sampling_denoiser(self.model, state, guidance), x, sigmas,
+                noise_sampler=noise_like, callback=lambda *a: bar.update(1), **(sampler_options or {}),
+            )
+        finally:
+            bar.close()
+            self.train(was_training)
+        return State(x, state.cond, state.ctx)

@@ -1,0 +1,56 @@
+"""A 2-D Gaussian mixture whose optimal denoiser E[x0 | x0 + sigma n = x] is known in closed form."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class GaussianMixture:
+    def __init__(self, weights: list[float], means: list[list[float]], covs: list[list[list[float]]]):
+        self.w = torch.tensor(weights, dtype=torch.float64)
+        self.mu = torch.tensor(means, dtype=torch.float64)
+        self.cov = torch.tensor(covs, dtype=torch.float64)
+
+    @classmethod
+    def default(cls) -> GaussianMixture:
+        return cls(
+            [0.5, 0.3, 0.2],
+            [[-2.0, 0.0], [2.0, 1.0], [0.0, -2.5]],
+            [[[0.30, 0.10], [0.10, 0.20]], [[0.15, -0.05], [-0.05, 0.25]], [[0.20, 0.0], [0.0, 0.10]]],
+        )
+
+    def sample(self, n: int, generator: torch.Generator) -> Tensor:
+        k = torch.multinomial(self.w, n, replacement=True, generator=generator)
+        z = torch.randn(n, 2, generator=generator, dtype=torch.float64)
+        return self.mu[k] + torch.einsum("nij,nj->ni", torch.linalg.cholesky(self.cov)[k], z)
+
+    def responsibilities(self, x: Tensor, sigma: float | Tensor) -> Tensor:
+        """Posterior over components of x ~ mixture convolved with N(0, sigma^2 I)."""
+        c = self.cov + (torch.as_tensor(sigma, dtype=torch.float64) ** 2) * torch.eye(2, dtype=torch.float64)
+        d = x.double()[:, None, :] - self.mu  # (N, K, 2)
+        maha = torch.einsum("nki,kij,nkj->nk", d, torch.linalg.inv(c), d)
+        logp = -0.5 * (maha + torch.logdet(c)) + self.w.log()
+        return torch.softmax(logp, dim=1)
+
+    def denoise(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """The exact D(x; sigma) = sum_k r_k(x) (mu_k + cov_k (cov_k + sigma^2 I)^-1 (x - mu_k))."""
+        s2 = sigma.double().reshape(-1)[0] ** 2
+        xd = x.double()
+        c = self.cov + s2 * torch.eye(2, dtype=torch.float64)
+        gain = self.cov @ torch.linalg.inv(c)  # (K, 2, 2)
+        comp = self.mu + torch.einsum("kij,nkj->nki", gain, xd[:, None, :] - self.mu)
+        r = self.responsibilities(xd, sigma.double().reshape(-1)[0])
+        return torch.einsum("nk,nki->ni", r, comp).to(x.dtype)
+
+    def moment_errors(self, x: Tensor) -> dict[str, float]:
+        """Worst absolute errors of the component weights, means and covariances of samples ``x``
+        (each sample assigned to its most probable component)."""
+        k = self.responsibilities(x, 0.0).argmax(1)
+        errs = {"weight": 0.0, "mean": 0.0, "cov": 0.0}
+        for j in range(len(self.w)):
+            xs = x.double()[k == j]
+            errs["weight"] = max(errs["weight"], abs(len(xs) / len(x) - self.w[j].item()))
+            errs["mean"] = max(errs["mean"], (xs.mean(0) - self.mu[j]).abs().max().item())
+            errs["cov"] = max(errs["cov"], (torch.cov(xs.T) - self.cov[j]).abs().max().item())
+        return errs

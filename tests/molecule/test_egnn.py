@@ -1,0 +1,84 @@
+"""EGNN: E(3) equivariance, permutation equivariance, edge construction."""
+
+from __future__ import annotations
+
+import torch
+
+from multidiff.domains.molecule.egnn import EGNN, fully_connected_edges
+
+
+def _random_rotation(gen: torch.Generator) -> torch.Tensor:
+    q, r = torch.linalg.qr(torch.randn(3, 3, generator=gen, dtype=torch.float64))
+    q = q * torch.sign(torch.diagonal(r))
+    if torch.det(q) < 0:  # proper rotation; reflections are tested separately below
+        q[:, 0] = -q[:, 0]
+    return q.float()
+
+
+def _inputs(gen: torch.Generator, sizes=(5, 3, 7, 1), features=6):
+    batch = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    x = torch.randn(len(batch), 3 + features, generator=gen)
+    return x, batch, len(sizes)
+
+
+def test_fully_connected_edges_matches_brute_force():
+    batch = torch.tensor([0, 0, 0, 1, 2, 2, 3, 3, 3, 3])
+    row, col = fully_connected_edges(batch, 5)  # item 4 is empty
+    got = set(zip(row.tolist(), col.tolist()))
+    want = {(i, j) for i in range(10) for j in range(10) if i != j and batch[i] == batch[j]}
+    assert got == want and len(row) == len(want)
+
+
+def test_egnn_is_e3_and_permutation_equivariant():
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1)
+    net = EGNN(5, charges=True, hidden=32, layers=3, cond_features=2).eval()
+    x, batch, n = _inputs(gen)
+    c_noise, cond = torch.randn(n, generator=gen), torch.randn(n, 2, generator=gen)
+    out = net(x, c_noise, cond, batch=batch, num_items=n)
+    assert out.shape == x.shape
+
+    rot, shift = _random_rotation(gen), torch.randn(n, 3, generator=gen) * 5
+    x2 = x.clone()
+    x2[:, :3] = x[:, :3] @ rot.T + shift[batch]  # a different translation per molecule
+    out2 = net(x2, c_noise, cond, batch=batch, num_items=n)
+    assert (out2[:, :3] - out[:, :3] @ rot.T).abs().max() < 1e-4
+    assert (out2[:, 3:] - out[:, 3:]).abs().max() < 1e-4
+
+    # reflections too (E(3), not only SE(3))
+    x3 = x.clone()
+    x3[:, 0] = -x3[:, 0]
+    out3 = net(x3, c_noise, cond, batch=batch, num_items=n)
+    assert (out3[:, 0] + out[:, 0]).abs().max() < 1e-4 and (out3[:, 1:] - out[:, 1:]).abs().max() < 1e-4
+
+    # permuting atoms inside each molecule permutes the output rows
+    perm = torch.cat([torch.nonzero(batch == b).flatten()[torch.randperm(int((batch == b).sum()), generator=gen)]
+                      for b in range(n)])
+    out4 = net(x[perm], c_noise, cond, batch=batch, num_items=n)
+    assert (out4 - out[perm]).abs().max() < 1e-4
+
+
+def test_position_output_has_zero_mean_per_molecule_and_radius_graph():
+    gen = torch.Generator().manual_seed(2)
+    x, batch, n = _inputs(gen, sizes=(6, 4), features=4)
+    for radius in (None, 1.5):
+        net = EGNN(3, charges=True, hidden=16, layers=2, radius=radius)
+        out = net(x, torch.zeros(n), batch=batch, num_items=n)
+        for b in range(n):
+            assert out[batch == b, :3].mean(0).abs().max() < 1e-5
+    row, col = net.edges(x[:, :3], batch, n)
+    assert (((x[row, :3] - x[col, :3]) ** 2).sum(1) < 1.5**2).all()
+
+
+def test_condition_drop_uses_null_embedding():
+    gen = torch.Generator().manual_seed(3)
+    x, batch, n = _inputs(gen, sizes=(4, 4), features=6)
+    net = EGNN(5, hidden=16, layers=2, cond_features=["gap"])
+    with torch.no_grad():
+        net.cond.null.normal_()  # make the null vector differ from any real embedding
+    cond = torch.randn(n, 1, generator=gen)
+    dropped = net(x, torch.zeros(n), cond, torch.ones(n, dtype=torch.bool), batch=batch, num_items=n)
+    absent = net(x, torch.zeros(n), None, batch=batch, num_items=n)
+    kept = net(x, torch.zeros(n), cond, torch.zeros(n, dtype=torch.bool), batch=batch, num_items=n)
+    assert torch.allclose(dropped, absent, atol=1e-6)
+    assert not torch.allclose(kept, absent, atol=1e-4)

@@ -1,0 +1,88 @@
+"""Samplers against the exact denoiser of a Gaussian mixture: no training involved.
+
+Tolerances are Monte-Carlo bands for N = 20,000 samples, about 4 standard errors: component
+weight SE = sqrt(0.25 / N) = 0.0035 -> 0.015; mean SE of the smallest component
+sqrt(0.3 / 4,000) = 0.009 -> 0.035; covariance SE ~ var * sqrt(2 / N_k) = 0.007 -> 0.03.
+"""
+
+import pytest
+import torch
+from gmm import GaussianMixture
+
+from multidiff.core.samplers import SAMPLERS, get_sampler
+from multidiff.core.schedules import KarrasSchedule, LinearSchedule
+
+N = 20_000
+TOL = {"weight": 0.015, "mean": 0.035, "cov": 0.03}
+# how much worse than DDPM-1000 a fast sampler may be: two standard errors of each moment
+MARGIN = {"weight": 0.007, "mean": 0.018, "cov": 0.014}
+
+CASES = [
+    ("ddim", 250, "karras", {}),
+    ("ddim", 200, "time", {"eta": 1.0}),
+    ("euler", 250, "karras", {}),
+    ("heun", 50, "karras", {}),
+    ("heun", 50, "karras", {"s_churn": 10.0}),
+    ("dpmpp_2m", 50, "karras", {}),
+    ("dpmpp_2m", 50, "log_snr", {}),
+]
+
+
+@pytest.fixture(scope="module")
+def gmm():
+    return GaussianMixture.default()
+
+
+def run(gmm, schedule, name, steps, spacing, opts, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    sigmas = schedule.sigmas(steps, spacing).double()
+    x = torch.randn(N, 2, generator=gen, dtype=torch.float64) * (sigmas[0] ** 2 + 1) ** 0.5
+    noise = lambda x: torch.randn(x.shape, generator=gen, dtype=x.dtype)  # noqa: E731
+    return get_sampler(name)(gmm.denoise, x, sigmas, noise_sampler=noise, **opts)
+
+
+@pytest.fixture(scope="module")
+def ddpm_1000(gmm):
+    """DDPM ancestral sampling with 1,000 steps: the reference the fast samplers must match."""
+    return gmm.moment_errors(run(gmm, LinearSchedule(), "ddpm", 1000, "time", {}, seed=3))
+
+
+def test_every_sampler_is_covered():
+    assert {c[0] for c in CASES} | {"ddpm"} == set(SAMPLERS)
+
+
+@pytest.mark.parametrize("schedule", [KarrasSchedule(), LinearSchedule()], ids=["karras", "linear"])
+@pytest.mark.parametrize("name,steps,spacing,opts", CASES, ids=[f"{c[0]}-{c[1]}-{c[2]}{'-' + str(c[3]) if c[3] else ''}" for c in CASES])
+def test_sampler_matches_mixture(gmm, schedule, name, steps, spacing, opts):
+    errs = gmm.moment_errors(run(gmm, schedule, name, steps, spacing, opts))
+    for k, tol in TOL.items():
+        assert errs[k] < tol, f"{name} {k} error {errs[k]:.4f} >= {tol}"
+
+
+def test_ddpm_1000_matches_mixture(ddpm_1000):
+    for k, tol in TOL.items():
+        assert ddpm_1000[k] < tol, f"ddpm {k} error {ddpm_1000[k]:.4f} >= {tol}"
+
+
+@pytest.mark.parametrize("name,steps,spacing", [("dpmpp_2m", 30, "log_snr"), ("dpmpp_2m", 50, "karras"), ("heun", 50, "karras")])
+def test_fast_samplers_as_close_as_ddpm_1000(gmm, ddpm_1000, name, steps, spacing):
+    errs = gmm.moment_errors(run(gmm, LinearSchedule(), name, steps, spacing, {}, seed=3))
+    for k in TOL:
+        assert errs[k] <= ddpm_1000[k] + MARGIN[k], (name, steps, k, errs[k], ddpm_1000[k])
+
+
+def test_too_few_steps_is_detectably_worse(gmm):
+    # the moment check has the power to see discretisation error: 3 Euler steps miss the mixture
+    errs = gmm.moment_errors(run(gmm, KarrasSchedule(), "euler", 3, "karras", {}))
+    assert max(errs[k] / TOL[k] for k in TOL) > 1
+
+
+def test_sampling_is_reproducible_from_a_seed(gmm):
+    a = run(gmm, KarrasSchedule(), "ddpm", 20, "karras", {}, seed=7)
+    b = run(gmm, KarrasSchedule(), "ddpm", 20, "karras", {}, seed=7)
+    assert torch.equal(a, b)
+
+
+def test_unknown_sampler_lists_valid_ones():
+    with pytest.raises(ValueError, match="dpmpp_2m"):
+        get_sampler("plms")
