@@ -83,15 +83,14 @@ def bench_sample(net: EGNN, args, gen: torch.Generator) -> dict[str, float]:
 
 def bench_metrics(args) -> dict[str, float]:
     from multidiff.domains.molecule import QM9DataModule
+    from multidiff.domains.molecule.graphdata import molecules_from_arrays
     from multidiff.domains.molecule.metrics import evaluate_molecules
-    from multidiff.domains.molecule.structures import Molecule
 
     arrays = QM9DataModule(root=args.data_root).load()
-    ptr, elements = arrays["ptr"], list(arrays["elements"])
-    mols = [Molecule(arrays["pos"][ptr[m] : ptr[m + 1]], [elements[t] for t in arrays["types"][ptr[m] : ptr[m + 1]]])
-            for m in arrays["splits"]["test"][: args.metrics]]
+    mols = molecules_from_arrays(arrays, arrays["splits"]["test"][: args.metrics])
     t0 = time.perf_counter()
-    out = evaluate_molecules(mols, elements, arrays["stats"], strain=True, strain_max_molecules=1000)
+    out = evaluate_molecules(mols, list(arrays["elements"]), arrays["stats"], strain=True,
+                             strain_max_molecules=1000)
     return {"metrics_molecules": len(mols), "metrics_s": time.perf_counter() - t0,
             **{k: out[k] for k in ("atom_stable", "mol_stable", "validity", "mmff_strain_mean")}}
 

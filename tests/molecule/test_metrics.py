@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from multidiff.domains.molecule.bonds import BondTable
+from multidiff.domains.molecule.graphdata import molecules_from_arrays
 from multidiff.domains.molecule.metrics import MoleculeAnalysis, evaluate_molecules
 from multidiff.domains.molecule.structures import Molecule
 
@@ -13,9 +14,7 @@ QM9 = ["H", "C", "N", "O", "F"]
 
 
 def _molecules(arrays, indices) -> list[Molecule]:
-    ptr, elements = arrays["ptr"], list(arrays["elements"])
-    return [Molecule(arrays["pos"][ptr[m] : ptr[m + 1]], [elements[t] for t in arrays["types"][ptr[m] : ptr[m + 1]]],
-                     arrays["charges"][ptr[m] : ptr[m + 1]]) for m in indices]
+    return molecules_from_arrays(arrays, indices)
 
 
 def test_bond_orders_follow_edm_thresholds():

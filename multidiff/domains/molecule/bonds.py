@@ -61,7 +61,8 @@ class BondTable:
         for order in range(3):
             for i, a in enumerate(self.vocabulary):
                 for j, b in enumerate(self.vocabulary):
-                    self.thresholds[order, i, j] = (bond_length_pm(a, b, order + 1) + margins_pm[order]) / 100.0
+                    pm = bond_length_pm(a, b, order + 1) + margins_pm[order]
+                    self.thresholds[order, i, j] = pm / 100.0
 
     @property
     def pad(self) -> int:
@@ -88,7 +89,8 @@ class BondTable:
         dist = np.linalg.norm(pos[:, None] - pos[None], axis=-1)
         return self.orders(dist, np.asarray(types))
 
-    def chunks(self, positions: Sequence[np.ndarray], types: Sequence[np.ndarray], max_pairs: int = 4_000_000):
+    def chunks(self, positions: Sequence[np.ndarray], types: Sequence[np.ndarray],
+               max_pairs: int = 4_000_000):
         """Yield ``(indices, distances, orders)`` over size-sorted, padded chunks of molecules.
 
         Padded rows have the padding type, so their orders are zero.

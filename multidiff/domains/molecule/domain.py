@@ -16,7 +16,7 @@ from multidiff.domains.base import Domain, State
 
 from .export import draw_grid, write_sdf, write_xyz
 from .graphdata import training_smiles
-from .metrics import MoleculeAnalysis, evaluate_molecules
+from .metrics import MoleculeAnalysis, evaluate_molecules, reference_from_molecules
 from .readers import read_molecules
 from .structures import Molecule
 
@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 
 class MoleculeDomain(Domain):
-    """Molecules with explicit hydrogens as node rows ``[pos(3) | one-hot * onehot_scale | charge * charge_scale]``.
+    """Molecules with explicit hydrogens as node rows
+    ``[pos(3) | one-hot * onehot_scale | charge * charge_scale]``.
 
     EDM (Hoogeboom et al. 2022) scales the one-hot block by 0.25 and its integer feature by 0.1
     (``normalize_factors [1, 4, 10]``); EDM's integer feature is the atomic number, here it is the
@@ -50,13 +51,15 @@ class MoleculeDomain(Domain):
     # -- info ---------------------------------------------------------------------------------
     def bind(self, info: dict[str, Any]) -> None:
         if "elements" not in info or "node_counts" not in info:
-            raise ValueError(f"molecule domain: info needs 'elements' and 'node_counts', got keys {sorted(info)}")
+            raise ValueError("molecule domain: info needs 'elements' and 'node_counts', "
+                             f"got keys {sorted(info)}")
         super().bind(info)
 
     @property
     def elements(self) -> list[str]:
         if "elements" not in self.info:
-            raise RuntimeError("molecule domain is not bound: call bind(datamodule.info()) or load a checkpoint")
+            raise RuntimeError("molecule domain is not bound: call bind(datamodule.info()) "
+                               "or load a checkpoint")
         return list(self.info["elements"])
 
     @property
@@ -125,14 +128,19 @@ class MoleculeDomain(Domain):
         return torch.stack(cols, dim=1)
 
     def decode(self, state: State) -> list[Molecule]:
-        """Rows -> molecules: positions, element by argmax of the one-hot block, charge rounded."""
+        """Rows -> molecules: positions, element by argmax of the one-hot block, charge rounded and
+        clipped to the training data's range (an untrained net may emit any value)."""
         k = len(self.elements)
         x = state.x.detach().float().cpu().numpy()
+        if not np.isfinite(x).all():
+            log.warning("decode: %d non-finite values set to 0", int((~np.isfinite(x)).sum()))
+            x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
         batch = state.ctx["batch"].detach().cpu().numpy()
         n = int(state.ctx["num_items"])
         types = x[:, 3 : 3 + k].argmax(1)
-        charges = (np.rint(x[:, 3 + k] / self.charge_scale).astype(np.int64) if self.include_charges
-                   else np.zeros(len(x), np.int64))
+        lo, hi = self.info.get("charge_range", [-1, 1])
+        charges = (np.clip(np.rint(x[:, 3 + k] / self.charge_scale), lo, hi).astype(np.int64)
+                   if self.include_charges else np.zeros(len(x), np.int64))
         props = self._raw_condition(state.cond, n)
         order = np.argsort(batch, kind="stable")
         bounds = np.concatenate([[0], np.cumsum(np.bincount(batch, minlength=n))])
@@ -152,31 +160,60 @@ class MoleculeDomain(Domain):
         return [{name: float(v) for name, v in zip(info["names"], row)} for row in raw]
 
     def export(self, items: list[Molecule], out_dir: Path, meta: dict[str, Any]) -> list[Path]:
-        """``samples.sdf`` (bonds, charges, ``valid`` flag, condition fields), ``samples.xyz``, ``samples.png``."""
+        """``samples.sdf`` (bonds, charges, ``valid`` flag, condition fields), ``samples.xyz`` and
+        ``samples.png``."""
         out_dir = Path(out_dir)
         return [write_sdf(items, out_dir / "samples.sdf", meta), write_xyz(items, out_dir / "samples.xyz"),
                 draw_grid(items, out_dir / "samples.png", self.png_max_molecules)]
 
     # -- evaluation -----------------------------------------------------------------------------
-    def reference(self, novelty: bool = True, progress: bool = True) -> dict[str, Any]:
+    def reference(self, novelty: bool = True, path: Path | None = None,
+                  progress: bool = True) -> dict[str, Any]:
+        """Training statistics for the distribution metrics and novelty.
+
+        From ``info`` (atom types, bond lengths; training SMILES from the cache in ``data_root``), or
+        from ``path``: a ``.txt`` of SMILES (EDM form, one per line), an ``.sdf``/``.xyz`` of reference
+        molecules, or a data folder holding the processed cache.
+        """
         ref: dict[str, Any] = {k: self.info[k] for k in ("atom_types", "bond_lengths") if k in self.info}
-        if novelty and "data_root" in self.info and Path(self.info["data_root"]).exists():
+        if path is not None:
+            path = Path(path)
+            if path.is_dir():
+                smiles = training_smiles(path, self.info.get("dataset", ""), progress)
+                if smiles is None:
+                    raise FileNotFoundError(f"reference {path}: no processed "
+                                            f"{self.info.get('dataset')} cache in this folder")
+                ref["smiles"] = smiles
+            elif path.suffix.lower() == ".txt":
+                ref["smiles"] = set(path.read_text().split())
+            else:
+                result = read_molecules(path, self.info.get("elements"))
+                ref.update(reference_from_molecules(result.molecules, self.info.get("elements")))
+        elif novelty and "data_root" in self.info and Path(self.info["data_root"]).exists():
             smiles = training_smiles(self.info["data_root"], self.info.get("dataset", ""), progress)
             if smiles is not None:
                 ref["smiles"] = smiles
         return ref
 
     def evaluate(self, samples: Path, **options: Any) -> dict[str, Any]:
-        """Metrics of an SDF/XYZ file (or a folder holding one).
+        """Metrics of an SDF/XYZ file (or a folder holding one), as a JSON-able dict.
 
-        Options: ``strain`` (default True), ``strain_max_molecules``, ``novelty`` (default True; needs
-        the training cache named in ``info['data_root']``), ``progress``.
+        Options: ``strain`` (default True), ``strain_max_molecules``, ``novelty`` (default True; the
+        training SMILES come from the cache named in ``info['data_root']``, computed once),
+        ``reference`` (see :meth:`reference`), ``data_config`` (a data config used to bind an unbound
+        domain), ``progress``. Malformed records are listed in ``malformed_records`` and skipped.
         """
+        if not self.info and options.get("data_config"):
+            from hydra.utils import instantiate
+
+            datamodule = instantiate(options["data_config"])
+            self.bind(datamodule.info())
         vocabulary = self.info.get("elements")
         result = read_molecules(Path(samples), vocabulary)
         for err in result.errors:
             log.warning("%s: %s", samples, err)
-        reference = self.reference(bool(options.get("novelty", True)), bool(options.get("progress", True)))
+        progress = bool(options.get("progress", True))
+        reference = self.reference(bool(options.get("novelty", True)), options.get("reference"), progress)
         metrics = evaluate_molecules(result.molecules, vocabulary, reference,
                                      strain=bool(options.get("strain", True)),
                                      strain_max_molecules=int(options.get("strain_max_molecules",

@@ -66,7 +66,8 @@ def write_xyz(molecules: Sequence[Molecule], path: Path) -> Path:
     for k, mol in enumerate(molecules):
         props = " ".join(f"{key}={_field(v)}" for key, v in mol.properties.items())
         lines += [str(len(mol)), f"{mol.name or f'molecule_{k}'} {props}".strip()]
-        lines += [f"{e:<2s} {x:14.8f} {y:14.8f} {z:14.8f}" for e, (x, y, z) in zip(mol.elements, mol.positions)]
+        lines += [f"{e:<2s} {x:14.8f} {y:14.8f} {z:14.8f}"
+                  for e, (x, y, z) in zip(mol.elements, mol.positions)]
     path.write_text("\n".join(lines) + "\n")
     return path
 

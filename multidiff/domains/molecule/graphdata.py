@@ -76,6 +76,17 @@ def reference_stats(arrays: dict[str, Any], indices: np.ndarray) -> dict[str, An
             "bond_lengths": histogram(lengths)}
 
 
+def molecules_from_arrays(arrays: dict[str, Any], indices: np.ndarray) -> list[Molecule]:
+    """Molecule objects (positions, elements, formal charges) of packed ``arrays``."""
+    ptr, elements = arrays["ptr"], list(arrays["elements"])
+    out = []
+    for m in indices:
+        a, b = int(ptr[m]), int(ptr[m + 1])
+        out.append(Molecule(arrays["pos"][a:b], [elements[t] for t in arrays["types"][a:b]],
+                            arrays["charges"][a:b], name=f"{m}"))
+    return out
+
+
 def smiles_path(data_root: str | Path, dataset: str) -> Path:
     return Path(data_root) / f"{dataset}_train_smiles.txt"
 
@@ -93,14 +104,13 @@ def training_smiles(data_root: str | Path, dataset: str, progress: bool = True) 
     if not caches:
         return None
     arrays = load_arrays(caches[-1])
-    elements, ptr = list(arrays["elements"]), arrays["ptr"]
-    train = arrays["splits"]["train"]
-    molecules = [Molecule(arrays["pos"][ptr[m] : ptr[m + 1]], [elements[t] for t in arrays["types"][ptr[m] : ptr[m + 1]]])
-                 for m in train]
+    elements = list(arrays["elements"])
+    molecules = molecules_from_arrays(arrays, arrays["splits"]["train"])
     table = BondTable(elements)
     smiles = set()
     chunk = 5000
-    for start in tqdm(range(0, len(molecules), chunk), desc=f"{dataset}: training SMILES", disable=not progress):
+    bar = tqdm(range(0, len(molecules), chunk), desc=f"{dataset}: training SMILES", disable=not progress)
+    for start in bar:
         part = molecules[start : start + chunk]
         orders = table.batch_orders([m.positions for m in part],
                                     [np.array([elements.index(e) for e in m.elements]) for m in part])

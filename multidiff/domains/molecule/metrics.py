@@ -109,7 +109,8 @@ class MoleculeAnalysis:
         self.vocabulary = list(vocabulary) if vocabulary is not None else vocabulary_of(self.molecules)
         index = {e: k for k, e in enumerate(self.vocabulary)}
         self.types = [np.array([index[e] for e in m.elements], np.int64) for m in self.molecules]
-        self.orders = BondTable(self.vocabulary).batch_orders([m.positions for m in self.molecules], self.types)
+        table = BondTable(self.vocabulary)
+        self.orders = table.batch_orders([m.positions for m in self.molecules], self.types)
         self.stable_atoms = [atom_stability(t, o, self.vocabulary) for t, o in zip(self.types, self.orders)]
         self.stable_atoms_charged = [atom_stability(t, o, self.vocabulary, m.charges)
                                      for t, o, m in zip(self.types, self.orders, self.molecules)]
@@ -171,6 +172,15 @@ class MoleculeAnalysis:
                 "mmff_strain_count": len(strains)}
 
 
+def reference_from_molecules(molecules: Sequence[Molecule],
+                             vocabulary: Sequence[str] | None = None) -> dict[str, Any]:
+    """Reference statistics (SMILES, atom types, bond lengths) of a set of real molecules."""
+    analysis = MoleculeAnalysis(molecules, vocabulary)
+    return {"smiles": {s for s in analysis.smiles if s is not None},
+            "atom_types": atom_type_frequencies(analysis.molecules),
+            "bond_lengths": analysis.bond_length_histogram()}
+
+
 def evaluate_molecules(molecules: Sequence[Molecule], vocabulary: Sequence[str] | None = None,
                        reference: dict[str, Any] | None = None, strain: bool = True,
                        strain_max_molecules: int = 1000) -> dict[str, Any]:
@@ -182,7 +192,8 @@ def evaluate_molecules(molecules: Sequence[Molecule], vocabulary: Sequence[str] 
     out.update(analysis.stability())
     out.update(analysis.rdkit_metrics(reference.get("smiles")))
     if "atom_types" in reference:
-        out["atom_type_tv"] = total_variation(atom_type_frequencies(analysis.molecules), reference["atom_types"])
+        frequencies = atom_type_frequencies(analysis.molecules)
+        out["atom_type_tv"] = total_variation(frequencies, reference["atom_types"])
     if "bond_lengths" in reference:
         out["bond_length_w1"] = histogram_w1(analysis.bond_length_histogram(), reference["bond_lengths"])
     if strain:

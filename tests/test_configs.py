@@ -1,0 +1,85 @@
+"""Every config group composes, and what it names instantiates."""
+
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, compose
+from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
+
+from multidiff.core.processes import Process
+from multidiff.core.samplers import SAMPLERS
+from multidiff.core.schedules import Schedule
+
+CONF = ROOT / "conf"
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("domain", options("domain"))
+def test_domain_composes_and_instantiates(domain, tmp_path):
+    cfg = compose("train", [f"domain={domain}"], tmp_path)
+    assert instantiate(cfg.domain).name == domain
+    assert instantiate(cfg.net) is not None
+
+
+@pytest.mark.parametrize("schedule", options("schedule"))
+@pytest.mark.parametrize("process", options("process"))
+def test_process_and_schedule_instantiate(process, schedule, tmp_path):
+    cfg = compose("train", [f"process={process}", f"schedule={schedule}"], tmp_path)
+    p = instantiate(cfg.process)
+    assert isinstance(p, Process) and isinstance(p.schedule, Schedule)
+
+
+@pytest.mark.parametrize("sampler", options("sampler"))
+def test_sampler_configs_name_real_samplers(sampler, tmp_path):
+    cfg = compose("sample", ["ckpt=x", f"sampler={sampler}"], tmp_path)
+    assert cfg.sampler.name in SAMPLERS
+
+
+@pytest.mark.parametrize("data", options("data"))
+def test_data_configs_compose(data, tmp_path):
+    cfg = compose("train", [f"data={data}", "data.root=/nonexistent"] if data == "audio_folder" else [f"data={data}"], tmp_path)
+    assert "_target_" in cfg.data
+
+
+@pytest.mark.parametrize("hardware", options("hardware"))
+def test_hardware_composes(hardware, tmp_path):
+    cfg = compose("train", [f"hardware={hardware}"], tmp_path)
+    assert cfg.trainer.accelerator in ("cpu", "gpu")
+    if hardware == "cpu":
+        assert instantiate(cfg.trainer, logger=False).max_steps == cfg.trainer.max_steps
+
+
+@pytest.mark.parametrize("logger", options("logger"))
+def test_loggers_instantiate(logger, tmp_path):
+    cfg = compose("train", [f"logger={logger}"], tmp_path)
+    assert all(instantiate(c) is not None for c in cfg.logger.values())
+
+
+def test_callbacks_instantiate(tmp_path):
+    cfg = compose("train", [], tmp_path)
+    assert len([instantiate(c) for c in cfg.callbacks.values()]) == len(cfg.callbacks)
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_experiments_compose(experiment, tmp_path):
+    cfg = compose("train", [f"experiment={experiment}"], tmp_path)
+    assert instantiate(cfg.process) is not None
+
+
+def test_evaluate_config_composes(tmp_path):
+    assert compose("evaluate", ["samples=x"], tmp_path).samples == "x"
+
+
+def test_run_dir_is_where_outputs_go(tmp_path):
+    cfg = compose("train", [], tmp_path / "here")
+    assert Path(cfg.callbacks.checkpoint.dirpath) == tmp_path / "here" / "checkpoints"
+
+
+def test_unknown_choice_lists_valid_ones(tmp_path):
+    with pytest.raises(ConfigCompositionException) as e:
+        compose("train", ["process=ddpm_magic"], tmp_path)
+    assert "edm" in str(e.value) and "vp_eps" in str(e.value)
