@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _run(args: list[str], cwd: Path) -> str:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
-    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout
 
@@ -31,7 +32,8 @@ def test_train_sample_evaluate(qm9_root, tmp_path):
     assert (run / "samples" / "step_0000010" / "samples.sdf").is_file()  # exported during training
 
     out = tmp_path / "samples"
-    _run(["sample.py", f"ckpt={ckpt}", "n=16", "steps=50", f"out={out}", f"hydra.run.dir={tmp_path / 's'}"], ROOT)
+    _run(["sample.py", f"ckpt={ckpt}", "n=16", "steps=50", f"out={out}", f"hydra.run.dir={tmp_path / 's'}"],
+         ROOT)
     records = list(Chem.SDMolSupplier(str(out / "samples.sdf"), sanitize=False, removeHs=False))
     assert len(records) == 16 and all(r is not None and r.GetNumAtoms() > 0 for r in records)
     assert all(r.HasProp("valid") for r in records)

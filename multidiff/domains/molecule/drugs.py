@@ -91,6 +91,7 @@ class DrugsDataModule(MoleculeDataModule):
     """
 
     name = "drugs"
+    property_names = tuple(PROPERTIES)
 
     def __init__(self, root: str | Path, source: str | Path | None = None, limit: int | None = None,
                  seed: int = 0, **kwargs: Any):

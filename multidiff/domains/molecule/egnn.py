@@ -108,7 +108,9 @@ class EGNN(nn.Module):
     and translation-invariant (per-molecule mean removed), the rest invariant.
 
     ``num_atom_types``: int or the vocabulary list; ``charges``: whether a charge column follows the
-    one-hot block; ``cond_features``: None, an int, or the data's condition name(s).
+    one-hot block; ``cond_features``: None, an int, or the data's condition name(s); ``radius``:
+    None (fully connected) or a cutoff in the units of the network's input coordinates (the
+    process's ``c_in`` times Angstrom).
     EDM's QM9 model: ``hidden=256, layers=9, attention=True, tanh=True, coords_range=15,
     norm_constant=1, aggregation_norm=1``.
     """
@@ -145,6 +147,9 @@ class EGNN(nn.Module):
         if x_in.shape[1] != 3 + self.node_features:
             raise ValueError(f"EGNN expects {3 + self.node_features} columns (3 + node features), "
                              f"got {x_in.shape[1]}")
+        if batch.numel() > 1 and bool((batch[1:] < batch[:-1]).any()):
+            raise ValueError("EGNN needs the nodes of each molecule contiguous and in order (a sorted batch "
+                             "vector, as PyG batches have)")
         pos, feats = x_in[:, :3], x_in[:, 3:]
         c_noise = c_noise.reshape(-1).expand(n_items) if c_noise.numel() == 1 else c_noise
         parts = [feats, self.time(c_noise)[batch]]

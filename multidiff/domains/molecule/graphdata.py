@@ -1,8 +1,8 @@
 """What the QM9 and drug-like data modules share: packed arrays -> PyG batches, splits, ``info()``.
 
 A processed dataset is one dict of packed arrays (all atoms of all molecules concatenated):
-``pos`` (A, 3) float32 Angstrom, ``types`` (A,) int64 indices into ``elements``, ``charges`` (A,)
-int64 formal charges, ``ptr`` (M + 1,) atom offsets, ``props`` (M, P) float64 with ``prop_names``,
+``pos`` (A, 3) float32 Angstrom, ``types`` (A,) int8 indices into ``elements``, ``charges`` (A,)
+int8 formal charges, ``ptr`` (M + 1,) atom offsets, ``props`` (M, P) float64 with ``prop_names``,
 ``splits`` {train, val, test} molecule indices, ``stats`` (training-set reference statistics).
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,8 @@ class MoleculeDataModule(pl.LightningDataModule):
 
     name = "molecules"
     cache_version = 1
+    #: property names known before loading (checked at construction); None: only known from the data
+    property_names: tuple[str, ...] | None = None
 
     def __init__(self, root: str | Path, batch_size: int = 64, num_workers: int = 0,
                  condition: str | list[str] | None = None, max_molecules: int | None = None,
@@ -170,6 +173,8 @@ class MoleculeDataModule(pl.LightningDataModule):
         self.root = Path(root)
         self.batch_size, self.num_workers, self.shuffle = batch_size, num_workers, shuffle
         self.condition = [condition] if isinstance(condition, str) else (list(condition) if condition else [])
+        if self.property_names is not None:
+            self._check_condition(list(self.property_names))
         self.max_molecules = max_molecules
         self.progress = progress
         self.arrays: dict[str, Any] | None = None
@@ -180,7 +185,7 @@ class MoleculeDataModule(pl.LightningDataModule):
         raise NotImplementedError
 
     # -- caching -----------------------------------------------------------------------------
-    @property
+    @cached_property
     def cache_path(self) -> Path:
         return writable_dir(self.root, self.name) / "processed" / f"{self.name}_v{self.cache_version}.pt"
 
@@ -196,7 +201,7 @@ class MoleculeDataModule(pl.LightningDataModule):
         if self.arrays is None:
             self.prepare_data()
             self.arrays = self._remap(load_arrays(self.cache_path))
-            self._check_condition()
+            self._check_condition(list(self.arrays["prop_names"]))
         return self.arrays
 
     def _remap(self, arrays: dict[str, Any]) -> dict[str, Any]:
@@ -213,8 +218,7 @@ class MoleculeDataModule(pl.LightningDataModule):
         arrays["elements"] = list(self.elements)
         return arrays
 
-    def _check_condition(self) -> None:
-        valid = list(self.arrays["prop_names"])
+    def _check_condition(self, valid: list[str]) -> None:
         unknown = [c for c in self.condition if c not in valid]
         if unknown:
             raise ValueError(f"data.condition: unknown {self.name} property {unknown}; valid names: {valid}")
@@ -230,7 +234,8 @@ class MoleculeDataModule(pl.LightningDataModule):
 
     def property_norms(self) -> tuple[np.ndarray, np.ndarray]:
         props = self.load()["props"][self.load()["splits"]["train"]][:, self._cond_columns()]
-        return props.mean(0), props.std(0)
+        std = props.std(0)
+        return props.mean(0), np.where(std > 0, std, 1.0)  # a constant property must not divide by 0
 
     def setup(self, stage: str | None = None) -> None:
         arrays = self.load()

@@ -126,6 +126,7 @@ class QM9DataModule(MoleculeDataModule):
     """
 
     name = "qm9"
+    property_names = tuple(PROPERTIES)
 
     def _build_arrays(self) -> dict[str, Any]:
         return read_qm9(self.progress)

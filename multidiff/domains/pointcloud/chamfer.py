@@ -91,6 +91,8 @@ def nn_sqdist(a: Tensor, b: Tensor, backend: str = "auto") -> tuple[Tensor, Tens
     if a.shape[0] != b.shape[0]:
         raise ValueError(f"paired clouds need equal batch sizes, got {a.shape[0]} and {b.shape[0]}")
     backend = _resolve(backend, a.shape[0])
+    centre = torch.cat([a, b], 1).mean(1, keepdim=True)  # per pair: keeps float32 coordinates small
+    a, b = a - centre, b - centre
     outs_ab, outs_ba = [], []
     for i in range(a.shape[0]):  # pairs only: the diagonal of the block kernel
         ab, ba = _block_nn(a[i:i + 1], b[i:i + 1], backend)

@@ -54,6 +54,7 @@ class PointCloudDataModule(pl.LightningDataModule):
         val_split: str = "test",
         limit_shapes: int | None = None,
         seed: int = 0,
+        up_axis: str = "y",
     ):
         super().__init__()
         self.root = Path(root)
@@ -61,6 +62,9 @@ class PointCloudDataModule(pl.LightningDataModule):
         self.num_classes, self.batch_size, self.num_workers = int(num_classes), int(batch_size), int(num_workers)
         self.train_split, self.val_split = train_split, val_split
         self.limit_shapes, self.seed = limit_shapes, seed
+        if up_axis not in ("x", "y", "z"):
+            raise ValueError(f"up_axis must be x, y or z, got {up_axis!r}")
+        self.up_axis = up_axis
         self.normalizer = Normalizer(normalize)
         self._loaded: dict[str, LoadResult] = {}
         self.datasets: dict[str, PointCloudDataset] = {}
@@ -138,6 +142,7 @@ class PointCloudDataModule(pl.LightningDataModule):
             "num_classes": self.num_classes,
             "class_names": self.class_names(),
             "normalization": self.normalizer.to_dict(),
+            "up_axis": self.up_axis,
             "num_shapes": {s: len(d) for s, d in self.datasets.items()},
             "skipped_files": {s: len(r.skipped) for s, r in self._loaded.items()},
             "resampled_with_replacement": {s: d.num_short for s, d in self.datasets.items()},
@@ -175,8 +180,9 @@ class ModelNetDataModule(PointCloudDataModule):
     """
 
     def __init__(self, root: str | Path, version: int = 10, format: str = "auto", classes: list[str] | None = None,
-                 download: bool = False, surface_points: int = 4096, normalize: str = "unit_sphere", **kwargs):
-        super().__init__(root, normalize=normalize, **kwargs)
+                 download: bool = False, surface_points: int = 4096, normalize: str = "unit_sphere",
+                 up_axis: str = "z", **kwargs):
+        super().__init__(root, normalize=normalize, up_axis=up_axis, **kwargs)
         self.version, self.download, self.surface_points = int(version), download, int(surface_points)
         self.name = f"modelnet{self.version}"
         if format not in ("auto", "pcd", "off", "points"):

@@ -31,7 +31,7 @@ class PointCloudDomain(Domain):
     name = "pointcloud"
 
     def __init__(self, n_points: int | None = None, ply_binary: bool = True, preview_shapes: int = 16,
-                 up_axis: str = "y"):
+                 up_axis: str | None = None):
         super().__init__()
         self.space = TensorSpace()
         self.n_points, self.ply_binary = n_points, ply_binary
@@ -97,7 +97,7 @@ class PointCloudDomain(Domain):
             titles.append(stem)
         if items:
             paths.append(render_grid([it["points"] for it in items], out_dir / "preview.png", titles,
-                                     self.preview_shapes, up=self.up_axis))
+                                     self.preview_shapes, up=self.up_axis or self.info.get("up_axis", "y")))
         return paths
 
     # -- evaluation -------------------------------------------------------------------------

@@ -33,7 +33,7 @@ def render_grid(clouds: list[np.ndarray], path: Path | str, titles: list[str] | 
         ax.scatter(p[:, 0], p[:, 1], p[:, 2], s=point_size, c=p[:, 2], cmap="viridis", linewidths=0)
         for setter, c in zip((ax.set_xlim, ax.set_ylim, ax.set_zlim), centre):
             setter(c - radius, c + radius)
-        ax.set_box_aspect((1, 1, 1))
+        ax.set_box_aspect((1, 1, 1), zoom=1.35)
         ax.view_init(elev=20, azim=-60)
         ax.set_axis_off()
         if titles:
