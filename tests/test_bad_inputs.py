@@ -5,7 +5,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, compose
+from helpers import ROOT, compose
 
 import sample
 import train

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, compose
+from helpers import ROOT, compose
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from conftest import ROOT, TINY_AUDIO
+from helpers import ROOT, TINY_AUDIO
 
 
 def test_multirun_sweep_over_processes(shared_datasets, tmp_path):

@@ -5,7 +5,7 @@ import csv
 import pytest
 import soundfile as sf
 import torch
-from conftest import compose
+from helpers import compose
 
 import sample
 import train

@@ -96,7 +96,10 @@ class MoleculeDomain(Domain):
         if num_atoms is None:
             counts = self.sample_num_atoms(n, generator)
         else:
-            counts = torch.as_tensor(num_atoms, dtype=torch.long).reshape(-1).expand(n).clone()
+            counts = torch.as_tensor(num_atoms, dtype=torch.long).reshape(-1)
+            if counts.numel() not in (1, n):
+                raise ValueError(f"num_atoms: give one count or {n}, got {counts.numel()}")
+            counts = counts.expand(n).clone()
             if (counts < 1).any():
                 raise ValueError(f"num_atoms must be >= 1, got {counts.tolist()}")
         batch = torch.repeat_interleave(torch.arange(n), counts)
