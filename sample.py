@@ -25,14 +25,29 @@ def sample(cfg: DictConfig) -> list[Path]:
     states = []
     for start in range(0, cfg.n, cfg.batch_size):
         n = min(cfg.batch_size, cfg.n - start)
-        states.append(module.generate(
-            n, sampler=cfg.sampler.name, steps=steps, spacing=spacing, seed=cfg.seed + start,
-            guidance=cfg.guidance, sampler_options=OmegaConf.to_container(cfg.sampler.options) if cfg.sampler.get("options") else None, **request,
-        ))
+        states.append(
+            module.generate(
+                n,
+                sampler=cfg.sampler.name,
+                steps=steps,
+                spacing=spacing,
+                seed=cfg.seed + start,
+                guidance=cfg.guidance,
+                sampler_options=OmegaConf.to_container(cfg.sampler.options) if cfg.sampler.get("options") else None,
+                **request,
+            )
+        )
     items = [item for s in states for item in module.domain.decode(State(s.x.cpu(), s.cond, s.ctx))]
     out = Path(cfg.out or cfg.paths.output_dir)
-    meta = {"ckpt": str(cfg.ckpt), "sampler": cfg.sampler.name, "steps": steps, "spacing": spacing,
-            "seed": cfg.seed, "guidance": cfg.guidance, **request}
+    meta = {
+        "ckpt": str(cfg.ckpt),
+        "sampler": cfg.sampler.name,
+        "steps": steps,
+        "spacing": spacing,
+        "seed": cfg.seed,
+        "guidance": cfg.guidance,
+        **request,
+    }
     paths = module.domain.export(items, out, meta)
     (out / "sampling.json").write_text(json.dumps(meta, indent=2))
     log.info("wrote %d files to %s", len(paths), out)

@@ -24,8 +24,13 @@ def train(cfg: DictConfig) -> pl.Trainer:
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c is not None]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    log.info("%s: %s, %.2fM parameters, outputs in %s", module.domain.name, type(module.model.net).__name__,
-             sum(p.numel() for p in module.parameters()) / 1e6, cfg.paths.output_dir)
+    log.info(
+        "%s: %s, %.2fM parameters, outputs in %s",
+        module.domain.name,
+        type(module.model.net).__name__,
+        sum(p.numel() for p in module.parameters()) / 1e6,
+        cfg.paths.output_dir,
+    )
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     return trainer
 

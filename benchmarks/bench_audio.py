@@ -1,6 +1,6 @@
 """Audio model speed on this machine: training clips/s, sampling time per step and per clip, peak memory.
 
-    python benchmarks/bench_audio.py [--batch 8] [--length 8192] [--steps 50] [net overrides, e.g. net.blocks=2]
+python benchmarks/bench_audio.py [--batch 8] [--length 8192] [--steps 50] [net overrides, e.g. net.blocks=2]
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ sys.path.insert(0, str(ROOT))
 from multidiff.core.processes import EDMProcess  # noqa: E402
 from multidiff.core.schedules import KarrasSchedule  # noqa: E402
 from multidiff.domains.audio import AudioDomain  # noqa: E402
-from multidiff.module import DiffusionModule  # noqa: E402
 from multidiff.domains.base import State  # noqa: E402
+from multidiff.module import DiffusionModule  # noqa: E402
 
 
 def main() -> None:
@@ -40,7 +40,9 @@ def main() -> None:
         cfg = compose("train", [f"net={a.net}", "paths.root_dir=.", *a.overrides])
     net = instantiate(cfg.net)
     domain = AudioDomain()
-    domain.bind({"sample_rate": 8000, "length": a.length, "num_classes": 10, "class_names": [str(i) for i in range(10)]})
+    domain.bind(
+        {"sample_rate": 8000, "length": a.length, "num_classes": 10, "class_names": [str(i) for i in range(10)]}
+    )
     module = DiffusionModule(domain, net, EDMProcess(KarrasSchedule()), optimizer=torch.optim.AdamW)
     opt = torch.optim.AdamW(module.parameters(), 2e-4)
     x = torch.randn(a.batch, 1, a.length) * 0.3
@@ -66,7 +68,8 @@ def main() -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"net={a.net} params={params:.2f}M batch={a.batch} length={a.length} threads={a.threads}")
     print(f"train: {a.batch / train_s:.2f} clips/s ({train_s:.3f} s/step)")
-    print(f"sample: {sample_s / a.steps * 1000:.1f} ms/step for the batch, {sample_s / a.batch:.3f} s/clip with {a.steps} steps")
+    per_step = sample_s / a.steps * 1000
+    print(f"sample: {per_step:.1f} ms/step for the batch, {sample_s / a.batch:.3f} s/clip with {a.steps} steps")
     print(f"peak RSS: {peak:.0f} MiB")
 
 

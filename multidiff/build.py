@@ -29,7 +29,9 @@ def build_module(cfg: DictConfig | dict, info: dict[str, Any] | None = None) -> 
     )
 
 
-def load_checkpoint(path: str | Path, domain: str | None = None, map_location: str | torch.device = "cpu") -> DiffusionModule:
+def load_checkpoint(
+    path: str | Path, domain: str | None = None, map_location: str | torch.device = "cpu"
+) -> DiffusionModule:
     """A module with the checkpoint's weights (EMA weights when EMA was on).
 
     ``domain``: refuse a checkpoint of another domain, saying which domain it holds.
@@ -40,11 +42,14 @@ def load_checkpoint(path: str | Path, domain: str | None = None, map_location: s
     ckpt = torch.load(path, map_location=map_location, weights_only=True)
     meta = ckpt.get(CHECKPOINT_KEY)
     if meta is None:
-        raise ValueError(f"{path} is not a multidiff checkpoint (no '{CHECKPOINT_KEY}' entry); "
-                         "use a checkpoint written by train.py")
+        raise ValueError(
+            f"{path} is not a multidiff checkpoint (no '{CHECKPOINT_KEY}' entry); use a checkpoint written by train.py"
+        )
     if domain is not None and meta["domain"] != domain:
-        raise ValueError(f"{path} holds a {meta['domain']!r} model, not {domain!r}: the denoiser, data "
-                         f"and exporter differ between domains; use a {domain} checkpoint or domain={meta['domain']}")
+        raise ValueError(
+            f"{path} holds a {meta['domain']!r} model, not {domain!r}: the denoiser, data "
+            f"and exporter differ between domains; use a {domain} checkpoint or domain={meta['domain']}"
+        )
     module = build_module(meta["config"], meta["domain_info"])
     module.load_state_dict(ckpt["state_dict"])
     return module.eval()

@@ -81,8 +81,9 @@ class DiffusionModule(pl.LightningModule):
         for lo, hi in zip(SIGMA_BUCKETS[:-1], SIGMA_BUCKETS[1:]):
             m = (level >= lo) & (level < hi)
             if m.any():
-                name = f"{stage}/loss_sigma_{'lt' if lo == -math.inf else f'1e{int(lo)}'}_{'inf' if hi == math.inf else f'1e{int(hi)}'}"
-                self.log(name, losses[m].mean(), batch_size=int(m.sum()), on_step=False, on_epoch=True)
+                low = "lt" if lo == -math.inf else f"1e{int(lo)}"
+                high = "inf" if hi == math.inf else f"1e{int(hi)}"
+                self.log(f"{stage}/loss_sigma_{low}_{high}", losses[m].mean(), batch_size=int(m.sum()), on_epoch=True)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # a finite loss can still produce inf/NaN gradients; stepping on them would poison the
@@ -106,7 +107,10 @@ class DiffusionModule(pl.LightningModule):
         opt = self.optimizer_factory(params=self.parameters())
         if self.lr_scheduler_factory is None:
             return opt
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": self.lr_scheduler_factory(optimizer=opt), "interval": "step"}}
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": self.lr_scheduler_factory(optimizer=opt), "interval": "step"},
+        }
 
     # -- checkpoints ------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -135,6 +139,7 @@ class DiffusionModule(pl.LightningModule):
         gen = torch.Generator().manual_seed(seed)
         cond = self.domain.condition(n, **request)
         state = self.domain.template(n, cond, gen).to(self.device)
+
         def noise_like(x: Tensor) -> Tensor:
             return self.domain.space.noise(x, state.ctx, generator=gen)
 
@@ -142,12 +147,20 @@ class DiffusionModule(pl.LightningModule):
         x = noise_like(state.x) * self.process.prior_std()
         was_training = self.training
         self.eval()
-        bar = tqdm(total=steps, desc=f"sampling ({sample_fn.__name__.removeprefix('sample_')}, {steps} steps)",
-                   disable=not progress, leave=False)
+        bar = tqdm(
+            total=steps,
+            desc=f"sampling ({sample_fn.__name__.removeprefix('sample_')}, {steps} steps)",
+            disable=not progress,
+            leave=False,
+        )
         try:
             x = sample_fn(
-                sampling_denoiser(self.model, state, guidance), x, sigmas,
-                noise_sampler=noise_like, callback=lambda *a: bar.update(1), **(sampler_options or {}),
+                sampling_denoiser(self.model, state, guidance),
+                x,
+                sigmas,
+                noise_sampler=noise_like,
+                callback=lambda *a: bar.update(1),
+                **(sampler_options or {}),
             )
         finally:
             bar.close()

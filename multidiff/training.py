@@ -26,8 +26,9 @@ class SampleCallback(pl.Callback):
     """Every ``every_n_steps`` optimizer steps: generate ``n`` items, export them (files + PNG)
     under ``<run dir>/samples/step_<k>`` and log the domain's quick metrics."""
 
-    def __init__(self, every_n_steps: int = 5000, n: int = 8, sampler: str = "dpmpp_2m", steps: int = 50,
-                 spacing: str = "karras"):
+    def __init__(
+        self, every_n_steps: int = 5000, n: int = 8, sampler: str = "dpmpp_2m", steps: int = 50, spacing: str = "karras"
+    ):
         self.every_n_steps, self.n = every_n_steps, n
         self.kwargs = {"sampler": sampler, "steps": steps, "spacing": spacing}
 

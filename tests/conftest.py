@@ -26,7 +26,10 @@ def audio_cfg(shared_datasets, tmp_path):
     """Compose a tiny FSDD training run: ``audio_cfg(*overrides, out=DIR)``."""
 
     def make(*overrides: str, out: Path | None = None):
-        return compose("train", ["domain=audio", f"paths.data_dir={shared_datasets}", *TINY_AUDIO, *overrides],
-                       out or tmp_path / "run")
+        return compose(
+            "train",
+            ["domain=audio", f"paths.data_dir={shared_datasets}", *TINY_AUDIO, *overrides],
+            out or tmp_path / "run",
+        )
 
     return make

@@ -34,7 +34,9 @@ def compose(config_name: str, overrides: list[str], output_dir: Path):
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = hydra_compose(config_name, overrides=[f"hydra.run.dir={output_dir}", *overrides], return_hydra_config=True)
+        cfg = hydra_compose(
+            config_name, overrides=[f"hydra.run.dir={output_dir}", *overrides], return_hydra_config=True
+        )
     OmegaConf.set_readonly(cfg.hydra, False)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(output_dir)

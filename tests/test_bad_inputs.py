@@ -43,7 +43,9 @@ def test_checkpoint_from_another_domain_is_refused(audio_cfg, tmp_path):
     train.train(audio_cfg("trainer.max_steps=1", out=run))
     with pytest.raises(ValueError, match="holds a 'audio' model, not 'molecule'"):
         load_checkpoint(run / "checkpoints" / "last.ckpt", domain="molecule")
-    cfg = compose("sample", [f"ckpt={run}/checkpoints/last.ckpt", "expect_domain=pointcloud", f"out={tmp_path}/o"], tmp_path / "s")
+    cfg = compose(
+        "sample", [f"ckpt={run}/checkpoints/last.ckpt", "expect_domain=pointcloud", f"out={tmp_path}/o"], tmp_path / "s"
+    )
     with pytest.raises(ValueError, match="pointcloud"):
         sample.sample(cfg)
 
@@ -66,7 +68,12 @@ def test_unknown_class_request_lists_valid_ones(audio_cfg, tmp_path):
 
 
 def test_cli_unknown_config_value_lists_options(tmp_path):
-    r = subprocess.run([sys.executable, "train.py", "sampler=magic", f"hydra.run.dir={tmp_path}"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "train.py", "sampler=magic", f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode != 0
     assert "dpmpp_2m" in r.stderr and "heun" in r.stderr

@@ -41,7 +41,9 @@ def test_sampler_configs_name_real_samplers(sampler, tmp_path):
 
 @pytest.mark.parametrize("data", options("data"))
 def test_data_configs_compose(data, tmp_path):
-    cfg = compose("train", [f"data={data}", "data.root=/nonexistent"] if data == "audio_folder" else [f"data={data}"], tmp_path)
+    cfg = compose(
+        "train", [f"data={data}", "data.root=/nonexistent"] if data == "audio_folder" else [f"data={data}"], tmp_path
+    )
     assert "_target_" in cfg.data
 
 

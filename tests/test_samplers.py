@@ -52,7 +52,9 @@ def test_every_sampler_is_covered():
 
 
 @pytest.mark.parametrize("schedule", [KarrasSchedule(), LinearSchedule()], ids=["karras", "linear"])
-@pytest.mark.parametrize("name,steps,spacing,opts", CASES, ids=[f"{c[0]}-{c[1]}-{c[2]}{'-' + str(c[3]) if c[3] else ''}" for c in CASES])
+@pytest.mark.parametrize(
+    "name,steps,spacing,opts", CASES, ids=[f"{c[0]}-{c[1]}-{c[2]}{'-' + str(c[3]) if c[3] else ''}" for c in CASES]
+)
 def test_sampler_matches_mixture(gmm, schedule, name, steps, spacing, opts):
     errs = gmm.moment_errors(run(gmm, schedule, name, steps, spacing, opts))
     for k, tol in TOL.items():
@@ -64,7 +66,9 @@ def test_ddpm_1000_matches_mixture(ddpm_1000):
         assert ddpm_1000[k] < tol, f"ddpm {k} error {ddpm_1000[k]:.4f} >= {tol}"
 
 
-@pytest.mark.parametrize("name,steps,spacing", [("dpmpp_2m", 30, "log_snr"), ("dpmpp_2m", 50, "karras"), ("heun", 50, "karras")])
+@pytest.mark.parametrize(
+    "name,steps,spacing", [("dpmpp_2m", 30, "log_snr"), ("dpmpp_2m", 50, "karras"), ("heun", 50, "karras")]
+)
 def test_fast_samplers_as_close_as_ddpm_1000(gmm, ddpm_1000, name, steps, spacing):
     errs = gmm.moment_errors(run(gmm, LinearSchedule(), name, steps, spacing, {}, seed=3))
     for k in TOL:

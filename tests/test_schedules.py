@@ -12,7 +12,14 @@ from multidiff.core.schedules import (
     SigmoidSchedule,
 )
 
-SCHEDULES = [LinearSchedule(), CosineSchedule(), SigmoidSchedule(), PolynomialSchedule(), KarrasSchedule(), RectifiedSchedule()]
+SCHEDULES = [
+    LinearSchedule(),
+    CosineSchedule(),
+    SigmoidSchedule(),
+    PolynomialSchedule(),
+    KarrasSchedule(),
+    RectifiedSchedule(),
+]
 IDS = ["linear", "cosine", "sigmoid", "polynomial", "karras", "rectified"]
 T = torch.linspace(0.001, 1.0, 513, dtype=torch.float64)
 
@@ -64,7 +71,9 @@ def test_polynomial_2_matches_edm_molecule():
     t = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
     expected = (1 - 2 * s) * (1 - t**2) ** 2 + s
     torch.testing.assert_close(sched.alpha(t) ** 2, expected)
-    assert sched.log_snr(torch.tensor(0.0, dtype=torch.float64)).item() == pytest.approx(math.log((1 - s) / s), rel=1e-6)
+    assert sched.log_snr(torch.tensor(0.0, dtype=torch.float64)).item() == pytest.approx(
+        math.log((1 - s) / s), rel=1e-6
+    )
 
 
 def test_karras_endpoints_and_rho():

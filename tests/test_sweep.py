@@ -7,8 +7,17 @@ from helpers import ROOT, TINY_AUDIO
 
 
 def test_multirun_sweep_over_processes(shared_datasets, tmp_path):
-    cmd = [sys.executable, "train.py", "-m", "domain=audio", "process=edm,vp_v", "trainer.max_steps=2",
-           f"paths.data_dir={shared_datasets}", f"hydra.sweep.dir={tmp_path}", *TINY_AUDIO]
+    cmd = [
+        sys.executable,
+        "train.py",
+        "-m",
+        "domain=audio",
+        "process=edm,vp_v",
+        "trainer.max_steps=2",
+        f"paths.data_dir={shared_datasets}",
+        f"hydra.sweep.dir={tmp_path}",
+        *TINY_AUDIO,
+    ]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     for job in ("0", "1"):

@@ -27,7 +27,9 @@ def test_train_checkpoint_resume_sample(audio_cfg, tmp_path):
     assert torch.load(ckpt, weights_only=True)["global_step"] == 6
 
     out = tmp_path / "samples"
-    cfg = compose("sample", [f"ckpt={ckpt}", "n=3", "sampler=dpmpp_2m", "steps=4", f"out={out}", "seed=5"], tmp_path / "s")
+    cfg = compose(
+        "sample", [f"ckpt={ckpt}", "n=3", "sampler=dpmpp_2m", "steps=4", f"out={out}", "seed=5"], tmp_path / "s"
+    )
     paths = sample.sample(cfg)
     wavs = sorted(out.glob("*.wav"))
     assert len(wavs) == 3 and (out / "preview.png").stat().st_size > 1000 and set(wavs) <= set(paths)
@@ -38,15 +40,26 @@ def test_train_checkpoint_resume_sample(audio_cfg, tmp_path):
 
     # the same seed gives the same audio; a class request is honoured in the file names
     again = tmp_path / "again"
-    sample.sample(compose("sample", [f"ckpt={ckpt}", "n=3", "steps=4", f"out={again}", "seed=5", "digit=7", "guidance=2.0"],
-                          tmp_path / "s2"))
+    sample.sample(
+        compose(
+            "sample",
+            [f"ckpt={ckpt}", "n=3", "steps=4", f"out={again}", "seed=5", "digit=7", "guidance=2.0"],
+            tmp_path / "s2",
+        )
+    )
     assert sorted(p.name for p in again.glob("*.wav")) == [f"7_sample_{i:04d}.wav" for i in range(3)]
 
 
 def test_checkpoint_samples_with_ema_weights(audio_cfg, tmp_path):
     run = tmp_path / "run"
-    cfg = audio_cfg("trainer.max_steps=3", "callbacks.ema.update_starting_at_step=0", "callbacks.ema.decay=0.5",
-                    "callbacks.checkpoint.every_n_train_steps=2", "model.lr_scheduler=null", out=run)
+    cfg = audio_cfg(
+        "trainer.max_steps=3",
+        "callbacks.ema.update_starting_at_step=0",
+        "callbacks.ema.decay=0.5",
+        "callbacks.checkpoint.every_n_train_steps=2",
+        "model.lr_scheduler=null",
+        out=run,
+    )
     train.train(cfg)
     mid = run / "checkpoints" / "step_0000002.ckpt"  # mid-run: the live weights have moved past the average
     ckpt = torch.load(mid, weights_only=True)

@@ -27,7 +27,11 @@ class NoiseEmbedding(nn.Module):
         freqs = torch.exp(-math.log(self.max_period) * torch.arange(half, device=c_noise.device) / half)
         # c_noise is O(1) (e.g. log(sigma)/4); scale so the fastest frequencies still resolve it
         args = 1000.0 * c_noise.float()[:, None] * freqs[None]
-        return self.mlp(torch.cat([args.cos(), args.sin()], dim=-1).to(c_noise.dtype if c_noise.is_floating_point() else torch.float32))
+        return self.mlp(
+            torch.cat([args.cos(), args.sin()], dim=-1).to(
+                c_noise.dtype if c_noise.is_floating_point() else torch.float32
+            )
+        )
 
 
 class ConditionEmbedding(nn.Module):
@@ -42,8 +46,10 @@ class ConditionEmbedding(nn.Module):
         if (num_classes > 0) == (num_features > 0):
             raise ValueError("ConditionEmbedding needs exactly one of num_classes or num_features > 0")
         self.num_classes = num_classes
-        self.embed = nn.Embedding(num_classes, dim) if num_classes else nn.Sequential(
-            nn.Linear(num_features, dim), nn.SiLU(), nn.Linear(dim, dim)
+        self.embed = (
+            nn.Embedding(num_classes, dim)
+            if num_classes
+            else nn.Sequential(nn.Linear(num_features, dim), nn.SiLU(), nn.Linear(dim, dim))
         )
         self.null = nn.Parameter(torch.zeros(dim))
 

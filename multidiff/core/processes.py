@@ -48,7 +48,9 @@ class Process:
         """The noise-level code the network sees (EDM's ln(sigma) / 4 for every process)."""
         return sigma.clamp(min=1e-20).log() / 4
 
-    def sample_sigma(self, n: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None) -> Tensor:
+    def sample_sigma(
+        self, n: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None
+    ) -> Tensor:
         """Training noise levels: t ~ U(0, 1) read through the schedule."""
         t = torch.rand(n, generator=generator, dtype=torch.float64).clamp(min=1e-5)
         return self.schedule.sigma_ve(t).float().to(device)
@@ -102,7 +104,9 @@ class EDMProcess(Process):
         c_in = (sigma**2 + sd2).rsqrt()
         return sd2 / (sigma**2 + sd2), sigma * self.sigma_data * c_in, c_in
 
-    def sample_sigma(self, n: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None) -> Tensor:
+    def sample_sigma(
+        self, n: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None
+    ) -> Tensor:
         z = torch.randn(n, generator=generator)
         return (self.p_mean + self.p_std * z).exp().to(device)
 

@@ -74,7 +74,12 @@ def sample_ddim(
 
 @torch.no_grad()
 def sample_ddpm(
-    model: Denoiser, x: Tensor, sigmas: Tensor, noise_sampler: NoiseSampler = _randn_like, callback: Callback = None, **_
+    model: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    noise_sampler: NoiseSampler = _randn_like,
+    callback: Callback = None,
+    **_,
 ) -> Tensor:
     """DDPM ancestral sampling (Ho et al. 2020, Alg. 2): each step draws from q(x_s | x_t, x0 = D(x_t))."""
     return sample_ddim(model, x, sigmas, eta=1.0, noise_sampler=noise_sampler, callback=callback)

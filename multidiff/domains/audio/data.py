@@ -91,7 +91,9 @@ class AudioDataModule(pl.LightningDataModule):
         if bad:
             log.warning("skipped %d unreadable audio file(s):\n  %s", len(bad), "\n  ".join(bad))
         if not clips:
-            raise ValueError(f"no readable audio files for split {split!r} under {self.root}" + (f": {bad[0]}" if bad else ""))
+            raise ValueError(
+                f"no readable audio files for split {split!r} under {self.root}" + (f": {bad[0]}" if bad else "")
+            )
         x = _normalize(torch.stack(clips), self.normalize)
         return TensorDataset(x, torch.tensor(labels, dtype=torch.long))
 
@@ -103,8 +105,14 @@ class AudioDataModule(pl.LightningDataModule):
             self.val_set = self._load(records, "val") if has_val else None
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, self.batch_size, shuffle=True, drop_last=len(self.train_set) > self.batch_size,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            self.train_set,
+            self.batch_size,
+            shuffle=True,
+            drop_last=len(self.train_set) > self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_set is None:
@@ -180,6 +188,10 @@ class AudioFolderDataModule(AudioDataModule):
             self.num_classes = len(self.class_names)
         every = max(2, round(1 / self.val_fraction)) if self.val_fraction > 0 else 0
         return [
-            (f, self.class_names.index(f.parent.name) if self.labels else 0, "val" if every and i % every == 0 else "train")
+            (
+                f,
+                self.class_names.index(f.parent.name) if self.labels else 0,
+                "val" if every and i % every == 0 else "train",
+            )
             for i, f in enumerate(files)
         ]

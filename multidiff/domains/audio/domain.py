@@ -29,14 +29,18 @@ class AudioDomain(Domain):
     def template(self, n: int, cond: Tensor | None, generator: torch.Generator) -> State:
         return State(torch.zeros(n, 1, int(self.info["length"])), cond)
 
-    def condition(self, n: int, digit: int | str | None = None, label: int | str | None = None, **_: Any) -> Tensor | None:
+    def condition(
+        self, n: int, digit: int | str | None = None, label: int | str | None = None, **_: Any
+    ) -> Tensor | None:
         """``digit=7`` (FSDD) or ``label=NAME`` (folder datasets); None draws unconditionally."""
         request = digit if digit is not None else label
         if request is None:
             return None
         names = self.info.get("class_names") or []
         if not self.info.get("num_classes"):
-            raise ValueError("this audio model was trained without classes: drop digit=/label= to sample unconditionally")
+            raise ValueError(
+                "this audio model was trained without classes: drop digit=/label= to sample unconditionally"
+            )
         if str(request) not in names:
             raise ValueError(f"unknown class {request!r}; valid: {', '.join(names)}")
         return torch.full((n,), names.index(str(request)), dtype=torch.long)
@@ -51,10 +55,15 @@ class AudioDomain(Domain):
     def export(self, items: list[dict[str, Any]], out_dir: Path, meta: dict[str, Any]) -> list[Path]:
         """``{digit}_sample_{i}.wav`` when conditioned (the metrics read the digit from the name)."""
         out_dir = Path(out_dir)
-        names = [f"{it['label']}_sample_{i:04d}" if it["label"] is not None else f"sample_{i:04d}" for i, it in enumerate(items)]
+        names = [
+            f"{it['label']}_sample_{i:04d}" if it["label"] is not None else f"sample_{i:04d}"
+            for i, it in enumerate(items)
+        ]
         clips = [it["wav"] for it in items]
         paths = write_clips(clips, out_dir, int(self.info["sample_rate"]), names)
-        paths.append(plot_clips(clips, out_dir / "preview.png", int(self.info["sample_rate"]), names, self.preview_clips))
+        paths.append(
+            plot_clips(clips, out_dir / "preview.png", int(self.info["sample_rate"]), names, self.preview_clips)
+        )
         return paths
 
     def evaluate(self, samples: Path, **options: Any) -> dict[str, Any]:

@@ -30,8 +30,12 @@ def plot_clips(clips: list[Tensor], path: Path, sample_rate: int, titles: list[s
         axes[0, j].plot(t, wav, lw=0.4)
         axes[0, j].set_ylim(-1, 1)
         axes[0, j].set_title(title, fontsize=8)
-        axes[1, j].imshow((mel(wav) + 1e-6).log().numpy(), origin="lower", aspect="auto",
-                          extent=(0, len(wav) / sample_rate, 0, sample_rate / 2))
+        axes[1, j].imshow(
+            (mel(wav) + 1e-6).log().numpy(),
+            origin="lower",
+            aspect="auto",
+            extent=(0, len(wav) / sample_rate, 0, sample_rate / 2),
+        )
         axes[1, j].set_xlabel("s", fontsize=7)
         for ax in axes[:, j]:
             ax.tick_params(labelsize=6)

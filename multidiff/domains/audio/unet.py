@@ -88,8 +88,13 @@ class UNet1d(nn.Module):
                 skips.append(c)
             self.down.append(level)
         self.pools = nn.ModuleList(nn.Conv1d(c, c, f, stride=f) for c, f in zip(channels[:-1], factors))
-        self.mid = nn.ModuleList([ResBlock(channels[-1], channels[-1], emb_dim, dropout), Attention(channels[-1], heads),
-                                  ResBlock(channels[-1], channels[-1], emb_dim, dropout)])
+        self.mid = nn.ModuleList(
+            [
+                ResBlock(channels[-1], channels[-1], emb_dim, dropout),
+                Attention(channels[-1], heads),
+                ResBlock(channels[-1], channels[-1], emb_dim, dropout),
+            ]
+        )
         for i in reversed(range(len(channels))):
             c, level = channels[i], nn.ModuleList()
             c_in = channels[-1] if i == len(channels) - 1 else channels[i + 1]
@@ -101,15 +106,23 @@ class UNet1d(nn.Module):
         self.unpools = nn.ModuleList(
             nn.ConvTranspose1d(c, c, f, stride=f) for c, f in zip(reversed(channels[1:]), reversed(factors))
         )
-        self.head = nn.Sequential(_norm(channels[0]), nn.SiLU(), nn.Conv1d(channels[0], in_channels * patch, 3, padding=1))
+        self.head = nn.Sequential(
+            _norm(channels[0]), nn.SiLU(), nn.Conv1d(channels[0], in_channels * patch, 3, padding=1)
+        )
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
         self.total_factor = patch
         for f in factors:
             self.total_factor *= f
 
-    def _run(self, level: nn.ModuleList, h: Tensor, emb: Tensor, skips: list[Tensor] | None = None,
-             push: list[Tensor] | None = None) -> Tensor:
+    def _run(
+        self,
+        level: nn.ModuleList,
+        h: Tensor,
+        emb: Tensor,
+        skips: list[Tensor] | None = None,
+        push: list[Tensor] | None = None,
+    ) -> Tensor:
         for m in level:
             if isinstance(m, ResBlock):
                 if skips is not None:
@@ -123,8 +136,9 @@ class UNet1d(nn.Module):
                     push[-1] = h
         return h
 
-    def forward(self, x: Tensor, c_noise: Tensor, cond: Tensor | None = None, cond_drop: Tensor | None = None,
-                **_) -> Tensor:
+    def forward(
+        self, x: Tensor, c_noise: Tensor, cond: Tensor | None = None, cond_drop: Tensor | None = None, **_
+    ) -> Tensor:
         b, c, t = x.shape
         if t % self.total_factor:
             raise ValueError(f"UNet1d input length {t} must be a multiple of {self.total_factor} (patch x factors)")
