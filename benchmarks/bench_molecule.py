@@ -113,16 +113,19 @@ def main() -> None:
     p.add_argument("--metrics-split", choices=("test", "all"), default="test",
                    help="molecules for --metrics: the test split or all 130,831 in index order")
     p.add_argument("--data-root", default="datasets/qm9")
+    p.add_argument("--checkpointing", action="store_true", help="EGNN activation checkpointing")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
-    net = EGNN(5, charges=True, hidden=args.hidden, layers=args.layers).to(args.device)
+    net = EGNN(5, charges=True, hidden=args.hidden, layers=args.layers,
+               checkpointing=args.checkpointing).to(args.device)
     result: dict[str, object] = {
         "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
         "threads": args.threads, "batch": args.batch, "hidden": args.hidden, "layers": args.layers,
+        "checkpointing": args.checkpointing,
         "parameters": sum(q.numel() for q in net.parameters()),
     }
     if args.train_steps:

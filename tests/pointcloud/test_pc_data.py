@@ -13,8 +13,13 @@ from multidiff.domains.pointcloud.normalize import Normalizer, resample
 
 
 def test_shapenet_airplanes(shared_datasets):
-    dm = ShapeNetDataModule(shared_datasets / "shapenet_airplane", categories=["airplane"], n_points=2048,
-                            limit_shapes=40, batch_size=8)
+    dm = ShapeNetDataModule(
+        shared_datasets / "shapenet_airplane",
+        categories=["airplane"],
+        n_points=2048,
+        limit_shapes=40,
+        batch_size=8,
+    )
     info = dm.info()
     json.dumps(info)  # JSON-able, as checkpoints store it
     assert info["categories"] == ["02691156"] and info["num_classes"] == 0
@@ -39,8 +44,9 @@ def test_shapenet_missing_category_is_a_clear_error(shared_datasets):
 
 
 def test_modelnet10_pcd_classes(shared_datasets):
-    dm = ModelNetDataModule(shared_datasets / "modelnet10_pcd", n_points=1024, num_classes=10, limit_shapes=60,
-                            batch_size=16)
+    dm = ModelNetDataModule(
+        shared_datasets / "modelnet10_pcd", n_points=1024, num_classes=10, limit_shapes=60, batch_size=16
+    )
     info = dm.info()
     assert info["class_names"][:3] == ["bathtub", "bed", "chair"] and info["num_classes"] == 10
     assert info["normalization"] == {"mode": "unit_sphere"} and info["up_axis"] == "z"
@@ -113,14 +119,19 @@ def test_folder_classes_from_subfolders(tmp_path):
 @pytest.mark.parametrize("mode", ["unit_sphere", "bbox", "shape_std", "global", "none"])
 def test_normalisation_modes(mode):
     rng = np.random.default_rng(1)
-    shapes = [rng.normal(size=(200, 3)) * rng.uniform(1, 50) + rng.uniform(-100, 100, size=3) for _ in range(4)]
+    shapes = [
+        rng.normal(size=(200, 3)) * rng.uniform(1, 50) + rng.uniform(-100, 100, size=3) for _ in range(4)
+    ]
     norm = Normalizer(mode).fit(shapes)
     out = [norm(s) for s in shapes]
     if mode == "unit_sphere":
         assert all(np.isclose(np.linalg.norm(o - o.mean(0), axis=1).max(), 1, atol=1e-5) for o in out)
     elif mode == "bbox":
-        assert all(np.isclose((o.max(0) - o.min(0)).max(), 2, atol=1e-5) and np.allclose(o.max(0), -o.min(0), atol=1e-5)
-                   for o in out)
+        assert all(
+            np.isclose((o.max(0) - o.min(0)).max(), 2, atol=1e-5)
+            and np.allclose(o.max(0), -o.min(0), atol=1e-5)
+            for o in out
+        )
     elif mode == "shape_std":
         assert all(np.isclose(o.std(), 1, atol=1e-4) for o in out)
     elif mode == "global":

@@ -8,8 +8,13 @@ from multidiff.domains.base import State
 from multidiff.domains.pointcloud import PointCloudDomain
 from multidiff.domains.pointcloud.io import read_ply, write_ply
 
-INFO = {"n_points": 64, "num_classes": 2, "class_names": ["chair", "table"], "up_axis": "z",
-        "normalization": {"mode": "global", "mean": [1.0, 2.0, 3.0], "std": 0.5}}
+INFO = {
+    "n_points": 64,
+    "num_classes": 2,
+    "class_names": ["chair", "table"],
+    "up_axis": "z",
+    "normalization": {"mode": "global", "mean": [1.0, 2.0, 3.0], "std": 0.5},
+}
 
 
 @pytest.fixture
@@ -43,7 +48,10 @@ def test_decode_inverts_global_normalisation(domain):
 def test_export_round_trip(domain, tmp_path, binary):
     domain.ply_binary = binary
     rng = np.random.default_rng(0)
-    items = [{"points": rng.normal(size=(64, 3)).astype(np.float32), "label": lab} for lab in ("chair", None, "table")]
+    items = [
+        {"points": rng.normal(size=(64, 3)).astype(np.float32), "label": lab}
+        for lab in ("chair", None, "table")
+    ]
     paths = domain.export(items, tmp_path, {"sampler": "heun", "steps": 5})
     plys = sorted(tmp_path.glob("*.ply"))
     assert [p.name for p in plys] == ["chair_sample_0000.ply", "sample_0001.ply", "table_sample_0002.ply"]
@@ -68,8 +76,16 @@ def test_evaluate_folders_records_protocol(shared_datasets, tmp_path):
         write_ply(tmp_path / f"{f.stem}.ply", np.load(f))
     np.save(tmp_path / "broken.npy", np.zeros((0, 3)))
     d = PointCloudDomain()
-    res = d.evaluate(tmp_path, reference=ref, normalize="bbox", n_points=256, max_shapes=12, emd="exact",
-                     emd_points=64, progress=False)
+    res = d.evaluate(
+        tmp_path,
+        reference=ref,
+        normalize="bbox",
+        n_points=256,
+        max_shapes=12,
+        emd="exact",
+        emd_points=64,
+        progress=False,
+    )
     assert res["normalization"] == "bbox" and res["protocol"]["normalization"] == "bbox"
     assert res["protocol"]["num_samples"] == 6 and res["protocol"]["num_reference"] == 12
     assert res["protocol"]["skipped_files"] == {"samples": 1, "reference": 0}

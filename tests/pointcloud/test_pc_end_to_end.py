@@ -50,8 +50,18 @@ def test_shapenet_train_sample_evaluate(shared_datasets, tmp_path):
     assert 0.01 < np.abs(pts).max() < 50
 
     ref = shared_datasets / "shapenet_airplane" / "02691156" / "test"
-    cfg = compose("evaluate", ["domain=pointcloud", f"samples={out}", f"reference={ref}", "+options.max_shapes=8",
-                               "+options.emd=none", "+options.progress=false"], tmp_path / "e")
+    cfg = compose(
+        "evaluate",
+        [
+            "domain=pointcloud",
+            f"samples={out}",
+            f"reference={ref}",
+            "+options.max_shapes=8",
+            "+options.emd=none",
+            "+options.progress=false",
+        ],
+        tmp_path / "e",
+    )
     res = evaluate.evaluate(cfg)
     json.dumps(res)
     assert res["normalization"] == "none" and res["protocol"]["n_points"] == 2048
@@ -61,9 +71,19 @@ def test_shapenet_train_sample_evaluate(shared_datasets, tmp_path):
 def test_modelnet10_class_conditional(shared_datasets, tmp_path):
     _, ckpt = _train(shared_datasets, tmp_path, "data=modelnet10", "trainer.max_steps=4")
     out = tmp_path / "samples"
-    sample.sample(compose("sample", [f"ckpt={ckpt}", "n=3", "steps=5", f"out={out}", "+condition.label=chair",
-                                     "guidance=2.0"], tmp_path / "s"))
+    sample.sample(
+        compose(
+            "sample",
+            [f"ckpt={ckpt}", "n=3", "steps=5", f"out={out}", "+condition.label=chair", "guidance=2.0"],
+            tmp_path / "s",
+        )
+    )
     assert sorted(p.name for p in out.glob("*.ply")) == [f"chair_sample_{i:04d}.ply" for i in range(3)]
     with pytest.raises(ValueError, match="unknown shape class"):
-        sample.sample(compose("sample", [f"ckpt={ckpt}", "n=1", "steps=2", f"out={out}", "+condition.label=boat"],
-                              tmp_path / "s2"))
+        sample.sample(
+            compose(
+                "sample",
+                [f"ckpt={ckpt}", "n=1", "steps=2", f"out={out}", "+condition.label=boat"],
+                tmp_path / "s2",
+            )
+        )

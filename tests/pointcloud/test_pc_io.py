@@ -49,8 +49,11 @@ def test_ply_round_trip_and_standard_header(tmp_path, cloud, binary):
 
 def test_ply_with_faces_and_extra_properties(tmp_path):
     pts = np.arange(12, dtype=np.float32).reshape(4, 3)
-    header = ("ply\nformat binary_big_endian 1.0\nelement vertex 4\nproperty double x\nproperty double y\n"
-              "property double z\nproperty uchar red\nelement face 1\nproperty list uchar int vertex_indices\nend_header\n")
+    header = (
+        "ply\nformat binary_big_endian 1.0\nelement vertex 4\nproperty double x\nproperty double y\n"
+        "property double z\nproperty uchar red\nelement face 1\n"
+        "property list uchar int vertex_indices\nend_header\n"
+    )
     body = b"".join(struct.pack(">dddB", *p, 7) for p in pts) + struct.pack(">B3i", 3, 0, 1, 2)
     (tmp_path / "m.ply").write_bytes(header.encode() + body)
     np.testing.assert_array_equal(read_ply(tmp_path / "m.ply"), pts)
@@ -69,8 +72,10 @@ def test_pcd_binary_compressed(tmp_path):
     first = raw[:4]  # one literal float, then copy the 4 previous bytes... as 8 more bytes
     lzf = bytes([len(first) - 1]) + first + bytes([(6 << 5) | 0, 3])  # back ref: length 8, offset 4
     lzf += bytes([len(raw[12:]) - 1]) + raw[12:]
-    header = ("VERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH 3\nHEIGHT 1\nPOINTS 3\n"
-              "DATA binary_compressed\n")
+    header = (
+        "VERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH 3\nHEIGHT 1\nPOINTS 3\n"
+        "DATA binary_compressed\n"
+    )
     (tmp_path / "c.pcd").write_bytes(header.encode() + struct.pack("<II", len(lzf), len(raw)) + lzf)
     np.testing.assert_array_equal(read_points(tmp_path / "c.pcd"), pts)
 
@@ -93,10 +98,17 @@ def test_text_formats_keep_xyz_of_wider_rows(tmp_path, cloud):
         ("flat.npy", np.zeros(9), "2-D"),
         ("ragged.xyz", "1 2 3\n4 5 6\n7 8\n", "columns"),
         ("empty.xyz", "# nothing\n", "zero points"),
-        ("trunc.ply", b"ply\nformat binary_little_endian 1.0\nelement vertex 10\nproperty float x\n"
-                      b"property float y\nproperty float z\nend_header\n" + b"\0" * 12, "truncated"),
-        ("noxyz.pcd", b"VERSION 0.7\nFIELDS a b\nSIZE 4 4\nTYPE F F\nCOUNT 1 1\nWIDTH 1\nPOINTS 1\nDATA ascii\n1 2\n",
-         "x y z"),
+        (
+            "trunc.ply",
+            b"ply\nformat binary_little_endian 1.0\nelement vertex 10\nproperty float x\n"
+            b"property float y\nproperty float z\nend_header\n" + b"\0" * 12,
+            "truncated",
+        ),
+        (
+            "noxyz.pcd",
+            b"VERSION 0.7\nFIELDS a b\nSIZE 4 4\nTYPE F F\nCOUNT 1 1\nWIDTH 1\nPOINTS 1\nDATA ascii\n1 2\n",
+            "x y z",
+        ),
     ],
 )
 def test_bad_files_raise_naming_the_file(tmp_path, name, content, reason):
@@ -118,9 +130,7 @@ def test_unknown_suffix(tmp_path):
 
 def test_off_reader_and_area_weighted_sampling(tmp_path):
     # ModelNet's malformed header: counts glued to "OFF"; a quad (fan-triangulated) and a triangle
-    (tmp_path / "m.off").write_text(
-        "OFF4 2 0\n0 0 0\n3 0 0\n3 1 0\n0 1 0\n4 0 1 2 3\n3 0 1 2\n"
-    )
+    (tmp_path / "m.off").write_text("OFF4 2 0\n0 0 0\n3 0 0\n3 1 0\n0 1 0\n4 0 1 2 3\n3 0 1 2\n")
     verts, faces = read_off(tmp_path / "m.off")
     assert verts.shape == (4, 3) and faces.tolist() == [[0, 1, 2], [0, 2, 3], [0, 1, 2]]
     pts = sample_surface(verts, faces, 20_000, np.random.default_rng(0))

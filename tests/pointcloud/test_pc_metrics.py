@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from multidiff.domains.pointcloud.chamfer import chamfer, pairwise_chamfer
-from multidiff.domains.pointcloud.emd import emd_auction, emd_exact, pairwise_emd
+from multidiff.domains.pointcloud.emd import emd_auction, emd_exact, emd_multiscale, kd_groups, pairwise_emd
 from multidiff.domains.pointcloud.io import read_points
 from multidiff.domains.pointcloud.metrics import compute_all_metrics, jsd, mmd_cov, one_nn_accuracy
 from multidiff.domains.pointcloud.normalize import Normalizer, resample
@@ -60,6 +60,26 @@ def test_emd_auction_is_within_eps_above_exact():
     assert (approx >= exact - 1e-5).all() and (approx <= exact + 1e-3 + 1e-5).all()
     m = pairwise_emd(a[:3], b[:2], method="auction", progress=False)
     assert m.shape == (3, 2) and torch.allclose(m[0, 0], torch.tensor(approx[0]), atol=1e-3)
+
+
+def test_kd_groups_partition_any_size():
+    pts = np.random.default_rng(4).normal(size=(1001, 3))
+    groups = kd_groups(pts, 4)
+    assert sorted(np.concatenate(groups).tolist()) == list(range(1001))
+    assert {len(g) for g in groups} <= {3, 4}
+    # leaves are spatially compact: random groups of 4 would spread about as much as the cloud
+    assert np.mean([pts[g].std(0).max() for g in groups]) < 0.4 * pts.std(0).min()
+
+
+def test_emd_multiscale_is_a_close_upper_bound(shared_datasets):
+    rng = np.random.default_rng(5)
+    files = sorted((shared_datasets / "shapenet_airplane" / "02691156" / "test").glob("*.npy"))[:8]
+    clouds = [resample(read_points(f), 300, rng)[0] for f in files]  # 300: not a power of two
+    for a, b in zip(clouds[:4], clouds[4:]):
+        exact, approx = emd_exact(a, b), emd_multiscale(a, b)
+        assert exact - 1e-7 <= approx <= 1.02 * exact
+    m = pairwise_emd(torch.from_numpy(np.stack(clouds[:3])), method="multiscale", progress=False)
+    assert torch.allclose(m, m.T) and (m.diagonal() == 0).all() and (m + torch.eye(3) > 0).all()
 
 
 def test_mmd_cov_and_1nna_match_brute_force():

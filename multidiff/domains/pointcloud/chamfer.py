@@ -62,9 +62,9 @@ def _eager_block(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     ba = a.new_empty(q, p, b.shape[1])
     for i in range(p):
         for j in range(0, q, 2):  # two (n, m) matrices at a time stay cache-sized
-            d = torch.matmul(a_aug[i], b_aug[j:j + 2].transpose(1, 2))
-            ab[i, j:j + 2] = d.amin(2)
-            ba[j:j + 2, i] = d.amin(1)
+            d = torch.matmul(a_aug[i], b_aug[j : j + 2].transpose(1, 2))
+            ab[i, j : j + 2] = d.amin(2)
+            ba[j : j + 2, i] = d.amin(1)
     return ab.clamp_(min=0), ba.clamp_(min=0)
 
 
@@ -95,7 +95,7 @@ def nn_sqdist(a: Tensor, b: Tensor, backend: str = "auto") -> tuple[Tensor, Tens
     a, b = a - centre, b - centre
     outs_ab, outs_ba = [], []
     for i in range(a.shape[0]):  # pairs only: the diagonal of the block kernel
-        ab, ba = _block_nn(a[i:i + 1], b[i:i + 1], backend)
+        ab, ba = _block_nn(a[i : i + 1], b[i : i + 1], backend)
         outs_ab.append(ab[0, 0])
         outs_ba.append(ba[0, 0])
     return torch.stack(outs_ab), torch.stack(outs_ba)
@@ -113,8 +113,9 @@ def _pad(x: Tensor, size: int) -> Tensor:
     return torch.cat([x, x[:1].expand(size - x.shape[0], *x.shape[1:])])
 
 
-def pairwise_chamfer(x: Tensor, y: Tensor | None = None, block: int = 16, backend: str = "auto",
-                     progress: bool = True) -> Tensor:
+def pairwise_chamfer(
+    x: Tensor, y: Tensor | None = None, block: int = 16, backend: str = "auto", progress: bool = True
+) -> Tensor:
     """All-pairs Chamfer distances: ``x`` (P, N, 3) against ``y`` (Q, M, 3) -> (P, Q).
 
     With ``y`` None the (symmetric) distances within ``x`` are computed, each pair once.
@@ -130,13 +131,13 @@ def pairwise_chamfer(x: Tensor, y: Tensor | None = None, block: int = 16, backen
     out = x.new_empty(p, q)
     tiles = [(i, j) for i in range(0, p, block) for j in range(0, q, block) if not sym or j >= i]
     for i, j in tqdm(tiles, desc="pairwise Chamfer", disable=not progress or len(tiles) < 4, leave=False):
-        xi, yj = x[i:i + block], y[j:j + block]
+        xi, yj = x[i : i + block], y[j : j + block]
         ni, nj = xi.shape[0], yj.shape[0]
         if backend == "compiled":  # fixed block shapes: the kernel is compiled once
             xi, yj = _pad(xi, block), _pad(yj, block)
         ab, ba = _block_nn(xi, yj, backend)
         cd = ab[:ni, :nj].mean(-1) + ba[:nj, :ni].mean(-1).T
-        out[i:i + ni, j:j + nj] = cd
+        out[i : i + ni, j : j + nj] = cd
         if sym:
-            out[j:j + nj, i:i + ni] = cd.T
+            out[j : j + nj, i : i + ni] = cd.T
     return out

@@ -59,7 +59,11 @@ class PointCloudDataModule(pl.LightningDataModule):
         super().__init__()
         self.root = Path(root)
         self.n_points, self.normalize = int(n_points), check_mode(normalize)
-        self.num_classes, self.batch_size, self.num_workers = int(num_classes), int(batch_size), int(num_workers)
+        self.num_classes, self.batch_size, self.num_workers = (
+            int(num_classes),
+            int(batch_size),
+            int(num_workers),
+        )
         self.train_split, self.val_split = train_split, val_split
         self.limit_shapes, self.seed = limit_shapes, seed
         if up_axis not in ("x", "y", "z"):
@@ -89,16 +93,20 @@ class PointCloudDataModule(pl.LightningDataModule):
                 items = [items[i] for i in keep]
             res = load_shapes(items, self.read, desc=f"{self.name} {split}")
             if not res.shapes:
-                raise RuntimeError(f"{self.name} split {split!r} under {self.root}: no usable shapes "
-                                   f"({len(res.skipped)} bad file(s) skipped)")
+                raise RuntimeError(
+                    f"{self.name} split {split!r} under {self.root}: no usable shapes "
+                    f"({len(res.skipped)} bad file(s) skipped)"
+                )
             self._loaded[split] = res
         return self._loaded[split]
 
     def _check_classes(self) -> None:
         names = self.class_names()
         if self.num_classes and self.num_classes != len(names):
-            raise ValueError(f"{self.name}: num_classes={self.num_classes} but the dataset defines "
-                             f"{len(names)} classes {names}; use 0 (unconditional) or {len(names)}")
+            raise ValueError(
+                f"{self.name}: num_classes={self.num_classes} but the dataset defines "
+                f"{len(names)} classes {names}; use 0 (unconditional) or {len(names)}"
+            )
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
@@ -114,9 +122,14 @@ class PointCloudDataModule(pl.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()
         ds = self.datasets[split]
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          drop_last=shuffle and len(ds) >= self.batch_size,
-                          persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            drop_last=shuffle and len(ds) >= self.batch_size,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_split, True)
@@ -179,9 +192,18 @@ class ModelNetDataModule(PointCloudDataModule):
     there). ``download``: fetch the official meshes when ``root`` is absent.
     """
 
-    def __init__(self, root: str | Path, version: int = 10, format: str = "auto", classes: list[str] | None = None,
-                 download: bool = False, surface_points: int = 4096, normalize: str = "unit_sphere",
-                 up_axis: str = "z", **kwargs):
+    def __init__(
+        self,
+        root: str | Path,
+        version: int = 10,
+        format: str = "auto",
+        classes: list[str] | None = None,
+        download: bool = False,
+        surface_points: int = 4096,
+        normalize: str = "unit_sphere",
+        up_axis: str = "z",
+        **kwargs,
+    ):
         super().__init__(root, normalize=normalize, up_axis=up_axis, **kwargs)
         self.version, self.download, self.surface_points = int(version), download, int(surface_points)
         self.name = f"modelnet{self.version}"
@@ -193,8 +215,10 @@ class ModelNetDataModule(PointCloudDataModule):
         if self.root.is_dir() and class_folders(self.root):
             return
         if not self.download:
-            raise FileNotFoundError(f"ModelNet{self.version} not found at {self.root}; set data.download=true to "
-                                    f"fetch the official meshes, or point data.root at a <class>/<split>/ tree")
+            raise FileNotFoundError(
+                f"ModelNet{self.version} not found at {self.root}; set data.download=true to "
+                f"fetch the official meshes, or point data.root at a <class>/<split>/ tree"
+            )
         download_modelnet(self.root, self.version)
         self.format = "off"
 
@@ -220,12 +244,16 @@ class ModelNetDataModule(PointCloudDataModule):
     def split_items(self, split: str) -> list[tuple[Path, int]]:
         items = modelnet_files(self.root, split, self.class_names(), self._suffixes())
         if not items:
-            raise FileNotFoundError(f"no {'/'.join(self._suffixes())} files for split {split!r} under {self.root}")
+            raise FileNotFoundError(
+                f"no {'/'.join(self._suffixes())} files for split {split!r} under {self.root}"
+            )
         return items
 
     def read(self, path: Path) -> np.ndarray:
         if path.suffix.lower() == ".off":
-            return mesh_points(path, self.root / f".surface_{self.surface_points}", self.root, self.surface_points)
+            return mesh_points(
+                path, self.root / f".surface_{self.surface_points}", self.root, self.surface_points
+            )
         return read_points(path)
 
     def info(self) -> dict[str, Any]:
@@ -241,8 +269,14 @@ class FolderDataModule(PointCloudDataModule):
 
     name = "folder"
 
-    def __init__(self, root: str | Path, val_fraction: float = 0.1, classes_from_subfolders: bool = False,
-                 normalize: str = "unit_sphere", **kwargs):
+    def __init__(
+        self,
+        root: str | Path,
+        val_fraction: float = 0.1,
+        classes_from_subfolders: bool = False,
+        normalize: str = "unit_sphere",
+        **kwargs,
+    ):
         kwargs.setdefault("train_split", "train")
         kwargs.setdefault("val_split", "val")
         super().__init__(root, normalize=normalize, **kwargs)

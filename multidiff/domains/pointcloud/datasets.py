@@ -25,9 +25,18 @@ log = logging.getLogger(__name__)
 
 #: the 13 ShapeNetCore categories of 3D-R2N2 (synset id -> name); any other synset id also works
 SHAPENET_SYNSETS = {
-    "02691156": "airplane", "02828884": "bench", "02933112": "cabinet", "02958343": "car",
-    "03001627": "chair", "03211117": "display", "03636649": "lamp", "03691459": "speaker",
-    "04090263": "rifle", "04256520": "sofa", "04379243": "table", "04401088": "telephone",
+    "02691156": "airplane",
+    "02828884": "bench",
+    "02933112": "cabinet",
+    "02958343": "car",
+    "03001627": "chair",
+    "03211117": "display",
+    "03636649": "lamp",
+    "03691459": "speaker",
+    "04090263": "rifle",
+    "04256520": "sofa",
+    "04379243": "table",
+    "04401088": "telephone",
     "04530566": "watercraft",
 }
 
@@ -39,7 +48,9 @@ def synset_id(category: str | int) -> str:
         return cat.zfill(8)
     names = {v: k for k, v in SHAPENET_SYNSETS.items()}
     if cat not in names:
-        raise ValueError(f"unknown ShapeNet category {cat!r}; use a synset id or one of {', '.join(sorted(names))}")
+        raise ValueError(
+            f"unknown ShapeNet category {cat!r}; use a synset id or one of {', '.join(sorted(names))}"
+        )
     return names[cat]
 
 
@@ -51,15 +62,19 @@ def _require_dir(path: Path, what: str, hint: str = "") -> Path:
 
 def shapenet_files(root: Path, categories: list[str], split: str) -> list[tuple[Path, int]]:
     """(file, category index) for every ``.npy`` of the given categories and split."""
-    hint = ("download ShapeNetCore.v2.PC15k as described at https://github.com/stevenygd/PointFlow "
-            "and point data.root at the folder holding the synset folders")
+    hint = (
+        "download ShapeNetCore.v2.PC15k as described at https://github.com/stevenygd/PointFlow "
+        "and point data.root at the folder holding the synset folders"
+    )
     _require_dir(Path(root), "ShapeNet root", hint)
     out = []
     for label, cat in enumerate(categories):
         d = _require_dir(Path(root) / synset_id(cat) / split, f"ShapeNet split folder (category {cat})", hint)
         out += [(p, label) for p in sorted(d.glob("*.npy"))]
     if not out:
-        raise FileNotFoundError(f"no .npy shapes for categories {list(categories)} split {split!r} under {root}")
+        raise FileNotFoundError(
+            f"no .npy shapes for categories {list(categories)} split {split!r} under {root}"
+        )
     return out
 
 
@@ -68,7 +83,9 @@ def class_folders(root: Path) -> list[str]:
     return sorted(p.name for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
 
 
-def modelnet_files(root: Path, split: str, classes: list[str], suffixes: tuple[str, ...]) -> list[tuple[Path, int]]:
+def modelnet_files(
+    root: Path, split: str, classes: list[str], suffixes: tuple[str, ...]
+) -> list[tuple[Path, int]]:
     """(file, class index) under ``root/<class>/<split>/`` with one of ``suffixes``."""
     out = []
     for label, cls in enumerate(classes):
@@ -77,7 +94,9 @@ def modelnet_files(root: Path, split: str, classes: list[str], suffixes: tuple[s
     return out
 
 
-def folder_files(root: Path, classes_from_subfolders: bool = False) -> tuple[list[tuple[Path, int]], list[str]]:
+def folder_files(
+    root: Path, classes_from_subfolders: bool = False
+) -> tuple[list[tuple[Path, int]], list[str]]:
     """Every supported point-cloud file below ``root`` (recursively), with class labels from the
     first-level subfolder when asked."""
     root = _require_dir(Path(root), "point-cloud folder")
@@ -88,7 +107,9 @@ def folder_files(root: Path, classes_from_subfolders: bool = False) -> tuple[lis
         return [(p, 0) for p in files], []
     names = sorted({p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1})
     if not names:
-        raise FileNotFoundError(f"classes_from_subfolders is set but {root} has no class subfolders with files")
+        raise FileNotFoundError(
+            f"classes_from_subfolders is set but {root} has no class subfolders with files"
+        )
     index = {n: i for i, n in enumerate(names)}
     out = [(p, index[p.relative_to(root).parts[0]]) for p in files if len(p.relative_to(root).parts) > 1]
     return out, names
@@ -102,7 +123,9 @@ class LoadResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
 
 
-def load_shapes(items: list[tuple[Path, int]], reader=read_points, desc: str = "loading shapes") -> LoadResult:
+def load_shapes(
+    items: list[tuple[Path, int]], reader=read_points, desc: str = "loading shapes"
+) -> LoadResult:
     """Read every file; bad files are logged by name with the reason and skipped."""
     res = LoadResult()
     for path, label in tqdm(items, desc=desc, leave=False, disable=len(items) < 200):
@@ -124,15 +147,21 @@ class PointCloudDataset(Dataset):
     """Normalised shapes resampled to ``n_points``: fresh random subsets each access when
     ``random`` (training augmentation, as PointFlow), a fixed subset per index otherwise."""
 
-    def __init__(self, shapes: list[np.ndarray], labels: list[int], n_points: int, random: bool, seed: int = 0):
+    def __init__(
+        self, shapes: list[np.ndarray], labels: list[int], n_points: int, random: bool, seed: int = 0
+    ):
         if not shapes:
             raise ValueError("a PointCloudDataset needs at least one shape")
         self.shapes, self.labels = shapes, torch.as_tensor(labels, dtype=torch.long)
         self.n_points, self.random, self.seed = n_points, random, seed
         self.num_short = sum(len(s) < n_points for s in shapes)
         if self.num_short:
-            log.info("%d of %d shapes have fewer than %d points; sampled with replacement",
-                     self.num_short, len(shapes), n_points)
+            log.info(
+                "%d of %d shapes have fewer than %d points; sampled with replacement",
+                self.num_short,
+                len(shapes),
+                n_points,
+            )
 
     def __len__(self) -> int:
         return len(self.shapes)
@@ -142,4 +171,7 @@ class PointCloudDataset(Dataset):
         seed = int(torch.randint(2**62, ())) if self.random else (self.seed, i)
         rng = np.random.default_rng(seed)
         pts, _ = resample(self.shapes[i], self.n_points, rng)
-        return {"points": torch.from_numpy(np.ascontiguousarray(pts, dtype=np.float32)), "label": self.labels[i]}
+        return {
+            "points": torch.from_numpy(np.ascontiguousarray(pts, dtype=np.float32)),
+            "label": self.labels[i],
+        }

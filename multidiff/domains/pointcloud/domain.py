@@ -30,8 +30,13 @@ class PointCloudDomain(Domain):
 
     name = "pointcloud"
 
-    def __init__(self, n_points: int | None = None, ply_binary: bool = True, preview_shapes: int = 16,
-                 up_axis: str | None = None):
+    def __init__(
+        self,
+        n_points: int | None = None,
+        ply_binary: bool = True,
+        preview_shapes: int = 16,
+        up_axis: str | None = None,
+    ):
         super().__init__()
         self.space = TensorSpace()
         self.n_points, self.ply_binary = n_points, ply_binary
@@ -57,15 +62,23 @@ class PointCloudDomain(Domain):
     def template(self, n: int, cond: Tensor | None, generator: torch.Generator) -> State:
         return State(torch.zeros(n, self._num_points(), 3), cond)
 
-    def condition(self, n: int, label: int | str | None = None, shape_class: int | str | None = None,
-                  category: int | str | None = None, **_: Any) -> Tensor | None:
+    def condition(
+        self,
+        n: int,
+        label: int | str | None = None,
+        shape_class: int | str | None = None,
+        category: int | str | None = None,
+        **_: Any,
+    ) -> Tensor | None:
         """``label=chair`` (a class name or index; ``shape_class``/``category`` are aliases)."""
         request = next((r for r in (label, shape_class, category) if r is not None), None)
         if request is None:
             return None
         names = [str(c) for c in self.info.get("class_names") or []]
         if not self.info.get("num_classes"):
-            raise ValueError("this point-cloud model was trained without classes: drop label= to sample unconditionally")
+            raise ValueError(
+                "this point-cloud model was trained without classes: drop label= to sample unconditionally"
+            )
         if str(request) in names:
             idx = names.index(str(request))
         elif str(request).isdigit() and int(request) < len(names):
@@ -79,7 +92,10 @@ class PointCloudDomain(Domain):
         names = self.info.get("class_names") or []
         conds = state.cond.tolist() if state.cond is not None else [None] * len(state.x)
         return [
-            {"points": norm.inverse(x.detach().float().cpu().numpy()), "label": None if c is None else names[int(c)]}
+            {
+                "points": norm.inverse(x.detach().float().cpu().numpy()),
+                "label": None if c is None else names[int(c)],
+            }
             for x, c in zip(state.x, conds)
         ]
 
@@ -88,37 +104,65 @@ class PointCloudDomain(Domain):
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         frame = Normalizer.from_dict(self.info.get("normalization")).mode
-        comments = [f"multidiff pointcloud sample; frame: {'data units' if frame in ('global', 'none') else frame}"]
+        comments = [
+            f"multidiff pointcloud sample; frame: {'data units' if frame in ('global', 'none') else frame}"
+        ]
         comments += [f"{k}: {v}" for k, v in meta.items() if isinstance(v, (str, int, float))]
         paths, titles = [], []
         for i, it in enumerate(items):
             stem = f"{it['label']}_sample_{i:04d}" if it.get("label") is not None else f"sample_{i:04d}"
-            paths.append(write_ply(out_dir / f"{stem}.ply", it["points"], binary=self.ply_binary, comments=comments))
+            paths.append(
+                write_ply(out_dir / f"{stem}.ply", it["points"], binary=self.ply_binary, comments=comments)
+            )
             titles.append(stem)
         if items:
-            paths.append(render_grid([it["points"] for it in items], out_dir / "preview.png", titles,
-                                     self.preview_shapes, up=self.up_axis or self.info.get("up_axis", "y")))
+            paths.append(
+                render_grid(
+                    [it["points"] for it in items],
+                    out_dir / "preview.png",
+                    titles,
+                    self.preview_shapes,
+                    up=self.up_axis or self.info.get("up_axis", "y"),
+                )
+            )
         return paths
 
     # -- evaluation -------------------------------------------------------------------------
-    def evaluate(self, samples: Path, reference: Path | str | None = None, normalize: str | None = None,
-                 n_points: int | None = None, emd: str = "exact", emd_points: int | None = 512,
-                 max_shapes: int | None = None, chamfer_backend: str = "auto", jsd_resolution: int = 28,
-                 seed: int = 0, data_config: dict | None = None, progress: bool = True, **_: Any) -> dict[str, Any]:
+    def evaluate(
+        self,
+        samples: Path,
+        reference: Path | str | None = None,
+        normalize: str | None = None,
+        n_points: int | None = None,
+        emd: str = "multiscale",
+        emd_points: int | None = 512,
+        max_shapes: int | None = None,
+        chamfer_backend: str = "auto",
+        jsd_resolution: int = 28,
+        seed: int = 0,
+        data_config: dict | None = None,
+        progress: bool = True,
+        **_: Any,
+    ) -> dict[str, Any]:
         """PointFlow metrics of the clouds under ``samples`` against ``reference``.
 
         ``reference``: a folder of clouds; None uses the evaluation split of ``data_config`` (the
         dataset the model was trained on, in data units). ``normalize``: the evaluation frame
         applied to both sets: a per-shape mode (``unit_sphere``, ``bbox``, ``shape_std``) or
         ``none``; None picks the training data's per-shape mode, else ``none`` (data units, as
-        PointFlow). Clouds are resampled to ``n_points``; ``max_shapes`` caps each set.
+        PointFlow). Clouds are resampled to ``n_points``; ``max_shapes`` caps each set. ``emd``:
+        'multiscale' (default), 'exact', 'auction' or 'none' on ``emd_points`` points per cloud.
         """
         from .metrics import compute_all_metrics
 
-        data_norm = (data_config or {}).get("normalize") or Normalizer.from_dict(self.info.get("normalization")).mode
+        data_norm = (data_config or {}).get("normalize") or Normalizer.from_dict(
+            self.info.get("normalization")
+        ).mode
         mode = normalize or (data_norm if data_norm in PER_SHAPE else "none")
         if check_mode(mode) == "global":
-            raise ValueError("evaluation frames are per shape or 'none'; 'global' statistics would differ between sets")
+            raise ValueError(
+                "evaluation frames are per shape or 'none'; 'global' statistics would differ between sets"
+            )
         n_points = int(n_points or (data_config or {}).get("n_points") or self.info.get("n_points") or 2048)
         sample_res = load_shapes(folder_files(Path(samples))[0], desc="samples")
         ref_res, ref_name = self._reference(reference, data_config)
@@ -131,16 +175,27 @@ class PointCloudDomain(Domain):
             return torch.from_numpy(np.stack([norm(resample(s, n_points, rng)[0]) for s in shapes]))
 
         s, r = prepare(sample_res.shapes), prepare(ref_res.shapes)
-        metrics = compute_all_metrics(s, r, emd=emd, emd_points=emd_points, chamfer_backend=chamfer_backend,
-                                      jsd_resolution=jsd_resolution, progress=progress, seed=seed)
+        metrics = compute_all_metrics(
+            s,
+            r,
+            emd=emd,
+            emd_points=emd_points,
+            chamfer_backend=chamfer_backend,
+            jsd_resolution=jsd_resolution,
+            progress=progress,
+            seed=seed,
+        )
         protocol = {
             "normalization": mode,
+            "training_normalization": data_norm,
             "n_points": n_points,
             "num_samples": len(s),
             "num_reference": len(r),
             "reference": ref_name,
             "chamfer": "squared distances, mean over points, both directions summed",
-            "emd": "none" if emd == "none" else f"{emd} matching, mean Euclidean distance, {emd_points or n_points} points",
+            "emd": "none"
+            if emd == "none"
+            else f"{emd} matching, mean Euclidean distance, {emd_points or n_points} points",
             "jsd": f"{jsd_resolution}^3 grid in [-0.5, 0.5]^3 clipped to the ball of radius 0.5",
             "skipped_files": {"samples": len(sample_res.skipped), "reference": len(ref_res.skipped)},
         }
@@ -150,7 +205,9 @@ class PointCloudDomain(Domain):
         if reference is not None:
             return load_shapes(folder_files(Path(reference))[0], desc="reference"), str(reference)
         if not data_config or "_target_" not in data_config:
-            raise ValueError("no reference: pass reference=FOLDER of clouds, or the data config of the training set")
+            raise ValueError(
+                "no reference: pass reference=FOLDER of clouds, or the data config of the training set"
+            )
         from hydra.utils import instantiate
 
         dm = instantiate(data_config)

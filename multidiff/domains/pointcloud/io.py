@@ -16,12 +16,35 @@ import numpy as np
 POINT_SUFFIXES = (".npy", ".npz", ".pts", ".xyz", ".txt", ".ply", ".pcd")
 
 _PLY_TYPES = {
-    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
-    "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
-    "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
+    "char": "i1",
+    "int8": "i1",
+    "uchar": "u1",
+    "uint8": "u1",
+    "short": "i2",
+    "int16": "i2",
+    "ushort": "u2",
+    "uint16": "u2",
+    "int": "i4",
+    "int32": "i4",
+    "uint": "u4",
+    "uint32": "u4",
+    "float": "f4",
+    "float32": "f4",
+    "double": "f8",
+    "float64": "f8",
 }
-_PCD_TYPES = {("F", 4): "f4", ("F", 8): "f8", ("I", 1): "i1", ("I", 2): "i2", ("I", 4): "i4",
-              ("I", 8): "i8", ("U", 1): "u1", ("U", 2): "u2", ("U", 4): "u4", ("U", 8): "u8"}
+_PCD_TYPES = {
+    ("F", 4): "f4",
+    ("F", 8): "f8",
+    ("I", 1): "i1",
+    ("I", 2): "i2",
+    ("I", 4): "i4",
+    ("I", 8): "i8",
+    ("U", 1): "u1",
+    ("U", 2): "u2",
+    ("U", 4): "u4",
+    ("U", 8): "u8",
+}
 
 
 class PointCloudReadError(ValueError):
@@ -54,8 +77,15 @@ def read_points(path: Path | str) -> np.ndarray:
     """Read any supported point-cloud file into a validated ``(N, 3)`` float32 array."""
     path = Path(path)
     suffix = path.suffix.lower()
-    readers = {".npy": _read_npy, ".npz": _read_npy, ".pts": read_text, ".xyz": read_text,
-               ".txt": read_text, ".ply": read_ply, ".pcd": read_pcd}
+    readers = {
+        ".npy": _read_npy,
+        ".npz": _read_npy,
+        ".pts": read_text,
+        ".xyz": read_text,
+        ".txt": read_text,
+        ".ply": read_ply,
+        ".pcd": read_pcd,
+    }
     if suffix not in readers:
         raise PointCloudReadError(path, f"unsupported suffix {suffix!r}; valid: {', '.join(POINT_SUFFIXES)}")
     try:
@@ -91,7 +121,9 @@ def read_text(path: Path | str) -> np.ndarray:
             if width is None:
                 width = len(vals)
             elif len(vals) != width:
-                raise PointCloudReadError(path, f"line {lineno} has {len(vals)} columns, earlier lines {width}")
+                raise PointCloudReadError(
+                    path, f"line {lineno} has {len(vals)} columns, earlier lines {width}"
+                )
             rows.append(vals)
     if not rows:
         raise PointCloudReadError(path, "zero points")
@@ -169,7 +201,13 @@ def write_ply(path: Path | str, points: np.ndarray, binary: bool = True, comment
     pts = np.ascontiguousarray(np.asarray(points, dtype=np.float32)[:, :3])
     header = ["ply", f"format {'binary_little_endian' if binary else 'ascii'} 1.0"]
     header += [f"comment {c}" for c in comments]
-    header += [f"element vertex {len(pts)}", "property float x", "property float y", "property float z", "end_header"]
+    header += [
+        f"element vertex {len(pts)}",
+        "property float x",
+        "property float y",
+        "property float z",
+        "end_header",
+    ]
     with open(path, "wb") as f:
         f.write(("\n".join(header) + "\n").encode("ascii"))
         if binary:
@@ -188,7 +226,7 @@ def _lzf_decompress(data: bytes, size: int) -> bytes:
         ctrl = data[i]
         i += 1
         if ctrl < 32:  # literal run of ctrl + 1 bytes
-            out += data[i:i + ctrl + 1]
+            out += data[i : i + ctrl + 1]
             i += ctrl + 1
         else:  # back reference
             length = ctrl >> 5
@@ -226,7 +264,9 @@ def read_pcd(path: Path | str) -> np.ndarray:
     sizes = [int(s) for s in hdr.get("SIZE", ["4"] * len(fields))]
     types = hdr.get("TYPE", ["F"] * len(fields))
     counts = [int(c) for c in hdr.get("COUNT", ["1"] * len(fields))]
-    npts = int(hdr["POINTS"][0]) if "POINTS" in hdr else int(hdr["WIDTH"][0]) * int(hdr.get("HEIGHT", ["1"])[0])
+    npts = (
+        int(hdr["POINTS"][0]) if "POINTS" in hdr else int(hdr["WIDTH"][0]) * int(hdr.get("HEIGHT", ["1"])[0])
+    )
     if not {"x", "y", "z"} <= set(fields):
         raise ValueError(f"FIELDS lacks x y z (has {fields})")
     mode = hdr["DATA"][0].lower()
@@ -247,11 +287,11 @@ def read_pcd(path: Path | str) -> np.ndarray:
         return np.stack([rec[c][:, 0] for c in "xyz"], axis=1).astype(np.float64)
     if mode == "binary_compressed":
         csize, usize = np.frombuffer(body[:8], dtype="<u4")
-        raw = _lzf_decompress(body[8:8 + int(csize)], int(usize))
+        raw = _lzf_decompress(body[8 : 8 + int(csize)], int(usize))
         cols, off = {}, 0  # fields stored one after another (structure of arrays)
         for name, d, c in zip(fields, dtypes, counts):
             nbytes = npts * c * d.itemsize
-            cols[name] = np.frombuffer(raw[off:off + nbytes], dtype=d).reshape(npts, c)[:, 0]
+            cols[name] = np.frombuffer(raw[off : off + nbytes], dtype=d).reshape(npts, c)[:, 0]
             off += nbytes
         return np.stack([cols[c] for c in "xyz"], axis=1).astype(np.float64)
     raise ValueError(f"unknown PCD DATA mode {mode!r}")
@@ -262,9 +302,11 @@ def write_pcd(path: Path | str, points: np.ndarray, binary: bool = True) -> Path
     path = Path(path)
     pts = np.ascontiguousarray(np.asarray(points, dtype="<f4")[:, :3])
     n = len(pts)
-    header = ("# .PCD v0.7 - Point Cloud Data file format\nVERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\n"
-              f"COUNT 1 1 1\nWIDTH {n}\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS {n}\n"
-              f"DATA {'binary' if binary else 'ascii'}\n")
+    header = (
+        "# .PCD v0.7 - Point Cloud Data file format\nVERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\n"
+        f"COUNT 1 1 1\nWIDTH {n}\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS {n}\n"
+        f"DATA {'binary' if binary else 'ascii'}\n"
+    )
     with open(path, "wb") as f:
         f.write(header.encode("ascii"))
         if binary:
@@ -292,9 +334,9 @@ def read_off(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
     nv, nf = (int(v) for v in re.split(r"\s+", first)[:2])
     verts = np.asarray([ln.split()[:3] for ln in rest[:nv]], dtype=np.float64)
     tris = []
-    for ln in rest[nv:nv + nf]:
+    for ln in rest[nv : nv + nf]:
         idx = [int(v) for v in ln.split()]
-        k, poly = idx[0], idx[1:1 + idx[0]]
+        k, poly = idx[0], idx[1 : 1 + idx[0]]
         tris += [(poly[0], poly[j], poly[j + 1]) for j in range(1, k - 1)]
     if len(verts) != nv or nv == 0:
         raise PointCloudReadError(path, f"expected {nv} vertices, read {len(verts)}")

@@ -97,7 +97,7 @@ class LatentLayer(nn.Module):
 class PointRead(nn.Module):
     """Latents attend to the points' normalised features ``n`` (B, N, C).
 
-    Single-head key/value projections of the points fold into the (cheap) latent side: with
+    Each head's key/value projections of the points fold into the (cheap) latent side: with
     q.(W_k n) = (W_k^T q).n and sum_j a_j W_v n_j = W_v sum_j a_j n_j, keys and values are ``n``
     itself and no per-point projection is computed.
     """
@@ -141,15 +141,27 @@ class PointWrite(nn.Module):
 class RINBlock(nn.Module):
     """Read (latents <- points), process (latent layers), write (points <- latents), point MLP."""
 
-    def __init__(self, point_dim: int, latent_dim: int, heads: int, point_heads: int, latent_layers: int,
-                 mlp_ratio: float, point_mlp_ratio: float, emb_dim: int, act: str):
+    def __init__(
+        self,
+        point_dim: int,
+        latent_dim: int,
+        heads: int,
+        point_heads: int,
+        latent_layers: int,
+        mlp_ratio: float,
+        point_mlp_ratio: float,
+        emb_dim: int,
+        act: str,
+    ):
         super().__init__()
         self.point_dim = point_dim
         self.read_norm = nn.LayerNorm(latent_dim)
         self.read = PointRead(latent_dim, point_dim, point_heads)
         self.read_mlp_norm = nn.LayerNorm(latent_dim)
         self.read_mlp = _mlp(latent_dim, mlp_ratio, act)
-        self.layers = nn.ModuleList(LatentLayer(latent_dim, heads, mlp_ratio, emb_dim, act) for _ in range(latent_layers))
+        self.layers = nn.ModuleList(
+            LatentLayer(latent_dim, heads, mlp_ratio, emb_dim, act) for _ in range(latent_layers)
+        )
         self.write_norm = nn.LayerNorm(latent_dim)
         self.write = PointWrite(latent_dim, point_dim, point_heads)
         self.point_mlp = _mlp(point_dim, point_mlp_ratio, act) if point_mlp_ratio > 0 else None
@@ -178,7 +190,9 @@ class FourierFeatures(nn.Module):
 
     def __init__(self, in_dim: int, num_freqs: int):
         super().__init__()
-        self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(num_freqs, dtype=torch.float32), persistent=False)
+        self.register_buffer(
+            "freqs", math.pi * 2.0 ** torch.arange(num_freqs, dtype=torch.float32), persistent=False
+        )
         self.out_dim = in_dim * (1 + 2 * num_freqs)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -193,7 +207,8 @@ class PointRINDenoiser(nn.Module):
 
     Sizes: ``point_dim`` (per-point width), ``latent_dim`` x ``num_latents`` (latent tokens),
     ``depth`` read-process-write blocks of ``latent_layers`` latent layers each, ``heads`` for
-    the latent self-attention and ``point_heads`` for the point<->latent attention. ``num_classes`` > 0 adds a class condition.
+    the latent self-attention and ``point_heads`` for the point<->latent attention.
+    ``num_classes`` > 0 adds a class condition (``num_features`` > 0: continuous properties).
     """
 
     def __init__(
@@ -201,11 +216,11 @@ class PointRINDenoiser(nn.Module):
         in_dim: int = 3,
         point_dim: int = 64,
         latent_dim: int = 256,
-        num_latents: int = 64,
+        num_latents: int = 32,
         depth: int = 2,
         latent_layers: int = 2,
         heads: int = 4,
-        point_heads: int = 1,
+        point_heads: int = 2,
         mlp_ratio: float = 2.0,
         point_mlp_ratio: float = 2.0,
         num_freqs: int = 4,
@@ -217,16 +232,29 @@ class PointRINDenoiser(nn.Module):
         super().__init__()
         self.in_dim, self.inference_chunk = in_dim, inference_chunk
         self.fourier = FourierFeatures(in_dim, num_freqs)
-        self.point_in = nn.Sequential(nn.Linear(self.fourier.out_dim, point_dim), make_activation(activation),
-                                      nn.Linear(point_dim, point_dim))
+        self.point_in = nn.Sequential(
+            nn.Linear(self.fourier.out_dim, point_dim),
+            make_activation(activation),
+            nn.Linear(point_dim, point_dim),
+        )
         self.latents = nn.Parameter(torch.randn(num_latents, latent_dim) * 0.02)
         self.noise_emb = NoiseEmbedding(latent_dim)
-        self.cond_emb = (ConditionEmbedding(latent_dim, num_classes, num_features)
-                         if num_classes or num_features else None)
+        self.cond_emb = (
+            ConditionEmbedding(latent_dim, num_classes, num_features) if num_classes or num_features else None
+        )
         self.latent_in = nn.Linear(latent_dim, latent_dim)
         self.blocks = nn.ModuleList(
-            RINBlock(point_dim, latent_dim, heads, point_heads, latent_layers, mlp_ratio, point_mlp_ratio, latent_dim,
-                     activation)
+            RINBlock(
+                point_dim,
+                latent_dim,
+                heads,
+                point_heads,
+                latent_layers,
+                mlp_ratio,
+                point_mlp_ratio,
+                latent_dim,
+                activation,
+            )
             for _ in range(depth)
         )
         self.out_norm = nn.LayerNorm(point_dim)
@@ -234,8 +262,14 @@ class PointRINDenoiser(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x_in: Tensor, c_noise: Tensor, cond: Tensor | None = None, cond_drop: Tensor | None = None,
-                **ctx) -> Tensor:
+    def forward(
+        self,
+        x_in: Tensor,
+        c_noise: Tensor,
+        cond: Tensor | None = None,
+        cond_drop: Tensor | None = None,
+        **ctx,
+    ) -> Tensor:
         if x_in.dim() != 3 or x_in.shape[-1] != self.in_dim:
             raise ValueError(f"expected points of shape (B, N, {self.in_dim}), got {tuple(x_in.shape)}")
         b = x_in.shape[0]
@@ -243,14 +277,22 @@ class PointRINDenoiser(nn.Module):
         if not torch.is_grad_enabled() and self.inference_chunk and b > self.inference_chunk:
             # items are independent: small chunks keep the (chunk, N, C) point tensors in cache
             k = self.inference_chunk
-            return torch.cat([
-                self._forward(x_in[i:i + k], c_noise[i:i + k], None if cond is None else cond[i:i + k],
-                              None if cond_drop is None else cond_drop[i:i + k])
-                for i in range(0, b, k)
-            ])
+            return torch.cat(
+                [
+                    self._forward(
+                        x_in[i : i + k],
+                        c_noise[i : i + k],
+                        None if cond is None else cond[i : i + k],
+                        None if cond_drop is None else cond_drop[i : i + k],
+                    )
+                    for i in range(0, b, k)
+                ]
+            )
         return self._forward(x_in, c_noise, cond, cond_drop)
 
-    def _forward(self, x_in: Tensor, c_noise: Tensor, cond: Tensor | None, cond_drop: Tensor | None) -> Tensor:
+    def _forward(
+        self, x_in: Tensor, c_noise: Tensor, cond: Tensor | None, cond_drop: Tensor | None
+    ) -> Tensor:
         b = x_in.shape[0]
         emb = self.noise_emb(c_noise)
         if self.cond_emb is not None:

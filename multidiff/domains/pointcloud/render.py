@@ -12,8 +12,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def render_grid(clouds: list[np.ndarray], path: Path | str, titles: list[str] | None = None, max_shapes: int = 16,
-                up: str = "y", point_size: float = 1.0, dpi: int = 100) -> Path:
+def render_grid(
+    clouds: list[np.ndarray],
+    path: Path | str,
+    titles: list[str] | None = None,
+    max_shapes: int = 16,
+    up: str = "y",
+    point_size: float = 1.0,
+    dpi: int = 100,
+) -> Path:
     """Scatter-plot up to ``max_shapes`` clouds in a square-ish grid; ``up`` is the vertical axis
     (ShapeNet and ModelNet PCD are y-up)."""
     if up not in ("x", "y", "z"):
