@@ -35,7 +35,13 @@ def download_fsdd(root: Path) -> None:
     log.info("downloading FSDD from %s", FSDD_URL)
     with tempfile.TemporaryDirectory() as tmp:
         archive = Path(tmp) / "fsdd.zip"
-        urllib.request.urlretrieve(FSDD_URL, archive)
+        try:
+            urllib.request.urlretrieve(FSDD_URL, archive)
+        except OSError as e:
+            raise FileNotFoundError(
+                f"no FSDD recordings in {root} and the download from {FSDD_URL} failed ({e}); put the dataset's "
+                "recordings/ folder there, or set data.root / MULTIDIFF_DATA to a folder holding fsdd/"
+            ) from e
         with zipfile.ZipFile(archive) as z:
             members = [m for m in z.namelist() if "/recordings/" in m and m.endswith(".wav")]
             z.extractall(tmp, members)
