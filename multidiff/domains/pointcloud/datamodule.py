@@ -37,7 +37,8 @@ class PointCloudDataModule(pl.LightningDataModule):
     """Shared logic: load splits, fit the normaliser on training shapes, build loaders.
 
     ``num_classes`` > 0 makes the shape class the condition; it must equal the number of classes
-    the dataset defines. ``limit_shapes`` keeps only the first shapes of each split (quick runs).
+    the dataset defines. ``limit_shapes`` keeps a random subset (fixed by ``seed``) of each split
+    for quick runs.
     """
 
     name = "pointcloud"
