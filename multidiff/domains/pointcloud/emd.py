@@ -5,14 +5,14 @@ one-to-one matching (PointFlow's ``emd_approx`` divides the matching cost by N t
   Jonker-Volgenant solver). O(N^3); use it on sub-sampled clouds (e.g. 512 points).
 * :func:`emd_multiscale`: the default fast approximation: an exact assignment between
   balanced kd-tree leaves, then exact re-assignment inside moving spatial windows. Its cost is
-  that of a true matching (>= exact); measured bias on real 2,048-point airplanes about +0.4 %
-  at ~1/20 of the exact solver's time (+0.2 % on 512 points at 1/3 of its time).
+  that of a true matching (>= exact). Measured on real airplanes (``benchmarks/bench_pointcloud.py
+  --emd-bias``): +0.25 % on 512 points (27 ms vs 44 ms per pair exact), +0.5 to 0.7 % on 2,048
+  points (145 ms vs 1.8 s); ``window=256`` halves the bias at twice the time.
 * :func:`emd_auction`: Bertsekas' auction algorithm with epsilon-scaling, batched in torch (the
   approach of MSN's CUDA ``emd`` module, Liu et al. 2020). It returns the cost of a true
   one-to-one matching, >= the exact EMD and at most ``eps`` above it;
-  ``benchmarks/bench_pointcloud.py --emd-bias`` measures the bias on real shapes (about +0.1 %
-  of the EMD at ``eps=1e-3`` on 512-point airplanes). It runs on any torch device; on a CPU its
-  many small rounds make it slower than the other two.
+  measured +0.14 % (512 points) and +0.28 % (2,048 points) at ``eps=1e-3``. It runs on any
+  torch device; on a CPU its many small rounds make it about as slow as the exact solver.
 """
 
 from __future__ import annotations
@@ -49,11 +49,12 @@ def emd_auction(a: Tensor, b: Tensor, eps: float = 1e-3, scaling: float = 0.2) -
         raise ValueError(f"EMD needs clouds of equal size, got {tuple(a.shape)} and {tuple(b.shape)}")
     bsz, n = a.shape[:2]
     cost = torch.cdist(a.float(), b.float())  # (B, N, N) Euclidean
+    dev = cost.device
     neg = (-cost).reshape(bsz * n, n)  # benefit rows, one per (pair, point)
-    price = torch.zeros(bsz * n)  # one per (pair, object)
-    owner = torch.full((bsz * n,), -1, dtype=torch.long)
-    assign = torch.full((bsz, n), -1, dtype=torch.long)
-    offset = torch.arange(bsz) * n
+    price = torch.zeros(bsz * n, device=dev)  # one per (pair, object)
+    owner = torch.full((bsz * n,), -1, dtype=torch.long, device=dev)
+    assign = torch.full((bsz, n), -1, dtype=torch.long, device=dev)
+    offset = torch.arange(bsz, device=dev) * n
     level = float(cost.amax()) * 0.1
     while True:
         level = max(level * scaling, eps)
@@ -67,10 +68,12 @@ def emd_auction(a: Tensor, b: Tensor, eps: float = 1e-3, scaling: float = 0.2) -
             top = val.topk(2, dim=1)
             obj = offset[p] + top.indices[:, 0]
             bid = price[obj] + (top.values[:, 0] - top.values[:, 1]) + level
-            best = torch.full((bsz * n,), -math.inf).scatter_reduce(0, obj, bid, "amax")
+            best = torch.full((bsz * n,), -math.inf, device=dev).scatter_reduce(0, obj, bid, "amax")
             pid = p * n + i
             win = bid >= best[obj]  # ties: the highest bidder id wins
-            pick = torch.full((bsz * n,), -1, dtype=torch.long).scatter_reduce(0, obj[win], pid[win], "amax")
+            pick = torch.full((bsz * n,), -1, dtype=torch.long, device=dev).scatter_reduce(
+                0, obj[win], pid[win], "amax"
+            )
             win &= pick[obj] == pid
             wo, wp, wi = obj[win], p[win], i[win]
             prev = owner[wo]
@@ -127,7 +130,7 @@ def emd_multiscale(
        increases the cost.
 
     The result is the cost of a true one-to-one matching (>= the exact EMD). On 2,048-point
-    airplanes it is about 0.4 % above the exact EMD at 1/20 of its time (see the benchmark).
+    airplanes it is about 0.5 % above the exact EMD at 1/12 of its time (see the benchmark).
     """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
@@ -181,7 +184,7 @@ def pairwise_emd(
             vals = torch.tensor([fn(x[i].numpy(), y[j].numpy()) for i, j in idx.tolist()])
         else:
             raise ValueError(f"unknown EMD method {method!r}; valid: {', '.join(EMD_METHODS)}")
-        out[idx[:, 0], idx[:, 1]] = vals.float()
+        out[idx[:, 0], idx[:, 1]] = vals.float().cpu()
         if sym:
-            out[idx[:, 1], idx[:, 0]] = vals.float()
+            out[idx[:, 1], idx[:, 0]] = vals.float().cpu()
     return out
