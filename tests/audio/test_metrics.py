@@ -184,3 +184,29 @@ def test_folder_errors_name_the_problem(small_cache, tmp_path):
     (empty / "1_corrupt.wav").write_bytes(b"not audio at all")
     with pytest.raises(ValueError, match="1_corrupt.wav"):
         evaluate_folder(empty, cache_dir=small_cache, train_if_missing=False, progress=False)
+
+
+def test_evaluate_entry_point_scores_an_audio_folder(fsdd, small_cache, tmp_path):
+    """``python evaluate.py domain=audio samples=DIR`` through the real config (data config passed on)."""
+    from helpers import compose
+
+    import evaluate as evaluate_script
+
+    test = fsdd_files(fsdd)["test"][::10]
+    folder = link_files([p for p, _ in test], tmp_path / "samples")
+    cfg = compose(
+        "evaluate",
+        [
+            "domain=audio",
+            f"samples={folder}",
+            f"data.root={fsdd.parent}",
+            f"+options.cache_dir={small_cache}",
+            "+options.train_if_missing=false",
+            "+options.progress=false",
+        ],
+        tmp_path / "run",
+    )
+    metrics = evaluate_script.evaluate(cfg)
+    assert metrics["num_samples"] == len(test) == metrics["num_labelled"]
+    assert metrics["accuracy"]["samples"] >= 0.8
+    assert metrics["is"]["samples"] > 0.7 * metrics["is"]["real_test"]  # real clips score near the ceiling

@@ -66,9 +66,15 @@ class AudioDomain(Domain):
         )
         return paths
 
-    def evaluate(self, samples: Path, **options: Any) -> dict[str, Any]:
+    def evaluate(self, samples: Path, data_config: dict | None = None, **options: Any) -> dict[str, Any]:
+        """SC09-protocol scores (see :func:`~.metrics.evaluate_folder`, whose keyword options pass through).
+
+        The classifier is trained on ``data_config``'s FSDD copy when no cached one exists.
+        """
         from .metrics import evaluate_folder
 
+        if options.get("data_root") is None and data_config and data_config.get("root"):
+            options["data_root"] = data_config["root"]
         return evaluate_folder(samples, **options)
 
     def quick_metrics(self, items: list[dict[str, Any]]) -> dict[str, float]:
