@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+import os
 
-import hydra
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+# idle OpenMP workers sleep instead of spinning: spinning threads stall every parallel op when
+# another process holds a core (10-20x slower on a shared small CPU); must precede torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import hydra  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 
 def evaluate(cfg: DictConfig) -> dict:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-import json
-import logging
-from pathlib import Path
+import os
 
-import hydra
-import torch
-from omegaconf import DictConfig, OmegaConf
+# idle OpenMP workers sleep instead of spinning: spinning threads stall every parallel op when
+# another process holds a core (10-20x slower on a shared small CPU); must precede torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from multidiff.build import load_checkpoint
-from multidiff.domains.base import State
+import json  # noqa: E402
+import logging  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import hydra  # noqa: E402
+import torch  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from multidiff.build import load_checkpoint  # noqa: E402
+from multidiff.domains.base import State  # noqa: E402
 
 log = logging.getLogger("multidiff.sample")
 

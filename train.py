@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-import logging
-import sys
+import os
 
-import hydra
-import pytorch_lightning as pl
-from hydra.utils import instantiate
-from omegaconf import DictConfig
+# idle OpenMP workers sleep instead of spinning: spinning threads stall every parallel op when
+# another process holds a core (10-20x slower on a shared small CPU); must precede torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from multidiff.build import build_module
+import logging  # noqa: E402
+import sys  # noqa: E402
+
+import hydra  # noqa: E402
+import pytorch_lightning as pl  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from multidiff.build import build_module  # noqa: E402
 
 log = logging.getLogger("multidiff.train")
 

@@ -1,8 +1,11 @@
+import os
 import sys
 from pathlib import Path
 
-import pytest
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the entry points: no spinning threads
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests' own helpers (helpers.py, gmm.py)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # train.py / sample.py / evaluate.py

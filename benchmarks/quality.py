@@ -1,0 +1,243 @@
+"""Sample quality of a checkpoint over a grid of samplers x step counts, as a table.
+
+Each cell runs ``sample.py`` (same seed, same number of items) and ``evaluate.py`` on the result,
+and records the wall time per item; the table (markdown) and every cell's full metrics (JSON) go
+to ``--out``. Works for every domain: the checkpoint names it.
+
+    python benchmarks/quality.py --ckpt runs/audio/checkpoints/last.ckpt --samplers dpmpp_2m ddim \\
+        --steps 10 20 50 200 --n 100 --out quality/audio --white-noise --real-subset
+    python benchmarks/quality.py --ckpt runs/mol/checkpoints/last.ckpt --cells dpmpp_2m:50 ddpm:1000 --n 128
+    python benchmarks/quality.py --ckpt runs/pc/checkpoints/last.ckpt --cells dpmpp_2m:50 ddpm:1000 \\
+        --n 128 --eval max_shapes=128
+
+``--eval KEY=VALUE`` passes options to the domain's evaluation (e.g. ``strain=false``).
+Audio only: ``--white-noise`` adds a row for N clips of Gaussian noise (sigma 0.1) and
+``--real-subset`` one for N real test clips, so that FID of the same sample size sits beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_pointcloud.py; must precede torch
+
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.core.global_hydra import GlobalHydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import OmegaConf, open_dict  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import evaluate as evaluate_script  # noqa: E402
+import sample as sample_script  # noqa: E402
+
+# metric (dotted path into evaluate's JSON) -> column title, per domain
+COLUMNS = {
+    "audio": {
+        "fid.samples": "FID",
+        "is.samples": "IS",
+        "mis.samples": "mIS",
+        "am.samples": "AM",
+        "accuracy.samples": "acc.",
+    },
+    "molecule": {
+        "atom_stable": "atom stab.",
+        "mol_stable": "mol. stab.",
+        "validity": "valid",
+        "valid_unique": "valid x uniq.",
+        "novelty": "novel",
+        "mmff_strain_median": "strain (med.)",
+    },
+    "pointcloud": {
+        "1-NNA-CD": "1-NNA-CD",
+        "1-NNA-EMD": "1-NNA-EMD",
+        "MMD-CD": "MMD-CD",
+        "MMD-EMD": "MMD-EMD",
+        "COV-CD": "COV-CD",
+        "COV-EMD": "COV-EMD",
+        "JSD": "JSD",
+    },
+}
+
+
+def hydra_config(name: str, overrides: list[str], run_dir: Path):
+    """The real config, composed in-process with a run directory (as the entry points see it)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(name, overrides=[f"hydra.run.dir={run_dir}", *overrides], return_hydra_config=True)
+    OmegaConf.set_readonly(cfg.hydra, False)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(run_dir)
+        cfg.hydra.runtime.cwd = str(ROOT)
+    HydraConfig().set_config(cfg)
+    return cfg
+
+
+def lookup(metrics: dict, path: str):
+    value = metrics
+    for key in path.split("."):
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) >= 10 or value == 0 else f"{value:.3f}"
+    return str(value)
+
+
+def parse_cells(args: argparse.Namespace) -> list[tuple[str, int]]:
+    if args.cells:
+        cells = []
+        for cell in args.cells:
+            name, _, steps = cell.partition(":")
+            if not steps.isdigit():
+                raise SystemExit(f"--cells: expected SAMPLER:STEPS such as dpmpp_2m:50, got {cell!r}")
+            cells.append((name, int(steps)))
+        return cells
+    return [(s, k) for s in args.samplers for k in args.steps]
+
+
+def evaluate_dir(domain: str, data_cfg: dict, samples: Path, options: dict, run_dir: Path) -> dict:
+    cfg = hydra_config("evaluate", [f"domain={domain}", f"samples={samples}"], run_dir)
+    with open_dict(cfg):
+        cfg.data = OmegaConf.create(data_cfg)  # the data the model was trained on
+        cfg.options = OmegaConf.create(options)
+    return evaluate_script.evaluate(cfg)
+
+
+def audio_baselines(args: argparse.Namespace, data_cfg: dict, out: Path) -> dict[str, Path]:
+    from multidiff.domains.audio.classifier import fsdd_files
+    from multidiff.domains.audio.wavio import write_wav
+
+    rows = {}
+    length, rate = int(data_cfg["length"]), int(data_cfg["sample_rate"])
+    if args.white_noise:
+        folder = out / "white_noise"
+        g = torch.Generator().manual_seed(args.seed)
+        for i in range(args.n):
+            write_wav(folder / f"noise_{i:04d}.wav", 0.1 * torch.randn(1, length, generator=g), rate)
+        rows[f"white noise (sigma 0.1, {args.n} clips)"] = folder
+    if args.real_subset:
+        folder = out / "real_test_subset"
+        folder.mkdir(parents=True, exist_ok=True)
+        test = fsdd_files(data_cfg["root"])["test"]
+        for path, _ in test[:: max(1, len(test) // args.n)][: args.n]:
+            link = folder / path.name
+            if not link.exists():
+                link.symlink_to(path.resolve())
+        rows[f"real test clips ({args.n})"] = folder
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", required=True, type=Path)
+    p.add_argument("--samplers", nargs="+", default=["dpmpp_2m", "ddim"])
+    p.add_argument("--steps", nargs="+", type=int, default=[10, 20, 50, 200])
+    p.add_argument("--cells", nargs="+", help="explicit SAMPLER:STEPS cells instead of the grid")
+    p.add_argument("--spacing", default=None, help="time | karras | log_snr (default: the sampler config's)")
+    p.add_argument("--n", type=int, default=100, help="items per cell")
+    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--guidance", type=float, default=1.0)
+    p.add_argument("--digit", default=None, help="audio: sample this digit (default unconditional)")
+    p.add_argument("--eval", nargs="*", default=[], help="evaluation options KEY=VALUE")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--white-noise", action="store_true")
+    p.add_argument("--real-subset", action="store_true")
+    p.add_argument("--out", type=Path, default=Path("quality"))
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+
+    meta = torch.load(args.ckpt, map_location="cpu", weights_only=True).get("multidiff")
+    if meta is None:
+        raise SystemExit(f"{args.ckpt}: not a multidiff checkpoint (no 'multidiff' entry)")
+    domain, data_cfg = meta["domain"], meta["config"]["data"]
+    options = {"progress": False}
+    for item in args.eval:
+        key, _, value = item.partition("=")
+        options[key] = yaml_value(value)
+    args.out.mkdir(parents=True, exist_ok=True)
+    columns = COLUMNS[domain]
+    rows: list[dict] = []
+
+    def record(label: str, samples: Path, seconds_per_item: float | None, extra: dict) -> None:
+        metrics = evaluate_dir(domain, data_cfg, samples, options, args.out / "_hydra")
+        row = {"row": label, "s_per_item": seconds_per_item, **extra, "metrics": metrics}
+        rows.append(row)
+        print(
+            json.dumps(
+                {"row": label, "s_per_item": seconds_per_item, **{c: lookup(metrics, k) for k, c in columns.items()}}
+            ),
+            flush=True,
+        )
+        (args.out / "results.json").write_text(json.dumps(rows, indent=1, default=str))
+
+    if domain == "audio":
+        for label, folder in audio_baselines(args, data_cfg, args.out).items():
+            record(label, folder, None, {})
+
+    for name, steps in parse_cells(args):
+        cell_dir = args.out / f"{name}_{steps}"
+        overrides = [
+            f"ckpt={args.ckpt.resolve()}",
+            f"n={args.n}",
+            f"sampler={name}",
+            f"steps={steps}",
+            f"seed={args.seed}",
+            f"batch_size={args.batch_size}",
+            f"guidance={args.guidance}",
+            "device=cpu" if not torch.cuda.is_available() else "device=cuda",
+            f"out={cell_dir}",
+        ]
+        if args.spacing:
+            overrides.append(f"spacing={args.spacing}")
+        if args.digit is not None:
+            overrides.append(f"digit={args.digit}")
+        cfg = hydra_config("sample", overrides, args.out / "_hydra")
+        t0 = time.perf_counter()
+        sample_script.sample(cfg)
+        seconds = (time.perf_counter() - t0) / args.n
+        record(f"{name}, {steps} steps", cell_dir, seconds, {"sampler": name, "steps": steps})
+
+    if domain == "audio" and rows:
+        ceiling = rows[0]["metrics"]
+        rows.append(
+            {
+                "row": "real test split (ceiling)",
+                "s_per_item": None,
+                "metrics": {
+                    k.split(".")[0]: {"samples": lookup(ceiling, k.replace("samples", "real_test"))} for k in columns
+                },
+            }
+        )
+    header = ["", "s/item", *columns.values()]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row["row"], fmt(row["s_per_item"]), *(fmt(lookup(row["metrics"], k)) for k in columns)]
+        lines.append("| " + " | ".join(cells) + " |")
+    table = "\n".join(lines)
+    (args.out / "table.md").write_text(table + "\n")
+    (args.out / "results.json").write_text(json.dumps(rows, indent=1, default=str))
+    print(table)
+
+
+def yaml_value(text: str):
+    """``--eval strain=false max_shapes=128``: YAML scalars, as on a Hydra command line."""
+    return OmegaConf.create({"v": text})["v"]
+
+
+if __name__ == "__main__":
+    main()
