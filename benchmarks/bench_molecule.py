@@ -61,8 +61,11 @@ def bench_train(net: EGNN, args, gen: torch.Generator) -> dict[str, float]:
             cpu.append(time.process_time() - c0)
     per_step = sum(times) / len(times)
     # CPU time tells apart a slow machine from a shared one: wall >> cpu / threads means waiting for a core
-    return {"train_step_s": per_step, "train_molecules_per_s": args.batch / per_step,
-            "train_cpu_s_per_step": sum(cpu) / len(cpu)}
+    return {
+        "train_step_s": per_step,
+        "train_molecules_per_s": args.batch / per_step,
+        "train_cpu_s_per_step": sum(cpu) / len(cpu),
+    }
 
 
 @torch.no_grad()
@@ -73,13 +76,21 @@ def bench_sample(net: EGNN, args, gen: torch.Generator) -> dict[str, float]:
     sync(args.device)
     t0 = time.perf_counter()
     for k in range(args.sample_steps):
-        out = net(x, torch.full((args.sample_batch,), 1.0 - k / args.sample_steps, device=args.device),
-                  batch=idx, num_items=args.sample_batch)
+        out = net(
+            x,
+            torch.full((args.sample_batch,), 1.0 - k / args.sample_steps, device=args.device),
+            batch=idx,
+            num_items=args.sample_batch,
+        )
         x = x + 0.01 * out
     sync(args.device)
     total = time.perf_counter() - t0
-    return {"sample_s": total, "sample_s_per_step": total / args.sample_steps,
-            "sample_molecules": args.sample_batch, "sample_steps": args.sample_steps}
+    return {
+        "sample_s": total,
+        "sample_s_per_step": total / args.sample_steps,
+        "sample_molecules": args.sample_batch,
+        "sample_steps": args.sample_steps,
+    }
 
 
 def bench_metrics(args) -> dict[str, float]:
@@ -92,10 +103,12 @@ def bench_metrics(args) -> dict[str, float]:
     indices = arrays["splits"]["test"] if args.metrics_split == "test" else every
     mols = molecules_from_arrays(arrays, indices[: args.metrics])
     t0 = time.perf_counter()
-    out = evaluate_molecules(mols, list(arrays["elements"]), arrays["stats"], strain=True,
-                             strain_max_molecules=1000)
-    return {"metrics_molecules": len(mols), "metrics_s": time.perf_counter() - t0,
-            **{k: out[k] for k in ("atom_stable", "mol_stable", "validity", "mmff_strain_mean")}}
+    out = evaluate_molecules(mols, list(arrays["elements"]), arrays["stats"], strain=True, strain_max_molecules=1000)
+    return {
+        "metrics_molecules": len(mols),
+        "metrics_s": time.perf_counter() - t0,
+        **{k: out[k] for k in ("atom_stable", "mol_stable", "validity", "mmff_strain_mean")},
+    }
 
 
 def main() -> None:
@@ -110,8 +123,12 @@ def main() -> None:
     p.add_argument("--sample-batch", type=int, default=64)
     p.add_argument("--sample-steps", type=int, default=10)
     p.add_argument("--metrics", type=int, default=0, help="also time the metrics on N QM9 test molecules")
-    p.add_argument("--metrics-split", choices=("test", "all"), default="test",
-                   help="molecules for --metrics: the test split or all 130,831 in index order")
+    p.add_argument(
+        "--metrics-split",
+        choices=("test", "all"),
+        default="test",
+        help="molecules for --metrics: the test split or all 130,831 in index order",
+    )
     p.add_argument("--data-root", default="datasets/qm9")
     p.add_argument("--checkpointing", action="store_true", help="EGNN activation checkpointing")
     p.add_argument("--seed", type=int, default=0)
@@ -120,11 +137,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
-    net = EGNN(5, charges=True, hidden=args.hidden, layers=args.layers,
-               checkpointing=args.checkpointing).to(args.device)
+    net = EGNN(5, charges=True, hidden=args.hidden, layers=args.layers, checkpointing=args.checkpointing).to(
+        args.device
+    )
     result: dict[str, object] = {
         "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
-        "threads": args.threads, "batch": args.batch, "hidden": args.hidden, "layers": args.layers,
+        "threads": args.threads,
+        "batch": args.batch,
+        "hidden": args.hidden,
+        "layers": args.layers,
         "checkpointing": args.checkpointing,
         "parameters": sum(q.numel() for q in net.parameters()),
     }

@@ -137,9 +137,7 @@ def bench_metrics(args) -> dict:
     samples = load_real(root / "train", n, args.points, 2)  # real shapes stand in for samples
     pairs = n * n + n * (n + 1)  # cross matrix + two symmetric ones (each pair once)
     with Clock() as warm:  # compiles the fused kernel once (cached on disk for later runs)
-        pairwise_chamfer(
-            samples[:16], refs[:16], backend="compiled" if args.backend == "auto" else args.backend
-        )
+        pairwise_chamfer(samples[:16], refs[:16], backend="compiled" if args.backend == "auto" else args.backend)
     print(f"Chamfer kernel warm-up (compilation): {warm.wall:.1f} s")
     with Clock() as c:
         m_sr = pairwise_chamfer(samples, refs, backend=args.backend)
@@ -225,9 +223,7 @@ def main() -> None:
     p.add_argument("--emd-pairs", type=int, default=40)
     p.add_argument("--emd-points", type=int, default=512)
     p.add_argument("--emd-eps", type=float, default=1e-3, help="auction epsilon (distance units)")
-    p.add_argument(
-        "--emd-methods", nargs="*", default=["multiscale", "auction"], choices=["multiscale", "auction"]
-    )
+    p.add_argument("--emd-methods", nargs="*", default=["multiscale", "auction"], choices=["multiscale", "auction"])
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "datasets")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args()

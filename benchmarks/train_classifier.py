@@ -46,9 +46,7 @@ def write_noise(out: Path, n: int, cfg: ClassifierConfig, std: float = 0.1) -> P
     gen = torch.Generator().manual_seed(1)
     out.mkdir(parents=True)
     for i in range(n):
-        write_wav(
-            out / f"noise_{i:04d}.wav", torch.randn(1, cfg.length, generator=gen) * std, cfg.sample_rate
-        )
+        write_wav(out / f"noise_{i:04d}.wav", torch.randn(1, cfg.length, generator=gen) * std, cfg.sample_rate)
     return out
 
 

@@ -47,8 +47,7 @@ def test_condition_on_a_property_and_unknown_name(qm9_root):
 
 
 def test_domain_unpack_decode_round_trip_and_template(qm9_root):
-    dm = QM9DataModule(root=qm9_root, batch_size=8, condition=["alpha", "gap"], max_molecules=16,
-                       progress=False)
+    dm = QM9DataModule(root=qm9_root, batch_size=8, condition=["alpha", "gap"], max_molecules=16, progress=False)
     dm.setup()
     domain = MoleculeDomain()
     domain.bind(dm.info())

@@ -52,8 +52,9 @@ def test_egnn_is_e3_and_permutation_equivariant():
     assert (out3[:, 0] + out[:, 0]).abs().max() < 1e-4 and (out3[:, 1:] - out[:, 1:]).abs().max() < 1e-4
 
     # permuting atoms inside each molecule permutes the output rows
-    perm = torch.cat([torch.nonzero(batch == b).flatten()[torch.randperm(int((batch == b).sum()),
-                                                                         generator=gen)] for b in range(n)])
+    perm = torch.cat(
+        [torch.nonzero(batch == b).flatten()[torch.randperm(int((batch == b).sum()), generator=gen)] for b in range(n)]
+    )
     out4 = net(x[perm], c_noise, cond, batch=batch, num_items=n)
     assert (out4 - out[perm]).abs().max() < 1e-4
 

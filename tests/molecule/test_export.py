@@ -19,8 +19,13 @@ def domain_and_molecules(qm9_module):
     domain.bind(qm9_module.info())
     batch = next(iter(qm9_module.test_dataloader()))
     molecules = domain.decode(domain.unpack(batch))
-    broken = Molecule(np.random.default_rng(0).normal(0, 0.3, (6, 3)), ["C", "C", "O", "N", "H", "H"],
-                      np.array([1, 0, -1, 0, 0, 0]), {"gap": 5.5}, name="broken")
+    broken = Molecule(
+        np.random.default_rng(0).normal(0, 0.3, (6, 3)),
+        ["C", "C", "O", "N", "H", "H"],
+        np.array([1, 0, -1, 0, 0, 0]),
+        {"gap": 5.5},
+        name="broken",
+    )
     return domain, molecules + [broken]
 
 

@@ -119,17 +119,14 @@ def test_folder_classes_from_subfolders(tmp_path):
 @pytest.mark.parametrize("mode", ["unit_sphere", "bbox", "shape_std", "global", "none"])
 def test_normalisation_modes(mode):
     rng = np.random.default_rng(1)
-    shapes = [
-        rng.normal(size=(200, 3)) * rng.uniform(1, 50) + rng.uniform(-100, 100, size=3) for _ in range(4)
-    ]
+    shapes = [rng.normal(size=(200, 3)) * rng.uniform(1, 50) + rng.uniform(-100, 100, size=3) for _ in range(4)]
     norm = Normalizer(mode).fit(shapes)
     out = [norm(s) for s in shapes]
     if mode == "unit_sphere":
         assert all(np.isclose(np.linalg.norm(o - o.mean(0), axis=1).max(), 1, atol=1e-5) for o in out)
     elif mode == "bbox":
         assert all(
-            np.isclose((o.max(0) - o.min(0)).max(), 2, atol=1e-5)
-            and np.allclose(o.max(0), -o.min(0), atol=1e-5)
+            np.isclose((o.max(0) - o.min(0)).max(), 2, atol=1e-5) and np.allclose(o.max(0), -o.min(0), atol=1e-5)
             for o in out
         )
     elif mode == "shape_std":

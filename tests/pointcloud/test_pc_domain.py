@@ -48,10 +48,7 @@ def test_decode_inverts_global_normalisation(domain):
 def test_export_round_trip(domain, tmp_path, binary):
     domain.ply_binary = binary
     rng = np.random.default_rng(0)
-    items = [
-        {"points": rng.normal(size=(64, 3)).astype(np.float32), "label": lab}
-        for lab in ("chair", None, "table")
-    ]
+    items = [{"points": rng.normal(size=(64, 3)).astype(np.float32), "label": lab} for lab in ("chair", None, "table")]
     paths = domain.export(items, tmp_path, {"sampler": "heun", "steps": 5})
     plys = sorted(tmp_path.glob("*.ply"))
     assert [p.name for p in plys] == ["chair_sample_0000.ply", "sample_0001.ply", "table_sample_0002.ply"]

@@ -286,9 +286,7 @@ def train_classifier(
     train_files = split["train"]
     if cfg.train_limit > 0:
         g = torch.Generator().manual_seed(cfg.seed)
-        train_files = [
-            train_files[i] for i in torch.randperm(len(train_files), generator=g)[: cfg.train_limit]
-        ]
+        train_files = [train_files[i] for i in torch.randperm(len(train_files), generator=g)[: cfg.train_limit]]
     train_wav, train_y = load_clips(train_files, cfg, "load train clips")
     test_wav, test_y = load_clips(split["test"], cfg, "load test clips")
 
@@ -395,12 +393,8 @@ def get_classifier(
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(
-        description="Train and cache the FSDD digit classifier used by the audio metrics."
-    )
-    p.add_argument(
-        "--data-root", default=None, help=f"FSDD recordings folder (default {default_data_root()})"
-    )
+    p = argparse.ArgumentParser(description="Train and cache the FSDD digit classifier used by the audio metrics.")
+    p.add_argument("--data-root", default=None, help=f"FSDD recordings folder (default {default_data_root()})")
     p.add_argument("--cache-dir", default=None, help=f"cache folder (default {default_cache_dir()})")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")

@@ -201,10 +201,7 @@ def evaluate_folder(
     classifier = classifier.to(device)
     cfg = classifier.config
     wav = torch.stack(
-        [
-            load_clip(f, cfg.sample_rate, cfg.length)
-            for f in tqdm(files, desc="load samples", disable=not progress)
-        ]
+        [load_clip(f, cfg.sample_rate, cfg.length) for f in tqdm(files, desc="load samples", disable=not progress)]
     )
     feats, probs = classifier.embed(wav, batch_size=batch_size, progress=progress)
     mine = scores(feats, probs, classifier.reference, labels)

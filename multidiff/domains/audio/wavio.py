@@ -42,9 +42,7 @@ def write_wav(path: str | Path, wav: Tensor, sr: int) -> Path:
     if wav.dim() == 1:
         wav = wav[None]
     if wav.dim() != 2:
-        raise ValueError(
-            f"write_wav expects a (T,) or (C, T) waveform, got shape {tuple(wav.shape)} for {path}"
-        )
+        raise ValueError(f"write_wav expects a (T,) or (C, T) waveform, got shape {tuple(wav.shape)} for {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), wav.clamp(-1.0, 1.0).numpy().T, int(sr), subtype="PCM_16", format="WAV")
     return path

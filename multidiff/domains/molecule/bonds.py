@@ -15,10 +15,22 @@ MARGINS_PM = (10, 5, 3)
 
 # Sources (as EDM): wiredchemist.com bond lengths and chemistry-reference.com tables. Symmetric.
 _SINGLE = {
-    "H": {"H": 74, "C": 109, "N": 101, "O": 96, "F": 92, "B": 119, "Si": 148, "P": 144, "As": 152,
-          "S": 134, "Cl": 127, "Br": 141, "I": 161},
-    "C": {"C": 154, "N": 147, "O": 143, "F": 135, "Si": 185, "P": 184, "S": 182, "Cl": 177, "Br": 194,
-          "I": 214},
+    "H": {
+        "H": 74,
+        "C": 109,
+        "N": 101,
+        "O": 96,
+        "F": 92,
+        "B": 119,
+        "Si": 148,
+        "P": 144,
+        "As": 152,
+        "S": 134,
+        "Cl": 127,
+        "Br": 141,
+        "I": 161,
+    },
+    "C": {"C": 154, "N": 147, "O": 143, "F": 135, "Si": 185, "P": 184, "S": 182, "Cl": 177, "Br": 194, "I": 214},
     "N": {"N": 145, "O": 140, "F": 136, "Cl": 175, "Br": 214, "S": 168, "I": 222, "P": 177},
     "O": {"O": 148, "F": 142, "Br": 172, "S": 151, "P": 163, "Si": 163, "Cl": 164, "I": 194},
     "F": {"F": 142, "S": 158, "Si": 160, "Cl": 166, "Br": 178, "P": 156, "I": 187},
@@ -30,8 +42,12 @@ _SINGLE = {
     "P": {"P": 221},
     "I": {"I": 266},
 }
-_DOUBLE = {"C": {"C": 134, "N": 129, "O": 120, "S": 160}, "N": {"N": 125, "O": 121},
-           "O": {"O": 121, "P": 150}, "P": {"S": 186}}
+_DOUBLE = {
+    "C": {"C": 134, "N": 129, "O": 120, "S": 160},
+    "N": {"N": 125, "O": 121},
+    "O": {"O": 121, "P": 150},
+    "P": {"S": 186},
+}
 _TRIPLE = {"C": {"C": 120, "N": 116, "O": 113}, "N": {"N": 110}}
 
 
@@ -89,8 +105,7 @@ class BondTable:
         dist = np.linalg.norm(pos[:, None] - pos[None], axis=-1)
         return self.orders(dist, np.asarray(types))
 
-    def chunks(self, positions: Sequence[np.ndarray], types: Sequence[np.ndarray],
-               max_pairs: int = 4_000_000):
+    def chunks(self, positions: Sequence[np.ndarray], types: Sequence[np.ndarray], max_pairs: int = 4_000_000):
         """Yield ``(indices, distances, orders)`` over size-sorted, padded chunks of molecules.
 
         Padded rows have the padding type, so their orders are zero.

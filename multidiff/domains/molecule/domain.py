@@ -38,8 +38,15 @@ class MoleculeDomain(Domain):
 
     name = "molecule"
 
-    def __init__(self, onehot_scale: float = 0.25, charge_scale: float = 0.1, include_charges: bool = True,
-                 num_atoms: int | None = None, strain_max_molecules: int = 1000, png_max_molecules: int = 48):
+    def __init__(
+        self,
+        onehot_scale: float = 0.25,
+        charge_scale: float = 0.1,
+        include_charges: bool = True,
+        num_atoms: int | None = None,
+        strain_max_molecules: int = 1000,
+        png_max_molecules: int = 48,
+    ):
         super().__init__()
         self.space = GraphSpace(com_dims=3)
         self.onehot_scale, self.charge_scale = onehot_scale, charge_scale
@@ -51,15 +58,13 @@ class MoleculeDomain(Domain):
     # -- info ---------------------------------------------------------------------------------
     def bind(self, info: dict[str, Any]) -> None:
         if "elements" not in info or "node_counts" not in info:
-            raise ValueError("molecule domain: info needs 'elements' and 'node_counts', "
-                             f"got keys {sorted(info)}")
+            raise ValueError(f"molecule domain: info needs 'elements' and 'node_counts', got keys {sorted(info)}")
         super().bind(info)
 
     @property
     def elements(self) -> list[str]:
         if "elements" not in self.info:
-            raise RuntimeError("molecule domain is not bound: call bind(datamodule.info()) "
-                               "or load a checkpoint")
+            raise RuntimeError("molecule domain is not bound: call bind(datamodule.info()) or load a checkpoint")
         return list(self.info["elements"])
 
     @property
@@ -88,8 +93,9 @@ class MoleculeDomain(Domain):
         probs = torch.tensor(hist["counts"], dtype=torch.float64)
         return values[torch.multinomial(probs, n, replacement=True, generator=generator)]
 
-    def template(self, n: int, cond: Tensor | None, generator: torch.Generator,
-                 num_atoms: int | list[int] | Tensor | None = None) -> State:
+    def template(
+        self, n: int, cond: Tensor | None, generator: torch.Generator, num_atoms: int | list[int] | Tensor | None = None
+    ) -> State:
         """Zero rows for ``n`` molecules; atom counts from ``num_atoms`` (argument, else the config
         key) or drawn from the training histogram."""
         num_atoms = self.num_atoms if num_atoms is None else num_atoms
@@ -120,8 +126,10 @@ class MoleculeDomain(Domain):
         unknown = sorted(set(request) - set(names))
         missing = [c for c in names if c not in request]
         if unknown or missing:
-            raise ValueError(f"condition request {sorted(request)}: the model is conditioned on {names} "
-                             f"(unknown: {unknown}, missing: {missing})")
+            raise ValueError(
+                f"condition request {sorted(request)}: the model is conditioned on {names} "
+                f"(unknown: {unknown}, missing: {missing})"
+            )
         cols = []
         for name, mean, std in zip(names, info["mean"], info["std"]):
             v = torch.as_tensor(request[name], dtype=torch.float32).reshape(-1)
@@ -142,16 +150,22 @@ class MoleculeDomain(Domain):
         n = int(state.ctx["num_items"])
         types = x[:, 3 : 3 + k].argmax(1)
         lo, hi = self.info.get("charge_range", [-1, 1])
-        charges = (np.clip(np.rint(x[:, 3 + k] / self.charge_scale), lo, hi).astype(np.int64)
-                   if self.include_charges else np.zeros(len(x), np.int64))
+        charges = (
+            np.clip(np.rint(x[:, 3 + k] / self.charge_scale), lo, hi).astype(np.int64)
+            if self.include_charges
+            else np.zeros(len(x), np.int64)
+        )
         props = self._raw_condition(state.cond, n)
         order = np.argsort(batch, kind="stable")
         bounds = np.concatenate([[0], np.cumsum(np.bincount(batch, minlength=n))])
         molecules = []
         for i in range(n):
             rows = order[bounds[i] : bounds[i + 1]]
-            molecules.append(Molecule(x[rows, :3], [self.elements[t] for t in types[rows]], charges[rows],
-                                      props[i], name=f"sample_{i}"))
+            molecules.append(
+                Molecule(
+                    x[rows, :3], [self.elements[t] for t in types[rows]], charges[rows], props[i], name=f"sample_{i}"
+                )
+            )
         return molecules
 
     def _raw_condition(self, cond: Tensor | None, n: int) -> list[dict[str, float]]:
@@ -166,12 +180,14 @@ class MoleculeDomain(Domain):
         """``samples.sdf`` (bonds, charges, ``valid`` flag, condition fields), ``samples.xyz`` and
         ``samples.png``."""
         out_dir = Path(out_dir)
-        return [write_sdf(items, out_dir / "samples.sdf", meta), write_xyz(items, out_dir / "samples.xyz"),
-                draw_grid(items, out_dir / "samples.png", self.png_max_molecules)]
+        return [
+            write_sdf(items, out_dir / "samples.sdf", meta),
+            write_xyz(items, out_dir / "samples.xyz"),
+            draw_grid(items, out_dir / "samples.png", self.png_max_molecules),
+        ]
 
     # -- evaluation -----------------------------------------------------------------------------
-    def reference(self, novelty: bool = True, path: Path | None = None,
-                  progress: bool = True) -> dict[str, Any]:
+    def reference(self, novelty: bool = True, path: Path | None = None, progress: bool = True) -> dict[str, Any]:
         """Training statistics for the distribution metrics and novelty.
 
         From ``info`` (atom types, bond lengths; training SMILES from the cache in ``data_root``), or
@@ -184,8 +200,9 @@ class MoleculeDomain(Domain):
             if path.is_dir():
                 smiles = training_smiles(path, self.info.get("dataset", ""), progress)
                 if smiles is None:
-                    raise FileNotFoundError(f"reference {path}: no processed "
-                                            f"{self.info.get('dataset')} cache in this folder")
+                    raise FileNotFoundError(
+                        f"reference {path}: no processed {self.info.get('dataset')} cache in this folder"
+                    )
                 ref["smiles"] = smiles
             elif path.suffix.lower() == ".txt":
                 ref["smiles"] = set(path.read_text().split())
@@ -217,12 +234,14 @@ class MoleculeDomain(Domain):
             log.warning("%s: %s", samples, err)
         progress = bool(options.get("progress", True))
         reference = self.reference(bool(options.get("novelty", True)), options.get("reference"), progress)
-        metrics = evaluate_molecules(result.molecules, vocabulary, reference,
-                                     strain=bool(options.get("strain", True)),
-                                     strain_max_molecules=int(options.get("strain_max_molecules",
-                                                                          self.strain_max_molecules)))
-        metrics.update({"file": str(samples), "num_records": result.num_records,
-                        "malformed_records": result.errors})
+        metrics = evaluate_molecules(
+            result.molecules,
+            vocabulary,
+            reference,
+            strain=bool(options.get("strain", True)),
+            strain_max_molecules=int(options.get("strain_max_molecules", self.strain_max_molecules)),
+        )
+        metrics.update({"file": str(samples), "num_records": result.num_records, "malformed_records": result.errors})
         return metrics
 
     def quick_metrics(self, items: list[Molecule]) -> dict[str, float]:

@@ -51,8 +51,7 @@ def conformer(smiles: str, seed: int = 0, max_heavy_atoms: int = 60) -> Chem.Mol
     return mol
 
 
-def read_drugs(source: Path, limit: int | None = None, seed: int = 0,
-               progress: bool = True) -> dict[str, Any]:
+def read_drugs(source: Path, limit: int | None = None, seed: int = 0, progress: bool = True) -> dict[str, Any]:
     lines = [ln.split()[0] for ln in Path(source).read_text().splitlines() if ln.strip()]
     lines = lines[:limit] if limit else lines
     index = {e: k for k, e in enumerate(DRUG_ELEMENTS)}
@@ -78,8 +77,7 @@ def read_drugs(source: Path, limit: int | None = None, seed: int = 0,
         "ptr": np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
         "props": np.asarray(props, np.float64).reshape(n, len(PROPERTIES)),
         "prop_names": list(PROPERTIES),
-        "splits": {"train": perm[n_val + n_test :], "val": perm[:n_val],
-                   "test": perm[n_val : n_val + n_test]},
+        "splits": {"train": perm[n_val + n_test :], "val": perm[:n_val], "test": perm[n_val : n_val + n_test]},
     }
 
 
@@ -93,8 +91,9 @@ class DrugsDataModule(MoleculeDataModule):
     name = "drugs"
     property_names = tuple(PROPERTIES)
 
-    def __init__(self, root: str | Path, source: str | Path | None = None, limit: int | None = None,
-                 seed: int = 0, **kwargs: Any):
+    def __init__(
+        self, root: str | Path, source: str | Path | None = None, limit: int | None = None, seed: int = 0, **kwargs: Any
+    ):
         super().__init__(root, **kwargs)
         self.source = Path(source) if source else default_source()
         self.limit, self.seed = limit, seed

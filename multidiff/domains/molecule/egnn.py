@@ -70,8 +70,15 @@ class _EdgeMLP(nn.Module):
 class EquivariantBlock(nn.Module):
     """One invariant message-passing sublayer followed by one equivariant coordinate update."""
 
-    def __init__(self, hidden: int, attention: bool, tanh: bool, coords_range: float,
-                 norm_constant: float, aggregation_norm: float):
+    def __init__(
+        self,
+        hidden: int,
+        attention: bool,
+        tanh: bool,
+        coords_range: float,
+        norm_constant: float,
+        aggregation_norm: float,
+    ):
         super().__init__()
         edge_dim = 2  # squared distance now and at the input
         self.message = _EdgeMLP(hidden, edge_dim)
@@ -117,11 +124,23 @@ class EGNN(nn.Module):
     norm_constant=1, aggregation_norm=1``.
     """
 
-    def __init__(self, num_atom_types: int | Sequence[str], charges: bool = True, hidden: int = 256,
-                 layers: int = 9, attention: bool = True, tanh: bool = True, coords_range: float = 15.0,
-                 norm_constant: float = 1.0, aggregation_norm: float = 1.0, radius: float | None = None,
-                 time_dim: int = 64, cond_features: int | str | Sequence[str] | None = None,
-                 cond_dim: int = 64, checkpointing: bool = False):
+    def __init__(
+        self,
+        num_atom_types: int | Sequence[str],
+        charges: bool = True,
+        hidden: int = 256,
+        layers: int = 9,
+        attention: bool = True,
+        tanh: bool = True,
+        coords_range: float = 15.0,
+        norm_constant: float = 1.0,
+        aggregation_norm: float = 1.0,
+        radius: float | None = None,
+        time_dim: int = 64,
+        cond_features: int | str | Sequence[str] | None = None,
+        cond_dim: int = 64,
+        checkpointing: bool = False,
+    ):
         super().__init__()
         self.checkpointing = checkpointing
         self.node_features = _count(num_atom_types) + int(charges)
@@ -143,16 +162,25 @@ class EGNN(nn.Module):
             row, col = row[keep], col[keep]
         return row, col
 
-    def forward(self, x_in: Tensor, c_noise: Tensor, cond: Tensor | None = None,
-                cond_drop: Tensor | None = None, *, batch: Tensor, num_items: int | None = None,
-                **ctx: object) -> Tensor:
+    def forward(
+        self,
+        x_in: Tensor,
+        c_noise: Tensor,
+        cond: Tensor | None = None,
+        cond_drop: Tensor | None = None,
+        *,
+        batch: Tensor,
+        num_items: int | None = None,
+        **ctx: object,
+    ) -> Tensor:
         n_items = int(num_items) if num_items is not None else int(batch.max()) + 1
         if x_in.shape[1] != 3 + self.node_features:
-            raise ValueError(f"EGNN expects {3 + self.node_features} columns (3 + node features), "
-                             f"got {x_in.shape[1]}")
+            raise ValueError(f"EGNN expects {3 + self.node_features} columns (3 + node features), got {x_in.shape[1]}")
         if batch.numel() > 1 and bool((batch[1:] < batch[:-1]).any()):
-            raise ValueError("EGNN needs the nodes of each molecule contiguous and in order (a sorted batch "
-                             "vector, as PyG batches have)")
+            raise ValueError(
+                "EGNN needs the nodes of each molecule contiguous and in order (a sorted batch "
+                "vector, as PyG batches have)"
+            )
         pos, feats = x_in[:, :3], x_in[:, 3:]
         c_noise = c_noise.reshape(-1).expand(n_items) if c_noise.numel() == 1 else c_noise
         parts = [feats, self.time(c_noise)[batch]]

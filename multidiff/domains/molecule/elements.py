@@ -9,15 +9,43 @@ QM9_ELEMENTS: tuple[str, ...] = ("H", "C", "N", "O", "F")
 DRUG_ELEMENTS: tuple[str, ...] = ("H", "C", "N", "O", "F", "P", "S", "Cl", "Br", "I")
 
 ATOMIC_NUMBERS: dict[str, int] = {
-    "H": 1, "B": 5, "C": 6, "N": 7, "O": 8, "F": 9, "Al": 13, "Si": 14, "P": 15, "S": 16,
-    "Cl": 17, "As": 33, "Br": 35, "I": 53, "Hg": 80, "Bi": 83,
+    "H": 1,
+    "B": 5,
+    "C": 6,
+    "N": 7,
+    "O": 8,
+    "F": 9,
+    "Al": 13,
+    "Si": 14,
+    "P": 15,
+    "S": 16,
+    "Cl": 17,
+    "As": 33,
+    "Br": 35,
+    "I": 53,
+    "Hg": 80,
+    "Bi": 83,
 }
 
 # Allowed bond-order sums per element (EDM, qm9/bond_analyze.py `allowed_bonds`); charges are ignored
 # there, which is why QM9's zwitterions count as unstable and data stability is ~95 %, not 100 %.
 ALLOWED_VALENCES: dict[str, tuple[int, ...]] = {
-    "H": (1,), "C": (4,), "N": (3,), "O": (2,), "F": (1,), "B": (3,), "Al": (3,), "Si": (4,),
-    "P": (3, 5), "S": (4,), "Cl": (1,), "As": (3,), "Br": (1,), "I": (1,), "Hg": (1, 2), "Bi": (3, 5),
+    "H": (1,),
+    "C": (4,),
+    "N": (3,),
+    "O": (2,),
+    "F": (1,),
+    "B": (3,),
+    "Al": (3,),
+    "Si": (4,),
+    "P": (3, 5),
+    "S": (4,),
+    "Cl": (1,),
+    "As": (3,),
+    "Br": (1,),
+    "I": (1,),
+    "Hg": (1, 2),
+    "Bi": (3, 5),
 }
 
 # Elements that gain a bond per positive charge (N+ has 4, O- has 1); the others (C, B, ...) lose one
@@ -38,6 +66,4 @@ def check_elements(symbols: Iterable[str], vocabulary: Sequence[str], where: str
     """Raise a clear error when a symbol lies outside ``vocabulary``."""
     unknown = sorted(set(symbols) - set(vocabulary))
     if unknown:
-        raise ValueError(
-            f"{where}: element(s) {unknown} are not in the vocabulary {list(vocabulary)}"
-        )
+        raise ValueError(f"{where}: element(s) {unknown} are not in the vocabulary {list(vocabulary)}")

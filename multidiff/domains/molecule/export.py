@@ -66,8 +66,7 @@ def write_xyz(molecules: Sequence[Molecule], path: Path) -> Path:
     for k, mol in enumerate(molecules):
         props = " ".join(f"{key}={_field(v)}" for key, v in mol.properties.items())
         lines += [str(len(mol)), f"{mol.name or f'molecule_{k}'} {props}".strip()]
-        lines += [f"{e:<2s} {x:14.8f} {y:14.8f} {z:14.8f}"
-                  for e, (x, y, z) in zip(mol.elements, mol.positions)]
+        lines += [f"{e:<2s} {x:14.8f} {y:14.8f} {z:14.8f}" for e, (x, y, z) in zip(mol.elements, mol.positions)]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -87,8 +86,7 @@ def draw_grid(molecules: Sequence[Molecule], path: Path, max_molecules: int = 48
         if len(drawn) == max_molecules:
             break
     if drawn:
-        img = Draw.MolsToGridImage(drawn, molsPerRow=min(per_row, len(drawn)), subImgSize=(220, 220),
-                                   legends=legends)
+        img = Draw.MolsToGridImage(drawn, molsPerRow=min(per_row, len(drawn)), subImgSize=(220, 220), legends=legends)
         img.save(str(path))
     else:
         from PIL import Image, ImageDraw

@@ -48,8 +48,7 @@ def writable_dir(root: str | Path, name: str) -> Path:
 
 
 def save_arrays(arrays: dict[str, Any], path: Path) -> None:
-    tensors = {k: torch.from_numpy(np.array(v)) if isinstance(v, np.ndarray) else v
-               for k, v in arrays.items()}
+    tensors = {k: torch.from_numpy(np.array(v)) if isinstance(v, np.ndarray) else v for k, v in arrays.items()}
     tensors["splits"] = {k: torch.from_numpy(np.asarray(v)) for k, v in arrays["splits"].items()}
     tmp = path.with_suffix(".tmp")
     torch.save(tensors, tmp)
@@ -73,8 +72,10 @@ def reference_stats(arrays: dict[str, Any], indices: np.ndarray) -> dict[str, An
     positions = [arrays["pos"][a:b].astype(np.float64) for a, b in zip(starts, stops)]
     types = [arrays["types"][a:b] for a, b in zip(starts, stops)]
     lengths = BondTable(elements).bond_lengths(positions, types)
-    return {"atom_types": {e: float(c / counts.sum()) for e, c in zip(elements, counts)},
-            "bond_lengths": histogram(lengths)}
+    return {
+        "atom_types": {e: float(c / counts.sum()) for e, c in zip(elements, counts)},
+        "bond_lengths": histogram(lengths),
+    }
 
 
 def molecules_from_arrays(arrays: dict[str, Any], indices: np.ndarray) -> list[Molecule]:
@@ -83,8 +84,11 @@ def molecules_from_arrays(arrays: dict[str, Any], indices: np.ndarray) -> list[M
     out = []
     for m in indices:
         a, b = int(ptr[m]), int(ptr[m + 1])
-        out.append(Molecule(arrays["pos"][a:b], [elements[t] for t in arrays["types"][a:b]],
-                            arrays["charges"][a:b], name=f"{m}"))
+        out.append(
+            Molecule(
+                arrays["pos"][a:b], [elements[t] for t in arrays["types"][a:b]], arrays["charges"][a:b], name=f"{m}"
+            )
+        )
     return out
 
 
@@ -113,8 +117,9 @@ def training_smiles(data_root: str | Path, dataset: str, progress: bool = True) 
     bar = tqdm(range(0, len(molecules), chunk), desc=f"{dataset}: training SMILES", disable=not progress)
     for start in bar:
         part = molecules[start : start + chunk]
-        orders = table.batch_orders([m.positions for m in part],
-                                    [np.array([elements.index(e) for e in m.elements]) for m in part])
+        orders = table.batch_orders(
+            [m.positions for m in part], [np.array([elements.index(e) for e in m.elements]) for m in part]
+        )
         for m, o in zip(part, orders):
             smi = sanitized_smiles(to_rdkit(m, o, with_conformer=False))
             if smi is not None:
@@ -128,8 +133,13 @@ def training_smiles(data_root: str | Path, dataset: str, progress: bool = True) 
 class MoleculeSet(Dataset):
     """Molecules ``indices`` of packed ``arrays`` as PyG ``Data`` (pos, atom_type, charge[, cond, y])."""
 
-    def __init__(self, arrays: dict[str, Any], indices: np.ndarray, cond: np.ndarray | None = None,
-                 cond_raw: np.ndarray | None = None):
+    def __init__(
+        self,
+        arrays: dict[str, Any],
+        indices: np.ndarray,
+        cond: np.ndarray | None = None,
+        cond_raw: np.ndarray | None = None,
+    ):
         self.pos = torch.from_numpy(arrays["pos"].astype(np.float32))
         self.types = torch.from_numpy(arrays["types"].astype(np.int64))  # stored as int8
         self.charges = torch.from_numpy(arrays["charges"].astype(np.int64))
@@ -165,9 +175,17 @@ class MoleculeDataModule(pl.LightningDataModule):
     #: property names known before loading (checked at construction); None: only known from the data
     property_names: tuple[str, ...] | None = None
 
-    def __init__(self, root: str | Path, batch_size: int = 64, num_workers: int = 0,
-                 condition: str | list[str] | None = None, max_molecules: int | None = None,
-                 shuffle: bool = True, progress: bool = True, elements: list[str] | None = None):
+    def __init__(
+        self,
+        root: str | Path,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        condition: str | list[str] | None = None,
+        max_molecules: int | None = None,
+        shuffle: bool = True,
+        progress: bool = True,
+        elements: list[str] | None = None,
+    ):
         super().__init__()
         self.elements = [str(e) for e in elements] if elements else None
         self.root = Path(root)
@@ -249,8 +267,13 @@ class MoleculeDataModule(pl.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if not self.sets:
             self.setup()
-        return DataLoader(self.sets[split], batch_size=self.batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            self.sets[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.shuffle)
@@ -281,8 +304,12 @@ class MoleculeDataModule(pl.LightningDataModule):
         }
         if self.condition:
             mean, std = self.property_norms()
-            out["condition"] = {"names": self.condition, "mean": mean.tolist(), "std": std.tolist(),
-                                "units": [self.property_units().get(c, "") for c in self.condition]}
+            out["condition"] = {
+                "names": self.condition,
+                "mean": mean.tolist(),
+                "std": std.tolist(),
+                "units": [self.property_units().get(c, "") for c in self.condition],
+            }
         return out
 
     def property_units(self) -> dict[str, str]:

@@ -44,8 +44,9 @@ def _valence_table(vocabulary: tuple[str, ...], max_valence: int = 16) -> np.nda
     return table
 
 
-def atom_stability(types: np.ndarray, orders: np.ndarray, vocabulary: Sequence[str],
-                   charges: np.ndarray | None = None) -> np.ndarray:
+def atom_stability(
+    types: np.ndarray, orders: np.ndarray, vocabulary: Sequence[str], charges: np.ndarray | None = None
+) -> np.ndarray:
     """Per-atom bool: bond-order sum is an allowed valence (shifted by formal charge when given)."""
     valence = orders.sum(1).astype(np.int64)
     if charges is not None and np.any(charges):
@@ -61,8 +62,9 @@ def bond_lengths(mol: Molecule, orders: np.ndarray) -> np.ndarray:
     return np.linalg.norm(mol.positions[i] - mol.positions[j], axis=1)
 
 
-def histogram(values: np.ndarray, bins: int = BOND_LENGTH_BINS,
-              value_range: tuple[float, float] = BOND_LENGTH_RANGE) -> dict[str, Any]:
+def histogram(
+    values: np.ndarray, bins: int = BOND_LENGTH_BINS, value_range: tuple[float, float] = BOND_LENGTH_RANGE
+) -> dict[str, Any]:
     counts, _ = np.histogram(values, bins=bins, range=value_range)
     return {"range": list(value_range), "counts": counts.tolist()}
 
@@ -112,8 +114,9 @@ class MoleculeAnalysis:
         table = BondTable(self.vocabulary)
         self.orders = table.batch_orders([m.positions for m in self.molecules], self.types)
         self.stable_atoms = [atom_stability(t, o, self.vocabulary) for t, o in zip(self.types, self.orders)]
-        self.stable_atoms_charged = [atom_stability(t, o, self.vocabulary, m.charges)
-                                     for t, o, m in zip(self.types, self.orders, self.molecules)]
+        self.stable_atoms_charged = [
+            atom_stability(t, o, self.vocabulary, m.charges) for t, o, m in zip(self.types, self.orders, self.molecules)
+        ]
         self.rdkit: list[Chem.Mol | None] = []  # sanitised molecule (no charges) when valid
         self.smiles: list[str | None] = []  # full-molecule SMILES (the form training SMILES use)
         self.fragment_smiles: list[str | None] = []  # largest fragment (the form uniqueness uses)
@@ -125,8 +128,9 @@ class MoleculeAnalysis:
             self.smiles.append(smi)
             self.fragment_smiles.append(None if smi is None else Chem.MolToSmiles(largest_fragment(rd)))
             charged = np.any(m.charges != 0)
-            self.valid_charged.append(smi is not None if not charged else
-                                      sanitized_smiles(to_rdkit(m, o, with_charges=True)) is not None)
+            self.valid_charged.append(
+                smi is not None if not charged else sanitized_smiles(to_rdkit(m, o, with_charges=True)) is not None
+            )
 
     @property
     def valid(self) -> np.ndarray:
@@ -139,7 +143,8 @@ class MoleculeAnalysis:
             "mol_stable": float(np.mean([s.all() for s in self.stable_atoms])) if self.molecules else 0.0,
             "atom_stable_charged": sum(int(s.sum()) for s in self.stable_atoms_charged) / max(n_atoms, 1),
             "mol_stable_charged": float(np.mean([s.all() for s in self.stable_atoms_charged]))
-            if self.molecules else 0.0,
+            if self.molecules
+            else 0.0,
         }
 
     def rdkit_metrics(self, reference_smiles: set[str] | None = None) -> dict[str, float | None]:
@@ -167,23 +172,30 @@ class MoleculeAnalysis:
             s = mmff_strain(Chem.Mol(rd), max_iters)
             if s is not None:
                 strains.append(s)
-        return {"mmff_strain_mean": float(np.mean(strains)) if strains else None,
-                "mmff_strain_median": float(np.median(strains)) if strains else None,
-                "mmff_strain_count": len(strains)}
+        return {
+            "mmff_strain_mean": float(np.mean(strains)) if strains else None,
+            "mmff_strain_median": float(np.median(strains)) if strains else None,
+            "mmff_strain_count": len(strains),
+        }
 
 
-def reference_from_molecules(molecules: Sequence[Molecule],
-                             vocabulary: Sequence[str] | None = None) -> dict[str, Any]:
+def reference_from_molecules(molecules: Sequence[Molecule], vocabulary: Sequence[str] | None = None) -> dict[str, Any]:
     """Reference statistics (SMILES, atom types, bond lengths) of a set of real molecules."""
     analysis = MoleculeAnalysis(molecules, vocabulary)
-    return {"smiles": {s for s in analysis.smiles if s is not None},
-            "atom_types": atom_type_frequencies(analysis.molecules),
-            "bond_lengths": analysis.bond_length_histogram()}
+    return {
+        "smiles": {s for s in analysis.smiles if s is not None},
+        "atom_types": atom_type_frequencies(analysis.molecules),
+        "bond_lengths": analysis.bond_length_histogram(),
+    }
 
 
-def evaluate_molecules(molecules: Sequence[Molecule], vocabulary: Sequence[str] | None = None,
-                       reference: dict[str, Any] | None = None, strain: bool = True,
-                       strain_max_molecules: int = 1000) -> dict[str, Any]:
+def evaluate_molecules(
+    molecules: Sequence[Molecule],
+    vocabulary: Sequence[str] | None = None,
+    reference: dict[str, Any] | None = None,
+    strain: bool = True,
+    strain_max_molecules: int = 1000,
+) -> dict[str, Any]:
     """All metrics as a JSON-able dict. ``reference`` may hold training ``smiles`` (a set),
     ``atom_types`` (frequencies) and ``bond_lengths`` (a :func:`histogram` dict)."""
     reference = reference or {}

@@ -74,8 +74,7 @@ def _bulk_coordinates(texts: list[str], sizes: np.ndarray, names: list[str]) -> 
     if len(values) == 3 * sizes.sum():
         return values.reshape(-1, 3)
     # slow path, only to name the offending row
-    return np.concatenate([parse_coordinates(t, int(n), f"qm9pack {name}")
-                           for t, n, name in zip(texts, sizes, names)])
+    return np.concatenate([parse_coordinates(t, int(n), f"qm9pack {name}") for t, n, name in zip(texts, sizes, names)])
 
 
 def edm_split(n: int, seed: int = 0) -> dict[str, np.ndarray]:

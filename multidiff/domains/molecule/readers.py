@@ -53,13 +53,15 @@ def read_sdf(path: Path) -> ReadResult:
         if rd is None or rd.GetNumConformers() == 0:
             errors.append(f"record {k}: not a readable MDL mol block")
             continue
-        molecules.append(Molecule(
-            rd.GetConformer().GetPositions(),
-            [a.GetSymbol() for a in rd.GetAtoms()],
-            np.array([a.GetFormalCharge() for a in rd.GetAtoms()]),
-            _properties(rd),
-            name=rd.GetProp("_Name") if rd.HasProp("_Name") else f"record_{k}",
-        ))
+        molecules.append(
+            Molecule(
+                rd.GetConformer().GetPositions(),
+                [a.GetSymbol() for a in rd.GetAtoms()],
+                np.array([a.GetFormalCharge() for a in rd.GetAtoms()]),
+                _properties(rd),
+                name=rd.GetProp("_Name") if rd.HasProp("_Name") else f"record_{k}",
+            )
+        )
         numbers.append(k)
     return ReadResult(molecules, len(records), errors, numbers)
 

@@ -27,8 +27,9 @@ class Molecule:
     def __post_init__(self) -> None:
         self.positions = np.asarray(self.positions, dtype=np.float64).reshape(-1, 3)
         if len(self.elements) != len(self.positions):
-            raise ValueError(f"molecule {self.name!r}: {len(self.elements)} elements but "
-                             f"{len(self.positions)} positions")
+            raise ValueError(
+                f"molecule {self.name!r}: {len(self.elements)} elements but {len(self.positions)} positions"
+            )
         n = len(self.elements)
         self.charges = np.zeros(n, np.int64) if self.charges is None else np.asarray(self.charges, np.int64)
 
@@ -36,8 +37,9 @@ class Molecule:
         return len(self.elements)
 
 
-def to_rdkit(mol: Molecule, orders: np.ndarray | None, with_charges: bool = False,
-             with_conformer: bool = True) -> Chem.RWMol:
+def to_rdkit(
+    mol: Molecule, orders: np.ndarray | None, with_charges: bool = False, with_conformer: bool = True
+) -> Chem.RWMol:
     """An unsanitised RDKit molecule with bonds from an ``(n, n)`` order matrix (None: no bonds).
 
     EDM builds molecules without formal charges; ``with_charges`` sets them from ``mol.charges``.

@@ -245,16 +245,12 @@ class ModelNetDataModule(PointCloudDataModule):
     def split_items(self, split: str) -> list[tuple[Path, int]]:
         items = modelnet_files(self.root, split, self.class_names(), self._suffixes())
         if not items:
-            raise FileNotFoundError(
-                f"no {'/'.join(self._suffixes())} files for split {split!r} under {self.root}"
-            )
+            raise FileNotFoundError(f"no {'/'.join(self._suffixes())} files for split {split!r} under {self.root}")
         return items
 
     def read(self, path: Path) -> np.ndarray:
         if path.suffix.lower() == ".off":
-            return mesh_points(
-                path, self.root / f".surface_{self.surface_points}", self.root, self.surface_points
-            )
+            return mesh_points(path, self.root / f".surface_{self.surface_points}", self.root, self.surface_points)
         return read_points(path)
 
     def info(self) -> dict[str, Any]:

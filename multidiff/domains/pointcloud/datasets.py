@@ -48,9 +48,7 @@ def synset_id(category: str | int) -> str:
         return cat.zfill(8)
     names = {v: k for k, v in SHAPENET_SYNSETS.items()}
     if cat not in names:
-        raise ValueError(
-            f"unknown ShapeNet category {cat!r}; use a synset id or one of {', '.join(sorted(names))}"
-        )
+        raise ValueError(f"unknown ShapeNet category {cat!r}; use a synset id or one of {', '.join(sorted(names))}")
     return names[cat]
 
 
@@ -72,9 +70,7 @@ def shapenet_files(root: Path, categories: list[str], split: str) -> list[tuple[
         d = _require_dir(Path(root) / synset_id(cat) / split, f"ShapeNet split folder (category {cat})", hint)
         out += [(p, label) for p in sorted(d.glob("*.npy"))]
     if not out:
-        raise FileNotFoundError(
-            f"no .npy shapes for categories {list(categories)} split {split!r} under {root}"
-        )
+        raise FileNotFoundError(f"no .npy shapes for categories {list(categories)} split {split!r} under {root}")
     return out
 
 
@@ -83,9 +79,7 @@ def class_folders(root: Path) -> list[str]:
     return sorted(p.name for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
 
 
-def modelnet_files(
-    root: Path, split: str, classes: list[str], suffixes: tuple[str, ...]
-) -> list[tuple[Path, int]]:
+def modelnet_files(root: Path, split: str, classes: list[str], suffixes: tuple[str, ...]) -> list[tuple[Path, int]]:
     """(file, class index) under ``root/<class>/<split>/`` with one of ``suffixes``."""
     out = []
     for label, cls in enumerate(classes):
@@ -94,9 +88,7 @@ def modelnet_files(
     return out
 
 
-def folder_files(
-    root: Path, classes_from_subfolders: bool = False
-) -> tuple[list[tuple[Path, int]], list[str]]:
+def folder_files(root: Path, classes_from_subfolders: bool = False) -> tuple[list[tuple[Path, int]], list[str]]:
     """Every supported point-cloud file below ``root`` (recursively), with class labels from the
     first-level subfolder when asked."""
     root = _require_dir(Path(root), "point-cloud folder")
@@ -107,9 +99,7 @@ def folder_files(
         return [(p, 0) for p in files], []
     names = sorted({p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1})
     if not names:
-        raise FileNotFoundError(
-            f"classes_from_subfolders is set but {root} has no class subfolders with files"
-        )
+        raise FileNotFoundError(f"classes_from_subfolders is set but {root} has no class subfolders with files")
     index = {n: i for i, n in enumerate(names)}
     out = [(p, index[p.relative_to(root).parts[0]]) for p in files if len(p.relative_to(root).parts) > 1]
     return out, names
@@ -123,9 +113,7 @@ class LoadResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
 
 
-def load_shapes(
-    items: list[tuple[Path, int]], reader=read_points, desc: str = "loading shapes"
-) -> LoadResult:
+def load_shapes(items: list[tuple[Path, int]], reader=read_points, desc: str = "loading shapes") -> LoadResult:
     """Read every file; bad files are logged by name with the reason and skipped."""
     res = LoadResult()
     for path, label in tqdm(items, desc=desc, leave=False, disable=len(items) < 200):
@@ -147,9 +135,7 @@ class PointCloudDataset(Dataset):
     """Normalised shapes resampled to ``n_points``: fresh random subsets each access when
     ``random`` (training augmentation, as PointFlow), a fixed subset per index otherwise."""
 
-    def __init__(
-        self, shapes: list[np.ndarray], labels: list[int], n_points: int, random: bool, seed: int = 0
-    ):
+    def __init__(self, shapes: list[np.ndarray], labels: list[int], n_points: int, random: bool, seed: int = 0):
         if not shapes:
             raise ValueError("a PointCloudDataset needs at least one shape")
         self.shapes, self.labels = shapes, torch.as_tensor(labels, dtype=torch.long)

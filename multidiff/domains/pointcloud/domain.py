@@ -104,16 +104,12 @@ class PointCloudDomain(Domain):
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         frame = Normalizer.from_dict(self.info.get("normalization")).mode
-        comments = [
-            f"multidiff pointcloud sample; frame: {'data units' if frame in ('global', 'none') else frame}"
-        ]
+        comments = [f"multidiff pointcloud sample; frame: {'data units' if frame in ('global', 'none') else frame}"]
         comments += [f"{k}: {v}" for k, v in meta.items() if isinstance(v, (str, int, float))]
         paths, titles = [], []
         for i, it in enumerate(items):
             stem = f"{it['label']}_sample_{i:04d}" if it.get("label") is not None else f"sample_{i:04d}"
-            paths.append(
-                write_ply(out_dir / f"{stem}.ply", it["points"], binary=self.ply_binary, comments=comments)
-            )
+            paths.append(write_ply(out_dir / f"{stem}.ply", it["points"], binary=self.ply_binary, comments=comments))
             titles.append(stem)
         if items:
             paths.append(
@@ -155,14 +151,10 @@ class PointCloudDomain(Domain):
         """
         from .metrics import compute_all_metrics
 
-        data_norm = (data_config or {}).get("normalize") or Normalizer.from_dict(
-            self.info.get("normalization")
-        ).mode
+        data_norm = (data_config or {}).get("normalize") or Normalizer.from_dict(self.info.get("normalization")).mode
         mode = normalize or (data_norm if data_norm in PER_SHAPE else "none")
         if check_mode(mode) == "global":
-            raise ValueError(
-                "evaluation frames are per shape or 'none'; 'global' statistics would differ between sets"
-            )
+            raise ValueError("evaluation frames are per shape or 'none'; 'global' statistics would differ between sets")
         n_points = int(n_points or (data_config or {}).get("n_points") or self.info.get("n_points") or 2048)
         sample_res = load_shapes(folder_files(Path(samples))[0], desc="samples")
         ref_res, ref_name = self._reference(reference, data_config)
@@ -205,9 +197,7 @@ class PointCloudDomain(Domain):
         if reference is not None:
             return load_shapes(folder_files(Path(reference))[0], desc="reference"), str(reference)
         if not data_config or "_target_" not in data_config:
-            raise ValueError(
-                "no reference: pass reference=FOLDER of clouds, or the data config of the training set"
-            )
+            raise ValueError("no reference: pass reference=FOLDER of clouds, or the data config of the training set")
         from hydra.utils import instantiate
 
         dm = instantiate(data_config)

@@ -173,9 +173,7 @@ def pairwise_emd(
     y = x if sym else y
     pairs = [(i, j) for i in range(len(x)) for j in range(len(y)) if not sym or j > i]
     out = torch.zeros(len(x), len(y))
-    for k in tqdm(
-        range(0, len(pairs), batch), desc=f"pairwise EMD ({method})", disable=not progress, leave=False
-    ):
+    for k in tqdm(range(0, len(pairs), batch), desc=f"pairwise EMD ({method})", disable=not progress, leave=False):
         idx = torch.tensor(pairs[k : k + batch])
         if method == "auction":
             vals = emd_auction(x[idx[:, 0]], y[idx[:, 1]], **opts)

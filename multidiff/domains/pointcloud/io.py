@@ -121,9 +121,7 @@ def read_text(path: Path | str) -> np.ndarray:
             if width is None:
                 width = len(vals)
             elif len(vals) != width:
-                raise PointCloudReadError(
-                    path, f"line {lineno} has {len(vals)} columns, earlier lines {width}"
-                )
+                raise PointCloudReadError(path, f"line {lineno} has {len(vals)} columns, earlier lines {width}")
             rows.append(vals)
     if not rows:
         raise PointCloudReadError(path, "zero points")
@@ -264,9 +262,7 @@ def read_pcd(path: Path | str) -> np.ndarray:
     sizes = [int(s) for s in hdr.get("SIZE", ["4"] * len(fields))]
     types = hdr.get("TYPE", ["F"] * len(fields))
     counts = [int(c) for c in hdr.get("COUNT", ["1"] * len(fields))]
-    npts = (
-        int(hdr["POINTS"][0]) if "POINTS" in hdr else int(hdr["WIDTH"][0]) * int(hdr.get("HEIGHT", ["1"])[0])
-    )
+    npts = int(hdr["POINTS"][0]) if "POINTS" in hdr else int(hdr["WIDTH"][0]) * int(hdr.get("HEIGHT", ["1"])[0])
     if not {"x", "y", "z"} <= set(fields):
         raise ValueError(f"FIELDS lacks x y z (has {fields})")
     mode = hdr["DATA"][0].lower()

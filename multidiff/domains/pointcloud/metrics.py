@@ -63,9 +63,7 @@ def occupancy_counts(clouds: np.ndarray | list[np.ndarray], resolution: int = 28
     return np.bincount(idx, minlength=len(grid)).astype(np.float64)
 
 
-def jsd(
-    samples: np.ndarray | list[np.ndarray], refs: np.ndarray | list[np.ndarray], resolution: int = 28
-) -> float:
+def jsd(samples: np.ndarray | list[np.ndarray], refs: np.ndarray | list[np.ndarray], resolution: int = 28) -> float:
     """Jensen-Shannon divergence (base 2) between the occupancy distributions of two sets."""
     p, q = occupancy_counts(samples, resolution), occupancy_counts(refs, resolution)
     p, q = p / p.sum(), q / q.sum()
@@ -96,9 +94,7 @@ def compute_all_metrics(
     m_ss = pairwise_chamfer(samples, block=block, backend=chamfer_backend, progress=progress)
     m_rr = pairwise_chamfer(refs, block=block, backend=chamfer_backend, progress=progress)
     mc = mmd_cov(m_sr)
-    out.update(
-        {"MMD-CD": mc["mmd"], "COV-CD": mc["cov"], "1-NNA-CD": one_nn_accuracy(m_ss, m_sr, m_rr)["acc"]}
-    )
+    out.update({"MMD-CD": mc["mmd"], "COV-CD": mc["cov"], "1-NNA-CD": one_nn_accuracy(m_ss, m_sr, m_rr)["acc"]})
     if emd != "none":
         s, r = samples, refs
         if emd_points and emd_points < samples.shape[1]:

@@ -190,9 +190,7 @@ class FourierFeatures(nn.Module):
 
     def __init__(self, in_dim: int, num_freqs: int):
         super().__init__()
-        self.register_buffer(
-            "freqs", math.pi * 2.0 ** torch.arange(num_freqs, dtype=torch.float32), persistent=False
-        )
+        self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(num_freqs, dtype=torch.float32), persistent=False)
         self.out_dim = in_dim * (1 + 2 * num_freqs)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -290,9 +288,7 @@ class PointRINDenoiser(nn.Module):
             )
         return self._forward(x_in, c_noise, cond, cond_drop)
 
-    def _forward(
-        self, x_in: Tensor, c_noise: Tensor, cond: Tensor | None, cond_drop: Tensor | None
-    ) -> Tensor:
+    def _forward(self, x_in: Tensor, c_noise: Tensor, cond: Tensor | None, cond_drop: Tensor | None) -> Tensor:
         b = x_in.shape[0]
         emb = self.noise_emb(c_noise)
         if self.cond_emb is not None:
