@@ -45,3 +45,55 @@ class SampleCallback(pl.Callback):
         for k, v in metrics.items():
             module.log(f"samples/{k}", float(v), rank_zero_only=True)
         log.info("step %d: samples in %s %s", step, out, metrics)
+
+
+class LossCurves(pl.Callback):
+    """Plot the training loss (per noise-level bucket too) and the validation loss to ``<run dir>/loss.png``,
+    refreshed after every validation and at the end of training. (Validation runs with the EMA weights,
+    so its curve stays flat until the average starts updating.)"""
+
+    def __init__(self, every_n_steps: int = 10, filename: str = "loss.png"):
+        self.every_n_steps, self.filename = every_n_steps, filename
+        self.history: dict[str, list[tuple[int, float]]] = {}
+
+    def _record(self, trainer: pl.Trainer, keep) -> None:
+        for key, value in trainer.callback_metrics.items():
+            if keep(key) and not key.endswith("_epoch") and value.numel() == 1:
+                self.history.setdefault(key.removesuffix("_step"), []).append((trainer.global_step, float(value)))
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: Any) -> None:
+        if trainer.global_step % self.every_n_steps == 0:
+            self._record(trainer, lambda k: k.startswith("train/"))
+
+    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        self._record(trainer, lambda k: k == "val/loss")
+        self.plot(Path(trainer.default_root_dir) / self.filename)
+
+    def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self.plot(Path(trainer.default_root_dir) / self.filename)
+
+    def plot(self, path: Path) -> Path | None:
+        if not self.history:
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for key, points in sorted(self.history.items()):
+            steps, values = zip(*points)
+            ax = axes[1] if "sigma" in key else axes[0]
+            ax.plot(steps, values, label=key.split("/", 1)[1] if "sigma" in key else key, lw=1)
+        for ax, title in zip(axes, ("loss", "training loss by noise level")):
+            ax.set(xlabel="step", title=title, yscale="log")
+            if ax.lines:
+                ax.legend(fontsize=7)
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path

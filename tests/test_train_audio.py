@@ -21,6 +21,7 @@ def test_train_checkpoint_resume_sample(audio_cfg, tmp_path):
     rows = list(csv.DictReader((run / "csv" / "metrics.csv").open()))
     assert any(r["train/loss"] for r in rows) and any(r["val/loss"] for r in rows)
     assert any(k.startswith("train/loss_sigma_") for k in rows[0])  # per noise-level buckets
+    assert (run / "loss.png").stat().st_size > 5000  # loss curves, redrawn after each validation
 
     resumed = train.train(audio_cfg("trainer.max_steps=6", f"ckpt_path={ckpt}", out=run))
     assert resumed.global_step == 6
