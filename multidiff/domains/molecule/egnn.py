@@ -3,7 +3,8 @@
 Mirrors EDM's ``EGNN_dynamics`` (Hoogeboom et al. 2022, egnn/egnn_new.py) with one invariant sublayer
 per block: messages from node features and squared distances (current and initial), sigmoid attention,
 sum aggregation, and coordinate updates along ``(x_i - x_j) / (|x_i - x_j| + 1)`` scaled by
-``tanh(.) * coords_range``. Molecules are fully connected (optionally cut by a radius); all edges of a
+``tanh(.) * coords_range / layers`` (the range is shared out over the layers, as in EDM: a full
+range per layer lets coordinates, and with them the distance features, run away). Molecules are fully connected (optionally cut by a radius); all edges of a
 batch are built at once, without Python loops over molecules.
 
 Speed: the first linear layer of each edge MLP acts on ``[h_i, h_j, e_ij]``; it is split into per-node
@@ -150,7 +151,7 @@ class EGNN(nn.Module):
         self.cond = ConditionEmbedding(cond_dim, num_features=n_cond) if n_cond else None
         self.embed = nn.Linear(self.node_features + time_dim + (cond_dim if n_cond else 0), hidden)
         self.blocks = nn.ModuleList(
-            EquivariantBlock(hidden, attention, tanh, coords_range, norm_constant, aggregation_norm)
+            EquivariantBlock(hidden, attention, tanh, coords_range / max(layers, 1), norm_constant, aggregation_norm)
             for _ in range(layers)
         )
         self.out = nn.Linear(hidden, self.node_features)
