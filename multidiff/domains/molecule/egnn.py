@@ -3,9 +3,10 @@
 Mirrors EDM's ``EGNN_dynamics`` (Hoogeboom et al. 2022, egnn/egnn_new.py) with one invariant sublayer
 per block: messages from node features and squared distances (current and initial), sigmoid attention,
 sum aggregation, and coordinate updates along ``(x_i - x_j) / (|x_i - x_j| + 1)`` scaled by
-``tanh(.) * coords_range / layers`` (the range is shared out over the layers, as in EDM: a full
-range per layer lets coordinates, and with them the distance features, run away). Molecules are fully connected (optionally cut by a radius); all edges of a
-batch are built at once, without Python loops over molecules.
+``tanh(.) * coords_range / layers`` (the range is shared out over the layers, as in EDM: a full range
+per layer lets coordinates, and with them the distance features, run away). Molecules are fully
+connected (optionally cut by a radius); all edges of a batch are built at once, without Python loops
+over molecules.
 
 Speed: the first linear layer of each edge MLP acts on ``[h_i, h_j, e_ij]``; it is split into per-node
 products gathered onto edges (same function and parameter count, far fewer edge-sized matmuls).
