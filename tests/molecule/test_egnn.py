@@ -138,3 +138,16 @@ def test_sampling_commutes_with_rotations_so_samples_do_not_depend_on_the_frame(
             assert ((b - rotate(a)).abs().max() / scale) < 1e-4, sampler.__name__
             com = torch.zeros(6, 3).index_add_(0, state.ctx["batch"], a[:, :3])
             assert com.abs().max() / scale < 1e-4  # samples stay in the zero centre-of-mass subspace
+
+
+def test_coordinate_updates_share_the_range_over_layers():
+    """As in EDM, each of the L layers moves an atom by at most coords_range / L per neighbour, so a
+    saturated network moves a two-atom molecule's atoms by at most coords_range in total."""
+    net = EGNN(5, charges=False, hidden=16, layers=3, coords_range=15.0).eval()
+    for block in net.blocks:
+        torch.nn.init.constant_(block.coord_out.weight, 50.0)  # saturate tanh
+    x = torch.zeros(2, 3 + 5)
+    x[0, 0], x[1, 0] = -5.0, 5.0
+    out = net(x, torch.zeros(1), batch=torch.tensor([0, 0]), num_items=1)
+    moved = out[:, :3].norm(dim=1)
+    assert moved.max() <= 15.0 and moved.max() > 1.0
