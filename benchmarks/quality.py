@@ -27,6 +27,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_pointcloud.py; must precede torch
 
 import torch  # noqa: E402
+import yaml  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.core.global_hydra import GlobalHydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
@@ -93,7 +94,9 @@ def fmt(value) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) >= 10 or value == 0 else f"{value:.3f}"
+        if value == 0 or 0.01 <= abs(value) < 10:
+            return f"{value:.3f}"
+        return f"{value:.3g}" if abs(value) >= 10 else f"{value:.2e}"
     return str(value)
 
 
@@ -236,7 +239,7 @@ def main() -> None:
 
 def yaml_value(text: str):
     """``--eval strain=false max_shapes=128``: YAML scalars, as on a Hydra command line."""
-    return OmegaConf.create({"v": text})["v"]
+    return yaml.safe_load(text) if text else None
 
 
 if __name__ == "__main__":
