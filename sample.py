@@ -24,7 +24,7 @@ log = logging.getLogger("multidiff.sample")
 
 def sample(cfg: DictConfig) -> list[Path]:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-    module = load_checkpoint(cfg.ckpt, domain=cfg.expect_domain).to(device)
+    module = load_checkpoint(cfg.ckpt, domain=cfg.expect_domain, weights=cfg.weights).to(device)
     steps = cfg.steps or cfg.sampler.steps
     spacing = cfg.spacing or cfg.sampler.spacing
     request = {k: v for k, v in {"digit": cfg.digit, **OmegaConf.to_container(cfg.condition)}.items() if v is not None}
@@ -52,6 +52,7 @@ def sample(cfg: DictConfig) -> list[Path]:
         "spacing": spacing,
         "seed": cfg.seed,
         "guidance": cfg.guidance,
+        "weights": cfg.weights,
         **request,
     }
     paths = module.domain.export(items, out, meta)

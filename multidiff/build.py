@@ -30,12 +30,16 @@ def build_module(cfg: DictConfig | dict, info: dict[str, Any] | None = None) -> 
 
 
 def load_checkpoint(
-    path: str | Path, domain: str | None = None, map_location: str | torch.device = "cpu"
+    path: str | Path, domain: str | None = None, map_location: str | torch.device = "cpu", weights: str = "ema"
 ) -> DiffusionModule:
-    """A module with the checkpoint's weights (EMA weights when EMA was on).
+    """A module with the checkpoint's weights.
 
+    ``weights``: ``ema`` (the checkpoint's ``state_dict``: the EMA average when EMA was on) or
+    ``current`` (the raw training weights that EMA checkpoints written during training keep beside it).
     ``domain``: refuse a checkpoint of another domain, saying which domain it holds.
     """
+    if weights not in ("ema", "current"):
+        raise ValueError(f"weights={weights!r}: use 'ema' or 'current'")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -51,5 +55,13 @@ def load_checkpoint(
             f"and exporter differ between domains; use a {domain} checkpoint or domain={meta['domain']}"
         )
     module = build_module(meta["config"], meta["domain_info"])
-    module.load_state_dict(ckpt["state_dict"])
+    state = ckpt["state_dict"]
+    if weights == "current":
+        if "current_model_state" not in ckpt:
+            raise ValueError(
+                f"{path} keeps one set of weights only (written without EMA, or at the end of training, when "
+                "the average replaces the training weights); use weights=ema"
+            )
+        state = ckpt["current_model_state"]
+    module.load_state_dict(state)
     return module.eval()

@@ -1,4 +1,5 @@
-"""Training helpers configured from Hydra: learning-rate warm-up and periodic sample generation."""
+"""Training helpers configured from Hydra: learning-rate warm-up, EMA with a warm-up, periodic samples,
+loss curves."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import EMAWeightAveraging
+from pytorch_lightning.callbacks.weight_averaging import WeightAveraging
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +24,40 @@ class Warmup:
 
     def __call__(self, step: int) -> float:
         return min(1.0, (step + 1) / max(1, self.steps))
+
+
+def ramped_ema(decay: float, warmup: float = 10.0):
+    """``avg_fn`` for ``AveragedModel``: EMA whose decay after ``n`` updates is
+    ``min(decay, (1 + n) / (warmup + n))``, so the weights the average started from fade out within
+    a few hundred steps instead of lingering (at 0.999, 15 % of them are still in after 1,900 updates)."""
+
+    @torch.no_grad()
+    def update(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
+        d = torch.clamp((1.0 + num_averaged) / (warmup + num_averaged), max=decay).to(averaged.dtype)
+        return d * averaged + (1.0 - d) * current
+
+    return update
+
+
+class EMA(EMAWeightAveraging):
+    """Lightning's EMA weight averaging with a decay warm-up (:func:`ramped_ema`); long runs reach
+    ``decay`` after about ``warmup / (1 - decay)`` updates (10,000 at the defaults)."""
+
+    def __init__(
+        self,
+        decay: float = 0.999,
+        warmup: float = 10.0,
+        update_every_n_steps: int = 1,
+        update_starting_at_step: int | None = None,
+        device: str | None = None,
+        use_buffers: bool = True,
+    ):
+        if not 0.0 <= decay <= 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1], got {decay}")
+        WeightAveraging.__init__(self, device=device, use_buffers=use_buffers, avg_fn=ramped_ema(decay, warmup))
+        self.update_every_n_steps = update_every_n_steps
+        self.update_starting_at_step = update_starting_at_step
+        self.update_starting_at_epoch = None
 
 
 class SampleCallback(pl.Callback):

@@ -68,6 +68,23 @@ def test_checkpoint_samples_with_ema_weights(audio_cfg, tmp_path):
     assert [k for k in live if k.endswith("weight") and not torch.equal(live[k], ema[k])], "EMA equals live weights"
     loaded = load_checkpoint(mid).state_dict()
     assert all(torch.equal(loaded[k], ema[k]) for k in ema)
+    raw = load_checkpoint(mid, weights="current").state_dict()  # sample.py weights=current
+    assert all(torch.equal(raw[k], live[k]) for k in live)
+    with pytest.raises(ValueError, match="'ema' or 'current'"):
+        load_checkpoint(mid, weights="raw")
+
+
+def test_ema_warmup_forgets_the_starting_weights():
+    from multidiff.training import ramped_ema
+
+    update = ramped_ema(0.999, warmup=10)
+    avg = torch.zeros(3)
+    for n in range(1, 301):  # the live weights sit at 1; the average started at 0
+        avg = update(avg, torch.ones(3), torch.tensor(n))
+    assert avg.min() > 0.97  # a plain 0.999 EMA would still be at 1 - 0.999**300 = 0.26
+    # later the decay is the configured one
+    late = update(torch.zeros(1), torch.ones(1), torch.tensor(1_000_000))
+    assert late.item() == pytest.approx(1 - 0.999, rel=1e-4)
 
 
 @pytest.mark.parametrize("where", ["loss", "gradient"])
