@@ -155,6 +155,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--guidance", type=float, default=1.0)
+    p.add_argument("--weights", default="ema", choices=["ema", "current"], help="see sample.py weights=")
     p.add_argument("--digit", default=None, help="audio: sample this digit (default unconditional)")
     p.add_argument("--eval", nargs="*", default=[], help="evaluation options KEY=VALUE")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -202,6 +203,7 @@ def main() -> None:
             f"seed={args.seed}",
             f"batch_size={args.batch_size}",
             f"guidance={args.guidance}",
+            f"weights={args.weights}",
             "device=cpu" if not torch.cuda.is_available() else "device=cuda",
             f"out={cell_dir}",
         ]
