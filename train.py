@@ -10,6 +10,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import logging  # noqa: E402
 import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import hydra  # noqa: E402
 import pytorch_lightning as pl  # noqa: E402
@@ -38,7 +39,20 @@ def train(cfg: DictConfig) -> pl.Trainer:
         cfg.paths.output_dir,
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    save_final(trainer)
     return trainer
+
+
+def save_final(trainer: pl.Trainer) -> Path | None:
+    """Write last.ckpt at the step training ended on. ModelCheckpoint saves on its own schedule only,
+    so a run stopped by max_time (or max_steps between two saves) would otherwise lose its last steps.
+    Not reached when training fails (a NaN guard or any other error), so the last good file stays."""
+    callback = trainer.checkpoint_callback
+    if callback is None or not callback.dirpath or trainer.interrupted or trainer.global_step == 0:
+        return None
+    path = Path(callback.dirpath) / "last.ckpt"
+    trainer.save_checkpoint(path)
+    return path
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

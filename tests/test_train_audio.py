@@ -62,6 +62,8 @@ def test_checkpoint_samples_with_ema_weights(audio_cfg, tmp_path):
         out=run,
     )
     train.train(cfg)
+    # training ended between two scheduled saves: last.ckpt still holds the final step
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
     mid = run / "checkpoints" / "step_0000002.ckpt"  # mid-run: the live weights have moved past the average
     ckpt = torch.load(mid, weights_only=True)
     live, ema = ckpt["current_model_state"], ckpt["state_dict"]
