@@ -156,7 +156,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--guidance", type=float, default=1.0)
     p.add_argument("--weights", default="ema", choices=["ema", "current"], help="see sample.py weights=")
-    p.add_argument("--digit", default=None, help="audio: sample this digit (default unconditional)")
+    p.add_argument("--digit", help="audio: this digit, or 'all' for n / 10 of each (default: unconditional)")
     p.add_argument("--eval", nargs="*", default=[], help="evaluation options KEY=VALUE")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--white-noise", action="store_true")
@@ -193,29 +193,37 @@ def main() -> None:
         for label, folder in audio_baselines(args, data_cfg, args.out).items():
             record(label, folder, None, {})
 
+    # one sample.py call per requested class (--digit all: every class, n / classes each) or one unconditional
+    classes = meta["domain_info"].get("class_names") or []
+    digits = classes if args.digit == "all" else [args.digit]
+    per_call = args.n // len(digits)
     for name, steps in parse_cells(args):
-        cell_dir = args.out / f"{name}_{steps}"
-        overrides = [
-            f"ckpt={args.ckpt.resolve()}",
-            f"n={args.n}",
-            f"sampler={name}",
-            f"steps={steps}",
-            f"seed={args.seed}",
-            f"batch_size={args.batch_size}",
-            f"guidance={args.guidance}",
-            f"weights={args.weights}",
-            "device=cpu" if not torch.cuda.is_available() else "device=cuda",
-            f"out={cell_dir}",
-        ]
-        if args.spacing:
-            overrides.append(f"spacing={args.spacing}")
-        if args.digit is not None:
-            overrides.append(f"digit={args.digit}")
-        cfg = hydra_config("sample", overrides, args.out / "_hydra")
+        suffix = "" if args.digit is None else f"_digit-{args.digit}_g{args.guidance:g}"
+        cell_dir = args.out / f"{name}_{steps}{suffix}"
         t0 = time.perf_counter()
-        sample_script.sample(cfg)
-        seconds = (time.perf_counter() - t0) / args.n
-        record(f"{name}, {steps} steps", cell_dir, seconds, {"sampler": name, "steps": steps})
+        for digit in digits:
+            overrides = [
+                f"ckpt={args.ckpt.resolve()}",
+                f"n={per_call}",
+                f"sampler={name}",
+                f"steps={steps}",
+                f"seed={args.seed}",
+                f"batch_size={args.batch_size}",
+                f"guidance={args.guidance}",
+                f"weights={args.weights}",
+                "device=cpu" if not torch.cuda.is_available() else "device=cuda",
+                f"out={cell_dir}",
+            ]
+            if args.spacing:
+                overrides.append(f"spacing={args.spacing}")
+            if digit is not None:
+                overrides.append(f"digit={digit}")
+            sample_script.sample(hydra_config("sample", overrides, args.out / "_hydra"))
+        seconds = (time.perf_counter() - t0) / (per_call * len(digits))
+        label = f"{name}, {steps} steps"
+        if args.digit is not None:
+            label += f", digit {args.digit}, guidance {args.guidance:g}"
+        record(label, cell_dir, seconds, {"sampler": name, "steps": steps})
 
     if domain == "audio" and rows:
         ceiling = rows[0]["metrics"]
