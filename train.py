@@ -48,7 +48,9 @@ def save_final(trainer: pl.Trainer) -> Path | None:
     so a run stopped by max_time (or max_steps between two saves) would otherwise lose its last steps.
     Not reached when training fails (a NaN guard or any other error), so the last good file stays."""
     callback = trainer.checkpoint_callback
-    if callback is None or not callback.dirpath or trainer.interrupted or trainer.global_step == 0:
+    if callback is None or not callback.dirpath or not callback.save_last:
+        return None
+    if trainer.interrupted or trainer.global_step == 0:
         return None
     path = Path(callback.dirpath) / "last.ckpt"
     trainer.save_checkpoint(path)

@@ -107,7 +107,8 @@ class LossCurves(pl.Callback):
         if trainer.sanity_checking:
             return
         self._record(trainer, lambda k: k == "val/loss")
-        self.plot(Path(trainer.default_root_dir) / self.filename)
+        if trainer.is_global_zero:
+            self.plot(Path(trainer.default_root_dir) / self.filename)
 
     def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
