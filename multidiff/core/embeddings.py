@@ -14,6 +14,16 @@ import torch
 from torch import Tensor, nn
 
 
+def per_item(c_noise: Tensor, n: int) -> Tensor:
+    """``c_noise`` as a (n,) vector: one shared noise level (a scalar) is broadcast to every item."""
+    c = c_noise.reshape(-1)
+    if c.numel() == 1:
+        return c.expand(n)
+    if c.numel() != n:
+        raise ValueError(f"c_noise holds {c.numel()} noise levels for {n} items; give one or one per item")
+    return c
+
+
 class NoiseEmbedding(nn.Module):
     """Sinusoidal features of ``c_noise`` followed by an MLP."""
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from multidiff.core.embeddings import ConditionEmbedding, NoiseEmbedding
+from multidiff.core.embeddings import ConditionEmbedding, NoiseEmbedding, per_item
 
 
 class ResidualLayer(nn.Module):
@@ -88,7 +88,7 @@ class DiffWave(nn.Module):
             raise ValueError(f"DiffWave expects (B, C, T) input, got shape {tuple(x_in.shape)}")
         if cond is not None and self.cond_embed is None:
             raise ValueError("DiffWave was built with num_classes=0 (unconditional) but received a condition")
-        c_noise = c_noise.reshape(-1).expand(b) if c_noise.numel() == 1 else c_noise.reshape(b)
+        c_noise = per_item(c_noise, b)
         noise_emb = self.noise_embed(c_noise.to(x_in.dtype))
         cond_emb = None if self.cond_embed is None else self.cond_embed(cond, b, cond_drop)
         x = torch.relu(self.input(x_in))

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from multidiff.core.embeddings import ConditionEmbedding, NoiseEmbedding
+from multidiff.core.embeddings import ConditionEmbedding, NoiseEmbedding, per_item
 
 
 def _count(value: int | str | Sequence[str] | None) -> int:
@@ -184,7 +184,7 @@ class EGNN(nn.Module):
                 "vector, as PyG batches have)"
             )
         pos, feats = x_in[:, :3], x_in[:, 3:]
-        c_noise = c_noise.reshape(-1).expand(n_items) if c_noise.numel() == 1 else c_noise
+        c_noise = per_item(c_noise, n_items)
         parts = [feats, self.time(c_noise)[batch]]
         if self.cond is not None:
             parts.append(self.cond(cond, n_items, cond_drop)[batch])

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from multidiff.core.embeddings import ConditionEmbedding, NoiseEmbedding
+from multidiff.core.embeddings import ConditionEmbedding, NoiseEmbedding, per_item
 
 
 class Attention(nn.Module):
@@ -271,7 +271,7 @@ class PointRINDenoiser(nn.Module):
         if x_in.dim() != 3 or x_in.shape[-1] != self.in_dim:
             raise ValueError(f"expected points of shape (B, N, {self.in_dim}), got {tuple(x_in.shape)}")
         b = x_in.shape[0]
-        c_noise = c_noise.reshape(-1).expand(b) if c_noise.numel() == 1 else c_noise
+        c_noise = per_item(c_noise, b)
         if not torch.is_grad_enabled() and self.inference_chunk and b > self.inference_chunk:
             # items are independent: small chunks keep the (chunk, N, C) point tensors in cache
             k = self.inference_chunk
