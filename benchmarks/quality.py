@@ -28,9 +28,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_pointcloud.py; 
 
 import torch  # noqa: E402
 import yaml  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.core.global_hydra import GlobalHydra  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import OmegaConf, open_dict  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 import evaluate as evaluate_script  # noqa: E402
 import sample as sample_script  # noqa: E402
+from multidiff.config import compose_run  # noqa: E402
 
 # metric (dotted path into evaluate's JSON) -> column title, per domain
 COLUMNS = {
@@ -66,19 +64,6 @@ COLUMNS = {
         "JSD": "JSD",
     },
 }
-
-
-def hydra_config(name: str, overrides: list[str], run_dir: Path):
-    """The real config, composed in-process with a run directory (as the entry points see it)."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(name, overrides=[f"hydra.run.dir={run_dir}", *overrides], return_hydra_config=True)
-    OmegaConf.set_readonly(cfg.hydra, False)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(run_dir)
-        cfg.hydra.runtime.cwd = str(ROOT)
-    HydraConfig().set_config(cfg)
-    return cfg
 
 
 def lookup(metrics: dict, path: str):
@@ -113,7 +98,7 @@ def parse_cells(args: argparse.Namespace) -> list[tuple[str, int]]:
 
 
 def evaluate_dir(domain: str, data_cfg: dict, samples: Path, options: dict, run_dir: Path) -> dict:
-    cfg = hydra_config("evaluate", [f"domain={domain}", f"samples={samples}"], run_dir)
+    cfg = compose_run("evaluate", [f"domain={domain}", f"samples={samples}"], run_dir)
     with open_dict(cfg):
         cfg.data = OmegaConf.create(data_cfg)  # the data the model was trained on
         cfg.options = OmegaConf.create(options)
@@ -218,7 +203,7 @@ def main() -> None:
                 overrides.append(f"spacing={args.spacing}")
             if digit is not None:
                 overrides.append(f"digit={digit}")
-            sample_script.sample(hydra_config("sample", overrides, args.out / "_hydra"))
+            sample_script.sample(compose_run("sample", overrides, args.out / "_hydra"))
         seconds = (time.perf_counter() - t0) / (per_call * len(digits))
         label = f"{name}, {steps} steps"
         if args.digit is not None:

@@ -26,21 +26,6 @@ TINY_AUDIO = [
 
 def compose(config_name: str, overrides: list[str], output_dir: Path):
     """The real Hydra config, composed in-process, with its run directory set to ``output_dir``."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf, open_dict
+    from multidiff.config import compose_run
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = hydra_compose(
-            config_name, overrides=[f"hydra.run.dir={output_dir}", *overrides], return_hydra_config=True
-        )
-    OmegaConf.set_readonly(cfg.hydra, False)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.runtime.cwd = str(ROOT)
-    HydraConfig().set_config(cfg)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    return cfg
+    return compose_run(config_name, overrides, output_dir)
