@@ -24,7 +24,9 @@ log = logging.getLogger("multidiff.sample")
 
 def sample(cfg: DictConfig) -> list[Path]:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-    module = load_checkpoint(cfg.ckpt, domain=cfg.expect_domain, weights=cfg.weights).to(device)
+    module = load_checkpoint(
+        cfg.ckpt, domain=cfg.expect_domain, weights=cfg.weights, trust_targets=list(cfg.trust_targets)
+    ).to(device)
     steps = cfg.steps or cfg.sampler.steps
     spacing = cfg.spacing or cfg.sampler.spacing
     request = {k: v for k, v in {"digit": cfg.digit, **OmegaConf.to_container(cfg.condition)}.items() if v is not None}

@@ -15,9 +15,10 @@ from pathlib import Path  # noqa: E402
 import hydra  # noqa: E402
 import pytorch_lightning as pl  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from multidiff.build import build_module  # noqa: E402
+from multidiff.checkpoint import check_trusted, checkpoint_meta, config_targets, read_checkpoint  # noqa: E402
 
 log = logging.getLogger("multidiff.train")
 
@@ -38,9 +39,23 @@ def train(cfg: DictConfig) -> pl.Trainer:
         sum(p.numel() for p in module.parameters()) / 1e6,
         cfg.paths.output_dir,
     )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    if cfg.ckpt_path:
+        verify_resume(cfg, module.domain.name)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
     save_final(trainer)
     return trainer
+
+
+def verify_resume(cfg: DictConfig, domain: str) -> None:
+    """Check a checkpoint to resume from as sample.py does (readable weights-only, multidiff metadata of this
+    domain, a stored config naming only trusted targets) before Lightning restores from it. Targets in this
+    run's own config are the user's and so trusted."""
+    path = Path(cfg.ckpt_path)
+    meta = checkpoint_meta(read_checkpoint(path), path)
+    if meta.domain != domain:
+        raise ValueError(f"ckpt_path={path} holds a {meta.domain!r} model; this run trains {domain!r}")
+    own = config_targets(OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])))
+    check_trusted(meta.config, path, [*cfg.get("trust_targets", []), *sorted(own)])
 
 
 def save_final(trainer: pl.Trainer) -> Path | None:

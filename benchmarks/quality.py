@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 import evaluate as evaluate_script  # noqa: E402
 import sample as sample_script  # noqa: E402
+from multidiff.checkpoint import check_trusted, checkpoint_meta, read_checkpoint  # noqa: E402
 from multidiff.config import compose_run  # noqa: E402
 
 # metric (dotted path into evaluate's JSON) -> column title, per domain
@@ -147,13 +148,17 @@ def main() -> None:
     p.add_argument("--white-noise", action="store_true")
     p.add_argument("--real-subset", action="store_true")
     p.add_argument("--out", type=Path, default=Path("quality"))
+    p.add_argument("--trust-targets", nargs="*", default=[], help="see sample.py trust_targets=")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
-    meta = torch.load(args.ckpt, map_location="cpu", weights_only=True).get("multidiff")
-    if meta is None:
-        raise SystemExit(f"{args.ckpt}: not a multidiff checkpoint (no 'multidiff' entry)")
-    domain, data_cfg = meta["domain"], meta["config"]["data"]
+    meta = checkpoint_meta(read_checkpoint(args.ckpt), args.ckpt)
+    # the data config is instantiated for evaluation: the same trust check as sample.py, and never a download
+    check_trusted(meta.config, args.ckpt, args.trust_targets)
+    domain, data_cfg = (
+        meta.domain,
+        {**meta.config["data"], **({"download": False} if "download" in meta.config["data"] else {})},
+    )
     options = {"progress": False}
     for item in args.eval:
         key, _, value = item.partition("=")
@@ -179,7 +184,7 @@ def main() -> None:
             record(label, folder, None, {})
 
     # one sample.py call per requested class (--digit all: every class, n / classes each) or one unconditional
-    classes = meta["domain_info"].get("class_names") or []
+    classes = meta.domain_info.get("class_names") or []
     digits = classes if args.digit == "all" else [args.digit]
     per_call = args.n // len(digits)
     for name, steps in parse_cells(args):
@@ -196,6 +201,7 @@ def main() -> None:
                 f"batch_size={args.batch_size}",
                 f"guidance={args.guidance}",
                 f"weights={args.weights}",
+                f"trust_targets=[{','.join(args.trust_targets)}]",
                 "device=cpu" if not torch.cuda.is_available() else "device=cuda",
                 f"out={cell_dir}",
             ]

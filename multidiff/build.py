@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from multidiff.module import CHECKPOINT_KEY, DiffusionModule
+from multidiff.checkpoint import CheckpointFormatError, check_trusted, checkpoint_meta, read_checkpoint
+from multidiff.module import DiffusionModule
 
 
 def build_module(cfg: DictConfig | dict, info: dict[str, Any] | None = None) -> DiffusionModule:
@@ -30,31 +32,38 @@ def build_module(cfg: DictConfig | dict, info: dict[str, Any] | None = None) -> 
 
 
 def load_checkpoint(
-    path: str | Path, domain: str | None = None, map_location: str | torch.device = "cpu", weights: str = "ema"
+    path: str | Path,
+    domain: str | None = None,
+    map_location: str | torch.device = "cpu",
+    weights: str = "ema",
+    trust_targets: Sequence[str] = (),
 ) -> DiffusionModule:
-    """A module with the checkpoint's weights.
+    """A module with the checkpoint's weights, rebuilt only from components multidiff trusts.
 
     ``weights``: ``ema`` (the checkpoint's ``state_dict``: the EMA average when EMA was on) or
     ``current`` (the raw training weights that EMA checkpoints written during training keep beside it).
     ``domain``: refuse a checkpoint of another domain, saying which domain it holds.
+    ``trust_targets``: the user's own components the stored config may name besides
+    :data:`~multidiff.checkpoint.TRUSTED_TARGETS` (dotted names or patterns such as ``mypkg.*``).
     """
     if weights not in ("ema", "current"):
         raise ValueError(f"weights={weights!r}: use 'ema' or 'current'")
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    meta = ckpt.get(CHECKPOINT_KEY)
-    if meta is None:
+    ckpt = read_checkpoint(path, map_location)
+    meta = checkpoint_meta(ckpt, path)
+    if domain is not None and meta.domain != domain:
         raise ValueError(
-            f"{path} is not a multidiff checkpoint (no '{CHECKPOINT_KEY}' entry); use a checkpoint written by train.py"
+            f"{path} holds a {meta.domain!r} model, not {domain!r}: the denoiser, data "
+            f"and exporter differ between domains; use a {domain} checkpoint or domain={meta.domain}"
         )
-    if domain is not None and meta["domain"] != domain:
-        raise ValueError(
-            f"{path} holds a {meta['domain']!r} model, not {domain!r}: the denoiser, data "
-            f"and exporter differ between domains; use a {domain} checkpoint or domain={meta['domain']}"
+    check_trusted(meta.config, path, trust_targets)
+    try:
+        module = build_module(meta.config, meta.domain_info)
+    except ValueError as e:
+        raise CheckpointFormatError(f"{path}: {e}") from e
+    if module.domain.name != meta.domain:
+        raise CheckpointFormatError(
+            f"{path}: metadata says domain {meta.domain!r} but its config builds a {module.domain.name!r} domain"
         )
-    module = build_module(meta["config"], meta["domain_info"])
     state = ckpt["state_dict"]
     if weights == "current":
         if "current_model_state" not in ckpt:
@@ -63,5 +72,8 @@ def load_checkpoint(
                 "the average replaces the training weights); use weights=ema"
             )
         state = ckpt["current_model_state"]
-    module.load_state_dict(state)
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointFormatError(f"{path}: its weights do not fit the model its config describes: {e}") from None
     return module.eval()

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from multidiff.checkpoint import CHECKPOINT_KEY
 from multidiff.core.denoiser import Preconditioned, sampling_denoiser
 from multidiff.core.processes import Process
 from multidiff.core.samplers import get_sampler
@@ -18,7 +19,6 @@ from multidiff.domains.base import Domain, State
 
 #: noise-level buckets for the per-level loss log, as log10(sigma) edges
 SIGMA_BUCKETS = (-math.inf, -1.0, 0.0, 1.0, math.inf)
-CHECKPOINT_KEY = "multidiff"
 
 
 class DiffusionModule(pl.LightningModule):

@@ -44,8 +44,13 @@ class Domain:
         self.info: dict[str, Any] = {}
 
     # -- training ---------------------------------------------------------------------------
+    #: the ``info`` keys this domain reads: key -> (kinds, required); checked by :meth:`bind`
+    info_spec: dict[str, tuple[str, bool]] = {}
+
     def bind(self, info: dict[str, Any]) -> None:
-        """Receive the datamodule's ``info()`` (or the checkpoint's copy of it)."""
+        """Receive the datamodule's ``info()`` (or the checkpoint's copy of it), checked against
+        :attr:`info_spec` so that a malformed one fails here, naming the key, not deep inside sampling."""
+        check_info(info, self.info_spec, self.name)
         self.info = dict(info)
 
     def unpack(self, batch: Any) -> State:
@@ -77,3 +82,39 @@ class Domain:
     def quick_metrics(self, items: list[Any]) -> dict[str, float]:
         """Cheap metrics logged during training on freshly generated items."""
         return {}
+
+
+def _kind_ok(value: Any, kind: str) -> bool:
+    if kind == "none":
+        return value is None
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "number":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "str":
+        return isinstance(value, str)
+    if kind == "dict":
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+    if kind.startswith("list[") and kind.endswith("]"):
+        inner = kind[5:-1]
+        return isinstance(value, list | tuple) and all(_kind_ok(v, inner) for v in value)
+    raise ValueError(f"unknown info kind {kind!r}")
+
+
+def check_info(info: Any, spec: dict[str, tuple[str, bool]], domain: str) -> None:
+    """Check a domain ``info`` dict against ``spec`` (key -> (kinds such as ``"int|none"`` or
+    ``"list[str]"``, required)); raises ValueError naming the key, its value's type and what is valid."""
+    if not isinstance(info, dict) or not all(isinstance(k, str) for k in info):
+        raise ValueError(f"{domain} domain info must be a dict with string keys, got {type(info).__name__}")
+    for key, (kinds, required) in spec.items():
+        if key not in info:
+            if required:
+                raise ValueError(f"{domain} domain info: missing {key!r} (has {sorted(info)})")
+            continue
+        if not any(_kind_ok(info[key], k) for k in kinds.split("|")):
+            raise ValueError(
+                f"{domain} domain info: {key!r} must be {kinds.replace('|', ' or ')}, "
+                f"got {type(info[key]).__name__} {str(info[key])[:80]}"
+            )

@@ -16,11 +16,28 @@ from .export import plot_clips, write_clips
 
 class AudioDomain(Domain):
     name = "audio"
+    info_spec = {
+        "sample_rate": ("int", True),
+        "length": ("int", True),
+        "num_classes": ("int", True),
+        "class_names": ("list[str]|none", False),
+        "normalize": ("str|none", False),
+    }
 
     def __init__(self, preview_clips: int = 8):
         super().__init__()
         self.space = TensorSpace()
         self.preview_clips = preview_clips
+
+    def bind(self, info: dict[str, Any]) -> None:
+        super().bind(info)
+        if info["sample_rate"] <= 0 or info["length"] <= 0 or info["num_classes"] < 0:
+            raise ValueError(f"audio domain info: sample_rate and length must be > 0, num_classes >= 0; got {info}")
+        if info["num_classes"] and len(info.get("class_names") or []) != info["num_classes"]:
+            raise ValueError(
+                f"audio domain info: num_classes is {info['num_classes']} but class_names has "
+                f"{len(info.get('class_names') or [])} entries"
+            )
 
     def unpack(self, batch: Any) -> State:
         wav, label = batch

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from multidiff.core.space import GraphSpace
-from multidiff.domains.base import Domain, State
+from multidiff.domains.base import Domain, State, check_info
 
 from .export import draw_grid, write_sdf, write_xyz
 from .graphdata import training_smiles
@@ -37,6 +37,16 @@ class MoleculeDomain(Domain):
     """
 
     name = "molecule"
+    info_spec = {
+        "elements": ("list[str]", True),
+        "node_counts": ("dict", True),
+        "charge_range": ("list[int]", False),
+        "atom_types": ("dict", False),
+        "bond_lengths": ("dict", False),
+        "dataset": ("str", False),
+        "data_root": ("str", False),
+        "condition": ("dict|none", False),
+    }
 
     def __init__(
         self,
@@ -57,9 +67,26 @@ class MoleculeDomain(Domain):
 
     # -- info ---------------------------------------------------------------------------------
     def bind(self, info: dict[str, Any]) -> None:
-        if "elements" not in info or "node_counts" not in info:
-            raise ValueError(f"molecule domain: info needs 'elements' and 'node_counts', got keys {sorted(info)}")
         super().bind(info)
+        if not info["elements"]:
+            raise ValueError("molecule domain info: 'elements' is empty")
+        hist = info["node_counts"]
+        check_info(hist, {"values": ("list[int]", True), "counts": ("list[number]", True)}, "molecule (node_counts)")
+        if not hist["values"] or len(hist["values"]) != len(hist["counts"]) or min(hist["values"]) < 1:
+            raise ValueError(
+                "molecule domain info: node_counts needs equally long, non-empty 'values' (atom counts >= 1) and "
+                f"'counts', got {len(hist['values'])} values and {len(hist['counts'])} counts"
+            )
+        if min(hist["counts"]) < 0 or sum(hist["counts"]) <= 0:
+            raise ValueError("molecule domain info: node_counts.counts must be >= 0 with a positive sum")
+        if len(info.get("charge_range", [0, 0])) != 2:
+            raise ValueError(f"molecule domain info: charge_range must be [low, high], got {info['charge_range']}")
+        cond = info.get("condition")
+        if cond is not None:
+            spec = {"names": ("list[str]", True), "mean": ("list[number]", True), "std": ("list[number]", True)}
+            check_info(cond, spec, "molecule (condition)")
+            if not len(cond["names"]) == len(cond["mean"]) == len(cond["std"]):
+                raise ValueError("molecule domain info: condition names, mean and std differ in length")
 
     @property
     def elements(self) -> list[str]:

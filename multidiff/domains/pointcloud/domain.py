@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from multidiff.core.space import TensorSpace
-from multidiff.domains.base import Domain, State
+from multidiff.domains.base import Domain, State, check_info
 
 from .datasets import folder_files, load_shapes
 from .io import write_ply
@@ -29,6 +29,15 @@ class PointCloudDomain(Domain):
     """
 
     name = "pointcloud"
+    info_spec = {
+        "n_points": ("int", True),
+        "num_classes": ("int", True),
+        "class_names": ("list[str]|none", False),
+        "normalization": ("dict|none", False),
+        "up_axis": ("str|none", False),
+        "dataset": ("str", False),
+        "root": ("str", False),
+    }
 
     def __init__(
         self,
@@ -41,6 +50,26 @@ class PointCloudDomain(Domain):
         self.space = TensorSpace()
         self.n_points, self.ply_binary = n_points, ply_binary
         self.preview_shapes, self.up_axis = preview_shapes, up_axis
+
+    def bind(self, info: dict[str, Any]) -> None:
+        super().bind(info)
+        if info["n_points"] <= 0 or info["num_classes"] < 0:
+            raise ValueError(f"pointcloud domain info: n_points must be > 0, num_classes >= 0; got {info}")
+        if info["num_classes"] and len(info.get("class_names") or []) != info["num_classes"]:
+            raise ValueError(
+                f"pointcloud domain info: num_classes is {info['num_classes']} but class_names has "
+                f"{len(info.get('class_names') or [])} entries"
+            )
+        if info.get("up_axis") not in (None, "x", "y", "z"):
+            raise ValueError(f"pointcloud domain info: up_axis must be x, y or z, got {info['up_axis']!r}")
+        norm = info.get("normalization") or {}
+        check_info(
+            norm,
+            {"mode": ("str", False), "mean": ("list[number]", False), "std": ("number", False)},
+            "pointcloud (normalization)",
+        )
+        if len(norm.get("mean", [0, 0, 0])) != 3:
+            raise ValueError(f"pointcloud domain info: normalization.mean must hold 3 numbers, got {norm['mean']}")
 
     # -- training ---------------------------------------------------------------------------
     def _num_points(self) -> int:

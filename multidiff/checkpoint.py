@@ -1,0 +1,230 @@
+"""Reading checkpoints as untrusted input.
+
+A checkpoint is a file somebody else may have written. Its tensors are read with
+``torch.load(weights_only=True)``, and the run configuration it carries is checked before anything in it
+is instantiated: every ``_target_`` anywhere in it (nested in dicts and lists too) must be on
+:data:`TRUSTED_TARGETS` or named by the user (``trust_targets``), interpolations are refused, and the
+metadata (domain name and info) must have the expected types. Nothing is called before the whole
+configuration has passed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+#: the key under which train.py's checkpoints keep the run configuration and the domain info
+CHECKPOINT_KEY = "multidiff"
+
+#: The components a checkpoint's configuration may name: multidiff's own and the optimisers, learning-rate
+#: schedulers, Lightning callbacks and loggers its configs use. One place; ``tests/test_checkpoint_trust.py``
+#: checks that every ``_target_`` under ``conf/`` is here, so a new component is trusted on purpose.
+TRUSTED_TARGETS: frozenset[str] = frozenset(
+    {
+        # core
+        "multidiff.core.processes.EDMProcess",
+        "multidiff.core.processes.FlowProcess",
+        "multidiff.core.processes.VPProcess",
+        "multidiff.core.schedules.CosineSchedule",
+        "multidiff.core.schedules.KarrasSchedule",
+        "multidiff.core.schedules.LinearSchedule",
+        "multidiff.core.schedules.PolynomialSchedule",
+        "multidiff.core.schedules.RectifiedSchedule",
+        "multidiff.core.schedules.SigmoidSchedule",
+        "multidiff.core.samplers.sample_ddim",
+        "multidiff.core.samplers.sample_ddpm",
+        "multidiff.core.samplers.sample_dpmpp_2m",
+        "multidiff.core.samplers.sample_euler",
+        "multidiff.core.samplers.sample_heun",
+        # training
+        "multidiff.training.EMA",
+        "multidiff.training.LossCurves",
+        "multidiff.training.SampleCallback",
+        "multidiff.training.Warmup",
+        # audio
+        "multidiff.domains.audio.AudioDomain",
+        "multidiff.domains.audio.data.AudioFolderDataModule",
+        "multidiff.domains.audio.data.FSDDDataModule",
+        "multidiff.domains.audio.diffwave.DiffWave",
+        "multidiff.domains.audio.unet.UNet1d",
+        # molecule
+        "multidiff.domains.molecule.MoleculeDomain",
+        "multidiff.domains.molecule.EGNN",
+        "multidiff.domains.molecule.QM9DataModule",
+        "multidiff.domains.molecule.DrugsDataModule",
+        # point cloud
+        "multidiff.domains.pointcloud.PointCloudDomain",
+        "multidiff.domains.pointcloud.PointRINDenoiser",
+        "multidiff.domains.pointcloud.ShapeNetDataModule",
+        "multidiff.domains.pointcloud.ModelNetDataModule",
+        "multidiff.domains.pointcloud.FolderDataModule",
+        # optimisers and schedules
+        "torch.optim.Adam",
+        "torch.optim.AdamW",
+        "torch.optim.SGD",
+        "torch.optim.lr_scheduler.LambdaLR",
+        "torch.optim.lr_scheduler.CosineAnnealingLR",
+        "torch.optim.lr_scheduler.LinearLR",
+        "torch.optim.lr_scheduler.SequentialLR",
+        "torch.optim.lr_scheduler.ConstantLR",
+        # Lightning (stored with the training run; never instantiated from a checkpoint)
+        "pytorch_lightning.Trainer",
+        "pytorch_lightning.callbacks.LearningRateMonitor",
+        "pytorch_lightning.callbacks.ModelCheckpoint",
+        "pytorch_lightning.callbacks.TQDMProgressBar",
+        "pytorch_lightning.loggers.CSVLogger",
+        "pytorch_lightning.loggers.TensorBoardLogger",
+    }
+)
+
+#: Hydra keys a stored configuration may use with a trusted target
+_HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
+
+
+class UntrustedCheckpointError(ValueError):
+    """A checkpoint's configuration names something multidiff will not call on the file's say-so."""
+
+
+class CheckpointFormatError(ValueError):
+    """A file that is not a readable multidiff checkpoint (another file, a truncated one, bad metadata)."""
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """What train.py stores beside the weights: the domain's name, its ``info`` and the run configuration."""
+
+    domain: str
+    domain_info: dict[str, Any]
+    config: dict[str, Any]
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The checkpoint's contents, read with ``weights_only=True``; any failure is a
+    :class:`CheckpointFormatError` naming the file and what it looks like."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure to parse untrusted bytes means 'not a checkpoint'
+        raise CheckpointFormatError(
+            f"{path} is not a readable multidiff checkpoint ({_describe(path)}); torch.load could not read it as a "
+            f"weights-only checkpoint: {type(e).__name__}: {_first_line(e)}. Use a .ckpt written by train.py; "
+            "checkpoints holding arbitrary Python objects are never loaded."
+        ) from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointFormatError(f"{path} holds a {type(ckpt).__name__}, not a checkpoint dictionary")
+    return ckpt
+
+
+def checkpoint_meta(ckpt: dict[str, Any], path: str | Path) -> CheckpointMeta:
+    """The validated multidiff metadata of a loaded checkpoint."""
+    meta = ckpt.get(CHECKPOINT_KEY)
+    if meta is None:
+        raise CheckpointFormatError(
+            f"{path} is not a multidiff checkpoint (no '{CHECKPOINT_KEY}' entry; keys: {sorted(map(str, ckpt))[:8]}); "
+            "use a checkpoint written by train.py"
+        )
+    if not isinstance(meta, dict):
+        raise CheckpointFormatError(f"{path}: '{CHECKPOINT_KEY}' must be a dict, got {type(meta).__name__}")
+    for key, kind in (("domain", str), ("domain_info", dict), ("config", dict)):
+        if not isinstance(meta.get(key), kind):
+            raise CheckpointFormatError(
+                f"{path}: '{CHECKPOINT_KEY}.{key}' must be a {kind.__name__}, got {type(meta.get(key)).__name__}"
+            )
+    for key in ("domain", "net", "process"):
+        if not isinstance(meta["config"].get(key), dict):
+            raise CheckpointFormatError(f"{path}: the stored config has no '{key}' section")
+    if "state_dict" not in ckpt or not isinstance(ckpt["state_dict"], dict):
+        raise CheckpointFormatError(f"{path}: no 'state_dict' of weights")
+    return CheckpointMeta(meta["domain"], meta["domain_info"], meta["config"])
+
+
+def check_trusted(config: Any, source: str | Path, trust_targets: Sequence[str] = ()) -> None:
+    """Refuse ``config`` unless every ``_target_`` in it is trusted and nothing in it is an interpolation.
+
+    ``trust_targets``: the user's own extra targets, exact dotted names or ``fnmatch`` patterns
+    (``mypkg.*``). Raises :class:`UntrustedCheckpointError` naming ``source``, the key and the target.
+    """
+    patterns = _patterns(trust_targets)
+    for key, node in _walk(config, ""):
+        if isinstance(node, str) and "${" in node:
+            raise UntrustedCheckpointError(
+                f"{source}: config key '{key}' holds an interpolation ({node!r}); stored configurations are "
+                "resolved when saved, so this checkpoint was edited and is refused"
+            )
+        if not isinstance(node, dict):
+            continue
+        target = node.get("_target_")
+        if target is None:
+            continue
+        where = f"{key}._target_" if key else "_target_"
+        if not isinstance(target, str):
+            raise UntrustedCheckpointError(f"{source}: config key '{where}' must be a dotted name, got {target!r}")
+        user_trusted = any(fnmatch.fnmatchcase(target, p) for p in patterns)
+        if target not in TRUSTED_TARGETS and not user_trusted:
+            raise UntrustedCheckpointError(
+                f"{source}: config key '{where}' names {target!r}, which multidiff does not trust: loading would "
+                f"call it. If you wrote this component and trust the file, pass trust_targets=[{target}] "
+                "(or a pattern such as mypkg.*); see README 'Sharing checkpoints'."
+            )
+        if "_args_" in node and not user_trusted:
+            raise UntrustedCheckpointError(
+                f"{source}: config key '{key}._args_' passes positional arguments to {target!r}; multidiff's "
+                "configs never do, so the file was edited. Trust the target by name to allow it."
+            )
+        for flag in ("_partial_", "_recursive_"):
+            if flag in node and not isinstance(node[flag], bool):
+                raise UntrustedCheckpointError(f"{source}: config key '{key}.{flag}' must be true or false")
+
+
+def config_targets(config: Any) -> set[str]:
+    """Every ``_target_`` named anywhere in a (container) config."""
+    return {
+        node["_target_"]
+        for _, node in _walk(config, "")
+        if isinstance(node, dict) and isinstance(node.get("_target_"), str)
+    }
+
+
+def _patterns(trust_targets: Sequence[str] | str | None) -> list[str]:
+    if trust_targets is None:
+        return []
+    items = [trust_targets] if isinstance(trust_targets, str) else list(trust_targets)
+    for p in items:
+        if not isinstance(p, str) or not p or p.strip("*.") == "":
+            raise ValueError(f"trust_targets: {p!r} is not a dotted name or pattern such as mypkg.*")
+    return items
+
+
+def _walk(node: Any, key: str) -> Iterator[tuple[str, Any]]:
+    yield key, node
+    children: Iterable[tuple[str, Any]] = ()
+    if isinstance(node, dict):
+        children = ((f"{key}.{k}" if key else str(k), v) for k, v in node.items())
+    elif isinstance(node, list | tuple):
+        children = ((f"{key}[{i}]", v) for i, v in enumerate(node))
+    for k, v in children:
+        yield from _walk(v, k)
+
+
+def _describe(path: Path) -> str:
+    head = path.open("rb").read(8)
+    size = path.stat().st_size
+    if head.startswith(b"PK"):
+        return f"a zip archive of {size} bytes, truncated or not written by torch.save"
+    if head[:1] == b"\x80":
+        return f"a pickle of {size} bytes"
+    if not head:
+        return "an empty file"
+    return f"{size} bytes starting with {head!r}"
+
+
+def _first_line(e: BaseException) -> str:
+    # torch's own message goes on to recommend weights_only=False, the unsafe opposite of what to do
+    return (str(e).strip().splitlines() or [""])[0][:200]
