@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from multidiff.domains.molecule.egnn import EGNN
+from multidiff.domains.molecule.net import EGNN
 
 
 def qm9_like_sizes(n: int, gen: torch.Generator) -> torch.Tensor:
@@ -95,7 +95,7 @@ def bench_sample(net: EGNN, args, gen: torch.Generator) -> dict[str, float]:
 
 def bench_metrics(args) -> dict[str, float]:
     from multidiff.domains.molecule import QM9DataModule
-    from multidiff.domains.molecule.graphdata import molecules_from_arrays
+    from multidiff.domains.molecule.data import molecules_from_arrays
     from multidiff.domains.molecule.metrics import evaluate_molecules
 
     arrays = QM9DataModule(root=args.data_root).load()

@@ -108,7 +108,7 @@ def evaluate_dir(domain: str, data_cfg: dict, samples: Path, options: dict, run_
 
 def audio_baselines(args: argparse.Namespace, data_cfg: dict, out: Path) -> dict[str, Path]:
     from multidiff.domains.audio.classifier import fsdd_files
-    from multidiff.domains.audio.wavio import write_wav
+    from multidiff.domains.audio.io import write_wav
 
     rows = {}
     length, rate = int(data_cfg["length"]), int(data_cfg["sample_rate"])

@@ -26,8 +26,8 @@ from multidiff.domains.audio.classifier import (
     fsdd_files,
     get_classifier,
 )
+from multidiff.domains.audio.io import load_clip, write_wav
 from multidiff.domains.audio.metrics import evaluate_folder
-from multidiff.domains.audio.wavio import load_clip, write_wav
 
 
 def write_set(out: Path, files: list[tuple[Path, int]], cfg: ClassifierConfig, snr_db: float | None) -> Path:

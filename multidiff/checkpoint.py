@@ -50,8 +50,8 @@ TRUSTED_TARGETS: frozenset[str] = frozenset(
         "multidiff.domains.audio.AudioDomain",
         "multidiff.domains.audio.data.AudioFolderDataModule",
         "multidiff.domains.audio.data.FSDDDataModule",
-        "multidiff.domains.audio.diffwave.DiffWave",
-        "multidiff.domains.audio.unet.UNet1d",
+        "multidiff.domains.audio.nets.DiffWave",
+        "multidiff.domains.audio.nets.UNet1d",
         # molecule
         "multidiff.domains.molecule.MoleculeDomain",
         "multidiff.domains.molecule.EGNN",

@@ -1,6 +1,6 @@
 """A user's own component, outside multidiff, for the checkpoint-trust tests."""
 
-from multidiff.domains.audio.unet import UNet1d
+from multidiff.domains.audio.nets.unet import UNet1d
 
 
 class MyUNet(UNet1d):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from multidiff.domains.audio.diffwave import DiffWave
+from multidiff.domains.audio.nets.diffwave import DiffWave
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "net" / "diffwave.yaml"
 

@@ -18,6 +18,7 @@ from scipy import linalg
 
 from multidiff.domains.audio import classifier as clf_mod
 from multidiff.domains.audio.classifier import ClassifierConfig, fsdd_files, get_classifier, load_classifier
+from multidiff.domains.audio.io import write_wav
 from multidiff.domains.audio.metrics import (
     am_score,
     evaluate_folder,
@@ -26,7 +27,6 @@ from multidiff.domains.audio.metrics import (
     modified_inception_score,
     requested_labels,
 )
-from multidiff.domains.audio.wavio import write_wav
 
 SMALL = ClassifierConfig(channels=(32, 48, 64), epochs=5, train_limit=1500)
 _TRAINED: dict[Path, Path] = {}  # FSDD folder -> cache folder, filled once per session

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from multidiff.domains.molecule.egnn import EGNN, fully_connected_edges
+from multidiff.domains.molecule.net import EGNN, fully_connected_edges
 
 
 def _random_rotation(gen: torch.Generator) -> torch.Tensor:

@@ -9,7 +9,7 @@ import pytest
 from rdkit import Chem
 
 from multidiff.domains.molecule import MoleculeDomain
-from multidiff.domains.molecule.readers import read_molecules
+from multidiff.domains.molecule.io import read_molecules
 from multidiff.domains.molecule.structures import Molecule
 
 

@@ -32,7 +32,7 @@ import torchaudio.transforms as T
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from multidiff.domains.audio.wavio import load_clip
+from multidiff.domains.audio.io import load_clip
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CACHE_FILE = "classifier.pt"
@@ -109,7 +109,7 @@ class DigitClassifier(nn.Module):
     networks such as TC-ResNet): for one-second clips this is about 30x cheaper on a CPU than
     2D convolutions over the spectrogram, at the same accuracy on spoken digits.
     Input: ``(B, 1, T)`` waveforms at ``config.sample_rate`` (``T = config.length``, clips
-    padded/cropped like :func:`~multidiff.domains.audio.wavio.load_clip`).
+    padded/cropped like :func:`~multidiff.domains.audio.io.load_clip`).
     """
 
     def __init__(self, config: ClassifierConfig | None = None):

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
-from .wavio import load_clip
+from .io import load_clip
 
 log = logging.getLogger(__name__)
 

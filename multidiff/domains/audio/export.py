@@ -12,7 +12,7 @@ import torch  # noqa: E402
 import torchaudio  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from .wavio import write_wav  # noqa: E402
+from .io import write_wav  # noqa: E402
 
 
 def write_clips(clips: list[Tensor], out_dir: Path, sample_rate: int, names: list[str]) -> list[Path]:

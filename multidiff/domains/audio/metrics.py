@@ -38,7 +38,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from multidiff.domains.audio.classifier import DigitClassifier, get_classifier
-from multidiff.domains.audio.wavio import load_clip
+from multidiff.domains.audio.io import load_clip
 
 MANIFEST = "manifest.json"
 LABEL_IN_NAME = re.compile(r"^(?:digit)?(\d)_")
@@ -128,15 +128,6 @@ def real_test_scores(classifier: DigitClassifier) -> dict[str, Any]:
     return scores(ref["test_features"], ref["test_probs"], ref, ref["test_labels"])
 
 
-@torch.no_grad()
-def score_waveforms(
-    wav: Tensor, classifier: DigitClassifier, labels: Tensor | None = None, batch_size: int = 128
-) -> dict[str, Any]:
-    """Scores of ``(B, 1, T)`` waveforms already at the classifier's rate and length (e.g. fresh samples)."""
-    feats, probs = classifier.embed(wav, batch_size=batch_size)
-    return scores(feats, probs, classifier.reference, labels)
-
-
 # -- folders ----------------------------------------------------------------------------------
 def list_samples(samples: str | Path) -> list[Path]:
     """The ``.wav`` files of a folder (sorted), or a single ``.wav`` file."""
@@ -188,7 +179,7 @@ def evaluate_folder(
 ) -> dict[str, Any]:
     """SC09-protocol scores of a folder of WAV samples, each beside the real test split's.
 
-    Clips are read with :func:`~multidiff.domains.audio.wavio.load_clip` at the classifier's
+    Clips are read with :func:`~multidiff.domains.audio.io.load_clip` at the classifier's
     sample rate and length (resampled, mixed down, padded or cropped). ``cache_dir`` holds the
     classifier (trained from ``data_root`` first if absent and ``train_if_missing``).
     Returns ``{"fid": {"samples": .., "real_test": ..}, "is": .., "mis": .., "am": ..,

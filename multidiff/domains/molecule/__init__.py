@@ -2,7 +2,7 @@
 
 from .domain import MoleculeDomain
 from .drugs import DrugsDataModule
-from .egnn import EGNN
+from .net import EGNN
 from .qm9 import QM9DataModule
 from .structures import Molecule
 

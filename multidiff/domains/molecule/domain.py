@@ -14,10 +14,10 @@ from torch import Tensor
 from multidiff.core.space import GraphSpace
 from multidiff.domains.base import Domain, State, check_info
 
+from .data import training_smiles
 from .export import draw_grid, write_sdf, write_xyz
-from .graphdata import training_smiles
+from .io import read_molecules
 from .metrics import MoleculeAnalysis, evaluate_molecules, reference_from_molecules
-from .readers import read_molecules
 from .structures import Molecule
 
 log = logging.getLogger(__name__)

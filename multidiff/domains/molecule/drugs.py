@@ -14,8 +14,8 @@ from rdkit import Chem, RDConfig
 from rdkit.Chem import QED, AllChem, Crippen, Descriptors, rdMolDescriptors
 from tqdm import tqdm
 
+from .data import MoleculeDataModule
 from .elements import DRUG_ELEMENTS
-from .graphdata import MoleculeDataModule
 from .structures import largest_fragment
 
 PROPERTIES: dict[str, tuple[Any, str]] = {

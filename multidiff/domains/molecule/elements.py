@@ -53,15 +53,6 @@ ALLOWED_VALENCES: dict[str, tuple[int, ...]] = {
 ELECTRON_RICH = {"N", "O", "F", "P", "S", "Cl", "As", "Br", "I"}
 
 
-def allowed_valences(element: str, charge: int = 0) -> tuple[int, ...]:
-    """Bond-order sums that make an atom of ``element`` with formal ``charge`` stable."""
-    base = ALLOWED_VALENCES[element]
-    if charge == 0:
-        return base
-    shift = charge if element in ELECTRON_RICH else -abs(charge)
-    return tuple(v + shift for v in base)
-
-
 def check_elements(symbols: Iterable[str], vocabulary: Sequence[str], where: str) -> None:
     """Raise a clear error when a symbol lies outside ``vocabulary``."""
     unknown = sorted(set(symbols) - set(vocabulary))

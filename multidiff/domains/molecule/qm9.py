@@ -15,8 +15,8 @@ import numpy as np
 from rdkit import Chem
 from tqdm import tqdm
 
+from .data import MoleculeDataModule
 from .elements import QM9_ELEMENTS, check_elements
-from .graphdata import MoleculeDataModule
 
 HARTREE_TO_EV = 27.211386246
 

@@ -1,6 +1,6 @@
 """Point clouds: PointFlow-layout ShapeNet, ModelNet10/40 and folders of .npy/.xyz/.ply/.pcd files."""
 
-from .datamodule import FolderDataModule, ModelNetDataModule, PointCloudDataModule, ShapeNetDataModule
+from .data import FolderDataModule, ModelNetDataModule, PointCloudDataModule, ShapeNetDataModule
 from .domain import PointCloudDomain
 from .net import PointRINDenoiser
 

@@ -13,10 +13,10 @@ from torch import Tensor
 from multidiff.core.space import TensorSpace
 from multidiff.domains.base import Domain, State, check_info
 
-from .datasets import folder_files, load_shapes
+from .data import folder_files, load_shapes
+from .export import render_grid
 from .io import write_ply
 from .normalize import PER_SHAPE, Normalizer, check_mode, resample
-from .render import render_grid
 
 log = logging.getLogger(__name__)
 

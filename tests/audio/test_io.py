@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from multidiff.domains.audio.wavio import fix_length, load_clip, read_wav, write_wav
+from multidiff.domains.audio.io import fix_length, load_clip, read_wav, write_wav
 
 
 @pytest.mark.parametrize("channels", [1, 2])
