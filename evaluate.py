@@ -1,34 +1,61 @@
-"""Score generated samples: python evaluate.py domain=NAME samples=PATH [reference=PATH]; prints JSON."""
+"""Score generated samples: python evaluate.py domain=NAME samples=PATH [reference=PATH] [+options.KEY=VALUE];
+prints JSON (a metric that could not be computed is null, with the reason under "null_reasons")."""
 
 from __future__ import annotations
 
-import os
+import json
+import math
+from pathlib import Path
+from typing import Any
 
-# idle OpenMP workers sleep instead of spinning: spinning threads stall every parallel op when
-# another process holds a core (10-20x slower on a shared small CPU); must precede torch
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import multidiff.env  # noqa: F401  (before torch)
 
-import json  # noqa: E402
-from pathlib import Path  # noqa: E402
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
-import hydra  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from multidiff.core.options import call_strict
 
 
 def evaluate(cfg: DictConfig) -> dict:
     domain = instantiate(cfg.domain)
-    options = OmegaConf.to_container(cfg.options)
+    options = OmegaConf.to_container(cfg.options, resolve=True)
     if cfg.reference is not None:
         options["reference"] = Path(cfg.reference)
-    options["data_config"] = OmegaConf.to_container(cfg.data, resolve=True)
-    return domain.evaluate(Path(cfg.samples), **options)
+    # the data config of the chosen domain: where references (test splits, the audio classifier) come from
+    options.setdefault("data_config", OmegaConf.to_container(cfg.data, resolve=True))
+    samples = Path(cfg.samples)
+    if not samples.exists():
+        raise FileNotFoundError(f"samples={samples}: no such file or folder")
+    metrics = call_strict(domain.evaluate, f"{domain.name} evaluation option", options, samples)
+    return finite_or_null(metrics)
+
+
+def finite_or_null(metrics: dict[str, Any]) -> dict[str, Any]:
+    """NaN/inf are not JSON: each becomes null, its reason recorded under ``null_reasons`` (key path -> why),
+    beside any reasons the domain gave."""
+    reasons: dict[str, str] = dict(metrics.get("null_reasons") or {})
+
+    def clean(value: Any, path: str) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            reasons.setdefault(path, f"not computable on these samples ({value})")
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return value
+
+    out = clean({k: v for k, v in metrics.items() if k != "null_reasons"}, "")
+    if reasons:
+        out["null_reasons"] = reasons
+    return out
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     metrics = evaluate(cfg)
-    text = json.dumps(metrics, indent=2, default=str)
+    text = json.dumps(metrics, indent=2, default=str, allow_nan=False)
     print(text)
     if cfg.out:
         Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import os
+import json
+import logging
+from pathlib import Path
 
-# idle OpenMP workers sleep instead of spinning: spinning threads stall every parallel op when
-# another process holds a core (10-20x slower on a shared small CPU); must precede torch
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import multidiff.env  # noqa: F401  (before torch)
 
-import json  # noqa: E402
-import logging  # noqa: E402
-from pathlib import Path  # noqa: E402
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
 
-import hydra  # noqa: E402
-import torch  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
-
-from multidiff.build import load_checkpoint  # noqa: E402
-from multidiff.domains.base import State  # noqa: E402
+from multidiff.build import build_sampler, load_checkpoint
+from multidiff.core.state import State
 
 log = logging.getLogger("multidiff.sample")
 
@@ -27,35 +23,34 @@ def sample(cfg: DictConfig) -> list[Path]:
     module = load_checkpoint(
         cfg.ckpt, domain=cfg.expect_domain, weights=cfg.weights, trust_targets=list(cfg.trust_targets)
     ).to(device)
-    steps = cfg.steps or cfg.sampler.steps
-    spacing = cfg.spacing or cfg.sampler.spacing
-    request = {k: v for k, v in {"digit": cfg.digit, **OmegaConf.to_container(cfg.condition)}.items() if v is not None}
+    sampling = build_sampler(cfg.sampler, steps=cfg.steps, spacing=cfg.spacing)
+    request = OmegaConf.to_container(cfg.condition, resolve=True)
     states = []
     for start in range(0, cfg.n, cfg.batch_size):
         n = min(cfg.batch_size, cfg.n - start)
         states.append(
             module.generate(
                 n,
-                sampler=cfg.sampler.name,
-                steps=steps,
-                spacing=spacing,
+                sampler=sampling.fn,
+                steps=sampling.steps,
+                spacing=sampling.spacing,
                 seed=cfg.seed + start,
                 guidance=cfg.guidance,
-                sampler_options=OmegaConf.to_container(cfg.sampler.options) if cfg.sampler.get("options") else None,
-                **request,
+                condition=request,
             )
         )
     items = [item for s in states for item in module.domain.decode(State(s.x.cpu(), s.cond, s.ctx))]
     out = Path(cfg.out or cfg.paths.output_dir)
     meta = {
         "ckpt": str(cfg.ckpt),
-        "sampler": cfg.sampler.name,
-        "steps": steps,
-        "spacing": spacing,
+        "sampler": sampling.name,
+        "sampler_options": sampling.options,
+        "steps": sampling.steps,
+        "spacing": sampling.spacing,
         "seed": cfg.seed,
         "guidance": cfg.guidance,
         "weights": cfg.weights,
-        **request,
+        "condition": request,
     }
     paths = module.domain.export(items, out, meta)
     (out / "sampling.json").write_text(json.dumps(meta, indent=2))

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import os
+import logging
+import sys
+from pathlib import Path
 
-# idle OpenMP workers sleep instead of spinning: spinning threads stall every parallel op when
-# another process holds a core (10-20x slower on a shared small CPU); must precede torch
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import multidiff.env  # noqa: F401  (before torch)
 
-import logging  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
+import hydra
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
-import hydra  # noqa: E402
-import pytorch_lightning as pl  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
-
-from multidiff.build import build_module  # noqa: E402
-from multidiff.checkpoint import check_trusted, checkpoint_meta, config_targets, read_checkpoint  # noqa: E402
+from multidiff.build import build_module
+from multidiff.checkpoint import check_trusted, checkpoint_meta, config_targets, read_checkpoint
 
 log = logging.getLogger("multidiff.train")
 

@@ -20,8 +20,8 @@ sys.path.insert(0, str(ROOT))
 
 from multidiff.core.processes import EDMProcess  # noqa: E402
 from multidiff.core.schedules import KarrasSchedule  # noqa: E402
+from multidiff.core.state import State  # noqa: E402
 from multidiff.domains.audio import AudioDomain  # noqa: E402
-from multidiff.domains.base import State  # noqa: E402
 from multidiff.module import DiffusionModule  # noqa: E402
 
 

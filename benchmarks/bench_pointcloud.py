@@ -22,11 +22,11 @@ from pathlib import Path
 
 # spinning OpenMP workers collapse when another process holds a core (each parallel op then
 # waits for a descheduled thread: 10-20x slower on a shared 2-core machine); must precede torch
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import multidiff.env  # noqa: F401  (before torch)
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
+import numpy as np
+import torch
+from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

@@ -19,16 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_pointcloud.py; must precede torch
+import multidiff.env  # noqa: F401  (before torch)
 
-import torch  # noqa: E402
-import yaml  # noqa: E402
-from omegaconf import OmegaConf, open_dict  # noqa: E402
+import torch
+import yaml
+from omegaconf import OmegaConf, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -208,7 +207,7 @@ def main() -> None:
             if args.spacing:
                 overrides.append(f"spacing={args.spacing}")
             if digit is not None:
-                overrides.append(f"digit={digit}")
+                overrides.append(f"+condition.digit={digit}")
             sample_script.sample(compose_run("sample", overrides, args.out / "_hydra"))
         seconds = (time.perf_counter() - t0) / (per_call * len(digits))
         label = f"{name}, {steps} steps"

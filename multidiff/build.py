@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
 
 from multidiff.checkpoint import CheckpointFormatError, check_trusted, checkpoint_meta, read_checkpoint
+from multidiff.core.options import accepted_keywords, check_keys
+from multidiff.core.samplers import CALL_ARGS
+from multidiff.core.schedules import SPACINGS
 from multidiff.module import DiffusionModule
 
 
@@ -29,6 +35,49 @@ def build_module(cfg: DictConfig | dict, info: dict[str, Any] | None = None) -> 
         cond_drop_prob=cfg.model.cond_drop_prob,
         run_config=OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True),
     )
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """A configured sampler: the function with its options bound, and the sigma grid to run it on."""
+
+    fn: Callable[..., Tensor]
+    steps: int
+    spacing: str
+
+    @property
+    def name(self) -> str:
+        fn = self.fn.func if isinstance(self.fn, functools.partial) else self.fn
+        return fn.__name__.removeprefix("sample_")
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.fn.keywords) if isinstance(self.fn, functools.partial) else {}
+
+
+def build_sampler(
+    cfg: DictConfig | Mapping[str, Any], steps: int | None = None, spacing: str | None = None
+) -> Sampling:
+    """The ``sampler`` config group (``_target_`` + ``_partial_: true`` + the function's options, plus ``steps``
+    and ``spacing``) as one object, the same for sample.py, in-training previews and benchmarks. ``steps`` /
+    ``spacing`` override the config's. An option the function does not take is an error naming those it does."""
+    cfg = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    grid = {"steps": cfg.pop("steps", None), "spacing": cfg.pop("spacing", "karras")}
+    target = cfg.get("_target_")
+    if not isinstance(target, str) or cfg.get("_partial_") is not True:
+        raise ValueError(f"sampler config needs '_target_' (a sampler function) and '_partial_: true', got {cfg}")
+    fn = get_method(target)
+    options = {k: v for k, v in cfg.items() if not k.startswith("_")}
+    valid = accepted_keywords(fn, skip=CALL_ARGS)
+    if valid is not None:
+        check_keys(options, valid, f"option of sampler {target}")
+    steps = steps or grid["steps"]
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"sampler steps must be a positive integer, got {steps!r}")
+    spacing = spacing or grid["spacing"]
+    if spacing not in SPACINGS:
+        raise ValueError(f"unknown sampler spacing {spacing!r}; valid: {', '.join(SPACINGS)}")
+    return Sampling(functools.partial(fn, **options), steps, spacing)
 
 
 def load_checkpoint(

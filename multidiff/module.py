@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytorch_lightning as pl
@@ -13,9 +14,10 @@ from tqdm.auto import tqdm
 
 from multidiff.checkpoint import CHECKPOINT_KEY
 from multidiff.core.denoiser import Preconditioned, sampling_denoiser
+from multidiff.core.domain import Domain, State
+from multidiff.core.options import call_strict
 from multidiff.core.processes import Process
 from multidiff.core.samplers import get_sampler
-from multidiff.domains.base import Domain, State
 
 #: noise-level buckets for the per-level loss log, as log10(sigma) edges
 SIGMA_BUCKETS = (-math.inf, -1.0, 0.0, 1.0, math.inf)
@@ -131,13 +133,14 @@ class DiffusionModule(pl.LightningModule):
         seed: int = 0,
         guidance: float = 1.0,
         progress: bool = True,
-        sampler_options: dict | None = None,
-        **request: Any,
+        condition: Mapping[str, Any] | None = None,
     ) -> State:
-        """Draw ``n`` items; ``request`` goes to :meth:`Domain.condition` (e.g. ``digit=7``)."""
+        """Draw ``n`` items. ``sampler``: a name or a sampler function (options bound, e.g. by
+        :func:`multidiff.build.build_sampler`); ``condition``: the request for :meth:`Domain.condition`
+        (e.g. ``{"digit": 7}``), whose unknown keys are an error naming the valid ones."""
         sample_fn = get_sampler(sampler) if isinstance(sampler, str) else sampler
+        cond = call_strict(self.domain.condition, "condition", condition or {}, n)
         gen = torch.Generator().manual_seed(seed)
-        cond = self.domain.condition(n, **request)
         state = self.domain.template(n, cond, gen).to(self.device)
 
         def noise_like(x: Tensor) -> Tensor:
@@ -149,7 +152,7 @@ class DiffusionModule(pl.LightningModule):
         self.eval()
         bar = tqdm(
             total=steps,
-            desc=f"sampling ({sample_fn.__name__.removeprefix('sample_')}, {steps} steps)",
+            desc=f"sampling ({_name(sample_fn)}, {steps} steps)",
             disable=not progress,
             leave=False,
         )
@@ -160,9 +163,13 @@ class DiffusionModule(pl.LightningModule):
                 sigmas,
                 noise_sampler=noise_like,
                 callback=lambda *a: bar.update(1),
-                **(sampler_options or {}),
             )
         finally:
             bar.close()
             self.train(was_training)
         return State(x, state.cond, state.ctx)
+
+
+def _name(fn: Callable[..., Any]) -> str:
+    fn = fn.func if isinstance(fn, functools.partial) else fn
+    return getattr(fn, "__name__", type(fn).__name__).removeprefix("sample_")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -64,20 +65,22 @@ class SampleCallback(pl.Callback):
     """Every ``every_n_steps`` optimizer steps: generate ``n`` items, export them (files + PNG)
     under ``<run dir>/samples/step_<k>`` and log the domain's quick metrics."""
 
-    def __init__(
-        self, every_n_steps: int = 5000, n: int = 8, sampler: str = "dpmpp_2m", steps: int = 50, spacing: str = "karras"
-    ):
+    def __init__(self, sampler: Mapping[str, Any], every_n_steps: int = 5000, n: int = 8):
+        from multidiff.build import build_sampler
+
         self.every_n_steps, self.n = every_n_steps, n
-        self.kwargs = {"sampler": sampler, "steps": steps, "spacing": spacing}
+        # the run's sampler config group, built as sample.py builds it (same function, same options)
+        self.sampling = build_sampler(sampler)
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: Any) -> None:
         step = trainer.global_step
         if self.every_n_steps <= 0 or step == 0 or step % self.every_n_steps or not trainer.is_global_zero:
             return
-        state = module.generate(self.n, seed=step, progress=False, **self.kwargs)
+        s = self.sampling
+        state = module.generate(self.n, sampler=s.fn, steps=s.steps, spacing=s.spacing, seed=step, progress=False)
         items = module.domain.decode(state)
         out = Path(trainer.default_root_dir) / "samples" / f"step_{step:07d}"
-        module.domain.export(items, out, {"step": step, **self.kwargs})
+        module.domain.export(items, out, {"step": step, "sampler": s.name, "steps": s.steps, "spacing": s.spacing})
         metrics = module.domain.quick_metrics(items)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         for k, v in metrics.items():
@@ -117,12 +120,10 @@ class LossCurves(pl.Callback):
     def plot(self, path: Path) -> Path | None:
         if not self.history:
             return None
-        import matplotlib
+        from matplotlib.figure import Figure  # no pyplot: no GUI backend, safe in any thread or process
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        fig = Figure(figsize=(11, 4))
+        axes = fig.subplots(1, 2)
         for key, points in sorted(self.history.items()):
             steps, values = zip(*points)
             ax = axes[1] if "sigma" in key else axes[0]
@@ -134,5 +135,4 @@ class LossCurves(pl.Callback):
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=100)
-        plt.close(fig)
         return path

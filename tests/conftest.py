@@ -1,16 +1,15 @@
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the entry points: no spinning threads
+import multidiff.env  # noqa: F401  (before torch, as the entry points)
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests' own helpers (helpers.py, gmm.py)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # train.py / sample.py / evaluate.py
 
-from helpers import SHARED, TINY_AUDIO, compose  # noqa: E402
+from helpers import SHARED, TINY_AUDIO, compose
 
 # small models on a 2-core machine run several times faster on one thread
 torch.set_num_threads(1)

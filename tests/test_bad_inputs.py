@@ -64,7 +64,7 @@ def test_unknown_class_request_lists_valid_ones(audio_cfg, tmp_path):
     train.train(audio_cfg("trainer.max_steps=1", out=run))
     module = load_checkpoint(run / "checkpoints" / "last.ckpt")
     with pytest.raises(ValueError, match="0, 1, 2"):
-        module.generate(2, steps=2, digit=11, progress=False)
+        module.generate(2, steps=2, condition={"digit": 11}, progress=False)
 
 
 def test_cli_unknown_config_value_lists_options(tmp_path):

@@ -7,6 +7,7 @@ from helpers import ROOT, compose
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
+from multidiff.build import build_sampler
 from multidiff.core.processes import Process
 from multidiff.core.samplers import SAMPLERS
 from multidiff.core.schedules import Schedule
@@ -34,9 +35,18 @@ def test_process_and_schedule_instantiate(process, schedule, tmp_path):
 
 
 @pytest.mark.parametrize("sampler", options("sampler"))
-def test_sampler_configs_name_real_samplers(sampler, tmp_path):
+def test_sampler_configs_build_real_samplers(sampler, tmp_path):
     cfg = compose("sample", ["ckpt=x", f"sampler={sampler}"], tmp_path)
-    assert cfg.sampler.name in SAMPLERS
+    built = build_sampler(cfg.sampler)
+    assert SAMPLERS[sampler] is built.fn.func and built.name == sampler and built.steps >= 1
+
+
+def test_sampler_option_typo_names_valid_options(tmp_path):
+    cfg = compose("sample", ["ckpt=x", "sampler=heun", "+sampler.s_chrun=1"], tmp_path)
+    with pytest.raises(ValueError, match=r"unknown option of sampler .*'s_chrun'; valid: s_churn, s_tmin"):
+        build_sampler(cfg.sampler)
+    cfg = compose("sample", ["ckpt=x", "sampler=ddim", "sampler.eta=0.5"], tmp_path)
+    assert build_sampler(cfg.sampler).options == {"eta": 0.5}
 
 
 @pytest.mark.parametrize("data", options("data"))

@@ -2,10 +2,10 @@ import pytest
 import torch
 from gmm import GaussianMixture
 
+from multidiff.core.domain import Domain, State
 from multidiff.core.processes import EDMProcess, FlowProcess, VPProcess
 from multidiff.core.schedules import CosineSchedule, KarrasSchedule, RectifiedSchedule
 from multidiff.core.space import TensorSpace
-from multidiff.domains.base import Domain, State
 from multidiff.module import DiffusionModule
 
 PROCESSES = {

@@ -44,7 +44,7 @@ def test_train_checkpoint_resume_sample(audio_cfg, tmp_path):
     sample.sample(
         compose(
             "sample",
-            [f"ckpt={ckpt}", "n=3", "steps=4", f"out={again}", "seed=5", "digit=7", "guidance=2.0"],
+            [f"ckpt={ckpt}", "n=3", "steps=4", f"out={again}", "seed=5", "+condition.digit=7", "guidance=2.0"],
             tmp_path / "s2",
         )
     )

@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from multidiff.domains.base import State
-
 from .processes import Process
+from .state import State
 
 
 class Preconditioned(nn.Module):

@@ -39,10 +39,13 @@ def ancestral_step(sigma: Tensor, sigma_next: Tensor, eta: float = 1.0) -> tuple
 
 
 @torch.no_grad()
-def sample_euler(model: Denoiser, x: Tensor, sigmas: Tensor, callback: Callback = None, **_) -> Tensor:
+def sample_euler(
+    model: Denoiser, x: Tensor, sigmas: Tensor, noise_sampler: NoiseSampler = _randn_like, callback: Callback = None
+) -> Tensor:
     """Euler on the probability-flow ODE (Karras et al. 2022, Alg. 1 without the 2nd-order step).
 
     In VE coordinates this is exactly DDIM with eta = 0 and the Euler sampler of rectified flow.
+    Deterministic: ``noise_sampler`` is unused (taken so that every sampler has one signature).
     """
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i])
@@ -59,7 +62,6 @@ def sample_ddim(
     eta: float = 0.0,
     noise_sampler: NoiseSampler = _randn_like,
     callback: Callback = None,
-    **_,
 ) -> Tensor:
     """DDIM (Song et al. 2021, eq. 12) with stochasticity eta; eta = 1 is DDPM ancestral sampling."""
     for i in range(len(sigmas) - 1):
@@ -79,7 +81,6 @@ def sample_ddpm(
     sigmas: Tensor,
     noise_sampler: NoiseSampler = _randn_like,
     callback: Callback = None,
-    **_,
 ) -> Tensor:
     """DDPM ancestral sampling (Ho et al. 2020, Alg. 2): each step draws from q(x_s | x_t, x0 = D(x_t))."""
     return sample_ddim(model, x, sigmas, eta=1.0, noise_sampler=noise_sampler, callback=callback)
@@ -96,7 +97,6 @@ def sample_heun(
     s_noise: float = 1.0,
     noise_sampler: NoiseSampler = _randn_like,
     callback: Callback = None,
-    **_,
 ) -> Tensor:
     """Heun's second-order method with optional churn (Karras et al. 2022, Alg. 2)."""
     n = len(sigmas) - 1
@@ -120,8 +120,10 @@ def sample_heun(
 
 
 @torch.no_grad()
-def sample_dpmpp_2m(model: Denoiser, x: Tensor, sigmas: Tensor, callback: Callback = None, **_) -> Tensor:
-    """DPM-Solver++(2M), multistep second order in log-sigma (Lu et al. 2022, Alg. 2)."""
+def sample_dpmpp_2m(
+    model: Denoiser, x: Tensor, sigmas: Tensor, noise_sampler: NoiseSampler = _randn_like, callback: Callback = None
+) -> Tensor:
+    """DPM-Solver++(2M), multistep second order in log-sigma (Lu et al. 2022, Alg. 2); deterministic."""
     old_denoised = None
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i])
@@ -148,6 +150,9 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "heun": sample_heun,
     "dpmpp_2m": sample_dpmpp_2m,
 }
+
+#: arguments every sampler takes from the caller, never from its options
+CALL_ARGS = ("model", "x", "sigmas", "noise_sampler", "callback")
 
 
 def get_sampler(name: str) -> Callable[..., Tensor]:

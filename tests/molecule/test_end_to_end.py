@@ -35,7 +35,7 @@ def test_train_sample_evaluate(qm9_root, tmp_path):
             "net.layers=2",
             "callbacks.samples.every_n_steps=10",
             "callbacks.samples.n=4",
-            "callbacks.samples.steps=5",
+            "sampler.steps=5",
         ],
         ROOT,
     )

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from multidiff.domains.base import State
+from multidiff.core.state import State
 from multidiff.domains.pointcloud import PointCloudDomain
 from multidiff.domains.pointcloud.io import read_ply, write_ply
 

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from multidiff.core.domain import Domain, State
 from multidiff.core.space import TensorSpace
-from multidiff.domains.base import Domain, State
 
 from .export import plot_clips, write_clips
 
@@ -46,9 +46,7 @@ class AudioDomain(Domain):
     def template(self, n: int, cond: Tensor | None, generator: torch.Generator) -> State:
         return State(torch.zeros(n, 1, int(self.info["length"])), cond)
 
-    def condition(
-        self, n: int, digit: int | str | None = None, label: int | str | None = None, **_: Any
-    ) -> Tensor | None:
+    def condition(self, n: int, *, digit: int | str | None = None, label: int | str | None = None) -> Tensor | None:
         """``digit=7`` (FSDD) or ``label=NAME`` (folder datasets); None draws unconditionally."""
         request = digit if digit is not None else label
         if request is None:
@@ -83,16 +81,37 @@ class AudioDomain(Domain):
         )
         return paths
 
-    def evaluate(self, samples: Path, data_config: dict | None = None, **options: Any) -> dict[str, Any]:
-        """SC09-protocol scores (see :func:`~.metrics.evaluate_folder`, whose keyword options pass through).
+    def evaluate(
+        self,
+        samples: Path,
+        *,
+        data_config: dict | None = None,
+        data_root: str | Path | None = None,
+        cache_dir: str | Path | None = None,
+        manifest: str | Path | None = None,
+        batch_size: int = 64,
+        device: str = "cpu",
+        train_if_missing: bool = True,
+        progress: bool = True,
+    ) -> dict[str, Any]:
+        """SC09-protocol scores (see :func:`~.metrics.evaluate_folder` for the options).
 
         The classifier is trained on ``data_config``'s FSDD copy when no cached one exists.
         """
         from .metrics import evaluate_folder
 
-        if options.get("data_root") is None and data_config and data_config.get("root"):
-            options["data_root"] = data_config["root"]
-        return evaluate_folder(samples, **options)
+        if data_root is None and data_config and data_config.get("root"):
+            data_root = data_config["root"]
+        return evaluate_folder(
+            samples,
+            cache_dir=cache_dir,
+            data_root=data_root,
+            manifest=manifest,
+            batch_size=batch_size,
+            device=device,
+            train_if_missing=train_if_missing,
+            progress=progress,
+        )
 
     def quick_metrics(self, items: list[dict[str, Any]]) -> dict[str, float]:
         wav = torch.stack([it["wav"] for it in items])

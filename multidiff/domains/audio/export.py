@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import torch
+import torchaudio
+from matplotlib.figure import Figure
+from torch import Tensor
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-import torchaudio  # noqa: E402
-from torch import Tensor  # noqa: E402
-
-from .io import write_wav  # noqa: E402
+from .io import write_wav
 
 
 def write_clips(clips: list[Tensor], out_dir: Path, sample_rate: int, names: list[str]) -> list[Path]:
@@ -23,7 +20,8 @@ def plot_clips(clips: list[Tensor], path: Path, sample_rate: int, titles: list[s
     """Waveform (top) and log-mel spectrogram (bottom) of up to ``max_clips`` clips."""
     clips, titles = clips[:max_clips], titles[:max_clips]
     mel = torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=512, hop_length=64, n_mels=64)
-    fig, axes = plt.subplots(2, len(clips), figsize=(2.6 * len(clips), 4.2), squeeze=False)
+    fig = Figure(figsize=(2.6 * len(clips), 4.2))
+    axes = fig.subplots(2, len(clips), squeeze=False)
     for j, (clip, title) in enumerate(zip(clips, titles)):
         wav = clip.detach().float().cpu().reshape(-1)
         t = torch.arange(len(wav)) / sample_rate
@@ -44,5 +42,4 @@ def plot_clips(clips: list[Tensor], path: Path, sample_rate: int, titles: list[s
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from multidiff.core.domain import Domain, State, check_info
 from multidiff.core.space import GraphSpace
-from multidiff.domains.base import Domain, State, check_info
 
 from .data import training_smiles
 from .export import draw_grid, write_sdf, write_xyz
@@ -242,31 +242,40 @@ class MoleculeDomain(Domain):
                 ref["smiles"] = smiles
         return ref
 
-    def evaluate(self, samples: Path, **options: Any) -> dict[str, Any]:
+    def evaluate(
+        self,
+        samples: Path,
+        *,
+        strain: bool = True,
+        strain_max_molecules: int | None = None,
+        novelty: bool = True,
+        reference: Path | str | None = None,
+        data_config: dict | None = None,
+        progress: bool = True,
+    ) -> dict[str, Any]:
         """Metrics of an SDF/XYZ file (or a folder holding one), as a JSON-able dict.
 
-        Options: ``strain`` (default True), ``strain_max_molecules``, ``novelty`` (default True; the
-        training SMILES come from the cache named in ``info['data_root']``, computed once),
-        ``reference`` (see :meth:`reference`), ``data_config`` (a data config used to bind an unbound
-        domain), ``progress``. Malformed records are listed in ``malformed_records`` and skipped.
+        ``strain``: MMFF strain of up to ``strain_max_molecules`` valid molecules; ``novelty``: against the
+        training SMILES from the cache named in ``info['data_root']`` (computed once); ``reference``: see
+        :meth:`reference`; ``data_config``: a data config used to bind an unbound domain. Malformed records are
+        listed in ``malformed_records`` and skipped.
         """
-        if not self.info and options.get("data_config"):
+        if not self.info and data_config:
             from hydra.utils import instantiate
 
-            datamodule = instantiate(options["data_config"])
+            datamodule = instantiate(data_config)
             self.bind(datamodule.info())
         vocabulary = self.info.get("elements")
         result = read_molecules(Path(samples), vocabulary)
         for err in result.errors:
             log.warning("%s: %s", samples, err)
-        progress = bool(options.get("progress", True))
-        reference = self.reference(bool(options.get("novelty", True)), options.get("reference"), progress)
+        ref = self.reference(novelty, reference, progress)
         metrics = evaluate_molecules(
             result.molecules,
             vocabulary,
-            reference,
-            strain=bool(options.get("strain", True)),
-            strain_max_molecules=int(options.get("strain_max_molecules", self.strain_max_molecules)),
+            ref,
+            strain=strain,
+            strain_max_molecules=int(strain_max_molecules or self.strain_max_molecules),
         )
         metrics.update({"file": str(samples), "num_records": result.num_records, "malformed_records": result.errors})
         return metrics

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from multidiff.core.domain import Domain, State, check_info
 from multidiff.core.space import TensorSpace
-from multidiff.domains.base import Domain, State, check_info
 
 from .data import folder_files, load_shapes
 from .export import render_grid
@@ -94,10 +94,10 @@ class PointCloudDomain(Domain):
     def condition(
         self,
         n: int,
+        *,
         label: int | str | None = None,
         shape_class: int | str | None = None,
         category: int | str | None = None,
-        **_: Any,
     ) -> Tensor | None:
         """``label=chair`` (a class name or index; ``shape_class``/``category`` are aliases)."""
         request = next((r for r in (label, shape_class, category) if r is not None), None)
@@ -156,6 +156,7 @@ class PointCloudDomain(Domain):
     def evaluate(
         self,
         samples: Path,
+        *,
         reference: Path | str | None = None,
         normalize: str | None = None,
         n_points: int | None = None,
@@ -167,7 +168,6 @@ class PointCloudDomain(Domain):
         seed: int = 0,
         data_config: dict | None = None,
         progress: bool = True,
-        **_: Any,
     ) -> dict[str, Any]:
         """PointFlow metrics of the clouds under ``samples`` against ``reference``.
 

@@ -1,15 +1,12 @@
-"""A PNG grid of 3-D scatter renders (matplotlib, Agg backend: no display needed)."""
+"""A PNG grid of 3-D scatter renders (matplotlib's object API: no display, no pyplot state)."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
 
 def render_grid(
@@ -29,7 +26,7 @@ def render_grid(
     n = max(len(clouds), 1)
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
-    fig = plt.figure(figsize=(2.6 * cols, 2.6 * rows))
+    fig = Figure(figsize=(2.6 * cols, 2.6 * rows))
     # matplotlib's vertical axis is z: rotate the up axis there
     order = {"x": (1, 2, 0), "y": (0, 2, 1), "z": (0, 1, 2)}[up]
     for k, pts in enumerate(clouds):
@@ -48,5 +45,4 @@ def render_grid(
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=dpi)
-    plt.close(fig)
     return path

@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-
-@dataclass
-class State:
-    """What the diffusion core sees: the tensor it noises, the condition, and extra context.
-
-    ``x``: ``(B, ...)`` for fixed-size items, ``(num_nodes, F)`` for graphs.
-    ``cond``: per-item condition (class indices ``(B,)`` long, or properties ``(B, P)``) or None.
-    ``ctx``: tensors the denoiser and the space need (``batch``, ``num_items``, masks, ...);
-    passed to the denoiser as keyword arguments.
-    """
-
-    x: Tensor
-    cond: Tensor | None = None
-    ctx: dict[str, Any] = field(default_factory=dict)
-
-    def to(self, device: torch.device | str) -> State:
-        ctx = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in self.ctx.items()}
-        cond = None if self.cond is None else self.cond.to(device)
-        return State(self.x.to(device), cond, ctx)
+from .protocols import Space
+from .state import State
 
 
 class Domain:
@@ -39,6 +21,7 @@ class Domain:
     """
 
     name: str = "base"
+    space: Space
 
     def __init__(self) -> None:
         self.info: dict[str, Any] = {}
@@ -62,8 +45,11 @@ class Domain:
         """A zero state shaped for ``n`` new items (e.g. drawing atom counts per molecule)."""
         raise NotImplementedError
 
-    def condition(self, n: int, **request: Any) -> Tensor | None:
-        """The condition tensor for a user request such as ``digit=7``; None = unconditional."""
+    def condition(self, n: int) -> Tensor | None:
+        """The condition tensor for a user request, given as keyword arguments a domain names explicitly
+        (``digit=7``, ``label=chair``, ``gap=6.5``); nothing requested is None (unconditional). Callers pass a
+        user's request through :func:`multidiff.core.options.call_strict`, so an unknown key is an error
+        naming the valid ones."""
         return None
 
     def decode(self, state: State) -> list[Any]:
@@ -75,8 +61,10 @@ class Domain:
         raise NotImplementedError
 
     # -- evaluation -------------------------------------------------------------------------
-    def evaluate(self, samples: Path, **options: Any) -> dict[str, Any]:
-        """Metrics for a file or folder of samples, as a JSON-able dict."""
+    def evaluate(self, samples: Path) -> dict[str, Any]:
+        """Metrics for a file or folder of samples, as a JSON-able dict (no NaN: null with a reason).
+        Options are keyword arguments each domain names explicitly (``data_config``: the data the model was
+        trained on, for references; ``reference``: a file or folder to compare against, ...)."""
         raise NotImplementedError
 
     def quick_metrics(self, items: list[Any]) -> dict[str, float]:

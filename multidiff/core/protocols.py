@@ -1,0 +1,45 @@
+"""Typed seams of the core: what a space and a denoiser network must provide."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+
+@runtime_checkable
+class Space(Protocol):
+    """What "noise", "per item" and "mean over an item" mean for a domain's state (see :mod:`.space`)."""
+
+    def num_items(self, x: Tensor, ctx: dict[str, Any]) -> int: ...
+
+    def per_item(self, v: Tensor, x: Tensor, ctx: dict[str, Any]) -> Tensor:
+        """Broadcast a per-item vector ``(B,)`` against ``x``."""
+        ...
+
+    def noise(self, x: Tensor, ctx: dict[str, Any], generator: torch.Generator | None = None) -> Tensor: ...
+
+    def item_mean(self, e: Tensor, ctx: dict[str, Any]) -> Tensor:
+        """Mean of an elementwise tensor over each item: ``(B,)``."""
+        ...
+
+
+@runtime_checkable
+class DenoiserNet(Protocol):
+    """A domain's network F: ``net(x, c_noise, *, cond=None, cond_drop=None, **ctx) -> same shape as x``.
+
+    ``c_noise``: the process's noise conditioning, per item ``(B,)``. ``cond``: the per-item condition or
+    None; a net built without a condition raises when given one. ``cond_drop``: ``(B,)`` bool, items to treat
+    as unconditional (classifier-free guidance). ``ctx``: the state's context tensors, as keyword arguments
+    the net names explicitly (e.g. ``batch`` and ``num_items`` for graphs); a net of a domain without
+    context takes none. ``conditional`` says whether the net accepts a condition; ``equivariance`` names the
+    symmetry the net guarantees (``"E(3)"``, ``"permutation"``) or is None.
+    """
+
+    conditional: bool
+    equivariance: str | None
+
+    def __call__(
+        self, x: Tensor, c_noise: Tensor, *, cond: Tensor | None = None, cond_drop: Tensor | None = None, **ctx: Any
+    ) -> Tensor: ...
