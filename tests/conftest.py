@@ -35,3 +35,16 @@ def audio_cfg(shared_datasets, tmp_path):
         )
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_audio_ckpt(tmp_path_factory, shared_datasets) -> Path:
+    """A checkpoint of a tiny audio model trained for one step (read-only for the tests that share it)."""
+    import train
+
+    run = tmp_path_factory.mktemp("tiny_audio") / "run"
+    cfg = compose(
+        "train", ["domain=audio", f"paths.data_dir={shared_datasets}", *TINY_AUDIO, "trainer.max_steps=1"], run
+    )
+    train.train(cfg)
+    return run / "checkpoints" / "last.ckpt"

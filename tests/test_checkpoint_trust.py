@@ -19,16 +19,9 @@ from multidiff.checkpoint import (
 )
 
 
-@pytest.fixture(scope="module")
-def good_ckpt(tmp_path_factory, shared_datasets) -> Path:
-    from helpers import TINY_AUDIO
-
-    run = tmp_path_factory.mktemp("trust") / "run"
-    cfg = compose(
-        "train", ["domain=audio", f"paths.data_dir={shared_datasets}", *TINY_AUDIO, "trainer.max_steps=1"], run
-    )
-    train.train(cfg)
-    return run / "checkpoints" / "last.ckpt"
+@pytest.fixture
+def good_ckpt(tiny_audio_ckpt) -> Path:
+    return tiny_audio_ckpt
 
 
 def snapshot(folder: Path) -> dict[str, str]:

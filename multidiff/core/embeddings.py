@@ -1,9 +1,6 @@
 """Embeddings every denoiser shares: noise level and (droppable) condition.
 
-Denoiser contract: ``net(x_in, c_noise, cond=None, cond_drop=None, **ctx) -> F`` where
-``c_noise`` is a per-item ``(B,)`` noise-level code (the process decides it), ``cond`` the
-per-item condition and ``cond_drop`` a ``(B,)`` bool mask of items whose condition is replaced
-by the learned null embedding (classifier-free guidance).
+The denoiser contract is :class:`multidiff.core.protocols.DenoiserNet`.
 """
 
 from __future__ import annotations
@@ -22,6 +19,15 @@ def per_item(c_noise: Tensor, n: int) -> Tensor:
     if c.numel() != n:
         raise ValueError(f"c_noise holds {c.numel()} noise levels for {n} items; give one or one per item")
     return c
+
+
+def reject_condition(net: nn.Module, cond: Tensor | None) -> None:
+    """An unconditional net given a condition raises (it would otherwise be silently ignored)."""
+    if cond is not None and not getattr(net, "conditional", False):
+        raise ValueError(
+            f"{type(net).__name__} was built without a condition (unconditional) but received one; "
+            "train with a conditional data config (e.g. num_classes > 0) or sample without a condition"
+        )
 
 
 class NoiseEmbedding(nn.Module):

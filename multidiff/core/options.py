@@ -30,7 +30,8 @@ def call_strict(
     fn: Callable[..., Any], what: str, options: Mapping[str, Any], *args: Any, skip: Iterable[str] = ()
 ) -> Any:
     """``fn(*args, **options)`` after checking that ``fn`` takes every key of ``options``."""
-    valid = accepted_keywords(fn, skip)
+    positional = [p.name for p in inspect.signature(fn).parameters.values()][: len(args)]
+    valid = accepted_keywords(fn, [*skip, *positional])
     if valid is not None:
         check_keys(options, valid, what)
     return fn(*args, **options)

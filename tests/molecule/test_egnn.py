@@ -35,27 +35,27 @@ def test_egnn_is_e3_and_permutation_equivariant():
     net = EGNN(5, charges=True, hidden=32, layers=3, cond_features=2).eval()
     x, batch, n = _inputs(gen)
     c_noise, cond = torch.randn(n, generator=gen), torch.randn(n, 2, generator=gen)
-    out = net(x, c_noise, cond, batch=batch, num_items=n)
+    out = net(x, c_noise, cond=cond, batch=batch, num_items=n)
     assert out.shape == x.shape
 
     rot, shift = _random_rotation(gen), torch.randn(n, 3, generator=gen) * 5
     x2 = x.clone()
     x2[:, :3] = x[:, :3] @ rot.T + shift[batch]  # a different translation per molecule
-    out2 = net(x2, c_noise, cond, batch=batch, num_items=n)
+    out2 = net(x2, c_noise, cond=cond, batch=batch, num_items=n)
     assert (out2[:, :3] - out[:, :3] @ rot.T).abs().max() < 1e-4
     assert (out2[:, 3:] - out[:, 3:]).abs().max() < 1e-4
 
     # reflections too (E(3), not only SE(3))
     x3 = x.clone()
     x3[:, 0] = -x3[:, 0]
-    out3 = net(x3, c_noise, cond, batch=batch, num_items=n)
+    out3 = net(x3, c_noise, cond=cond, batch=batch, num_items=n)
     assert (out3[:, 0] + out[:, 0]).abs().max() < 1e-4 and (out3[:, 1:] - out[:, 1:]).abs().max() < 1e-4
 
     # permuting atoms inside each molecule permutes the output rows
     perm = torch.cat(
         [torch.nonzero(batch == b).flatten()[torch.randperm(int((batch == b).sum()), generator=gen)] for b in range(n)]
     )
-    out4 = net(x[perm], c_noise, cond, batch=batch, num_items=n)
+    out4 = net(x[perm], c_noise, cond=cond, batch=batch, num_items=n)
     assert (out4 - out[perm]).abs().max() < 1e-4
 
 
@@ -76,11 +76,11 @@ def test_condition_drop_uses_null_embedding():
     x, batch, n = _inputs(gen, sizes=(4, 4), features=6)
     net = EGNN(5, hidden=16, layers=2, cond_features=["gap"])
     with torch.no_grad():
-        net.cond.null.normal_()  # make the null vector differ from any real embedding
+        net.cond_embed.null.normal_()  # make the null vector differ from any real embedding
     cond = torch.randn(n, 1, generator=gen)
-    dropped = net(x, torch.zeros(n), cond, torch.ones(n, dtype=torch.bool), batch=batch, num_items=n)
-    absent = net(x, torch.zeros(n), None, batch=batch, num_items=n)
-    kept = net(x, torch.zeros(n), cond, torch.zeros(n, dtype=torch.bool), batch=batch, num_items=n)
+    dropped = net(x, torch.zeros(n), cond=cond, cond_drop=torch.ones(n, dtype=torch.bool), batch=batch, num_items=n)
+    absent = net(x, torch.zeros(n), batch=batch, num_items=n)
+    kept = net(x, torch.zeros(n), cond=cond, cond_drop=torch.zeros(n, dtype=torch.bool), batch=batch, num_items=n)
     assert torch.allclose(dropped, absent, atol=1e-6)
     assert not torch.allclose(kept, absent, atol=1e-4)
 

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from multidiff.core.embeddings import ConditionEmbedding, NoiseEmbedding, per_item
+from multidiff.core.embeddings import ConditionEmbedding, NoiseEmbedding, per_item, reject_condition
 
 
 def _count(value: int | str | Sequence[str] | None) -> int:
@@ -113,9 +113,10 @@ class EquivariantBlock(nn.Module):
 class EGNN(nn.Module):
     """Denoiser for :class:`~multidiff.core.space.GraphSpace` rows ``[pos(3) | node features]``.
 
-    Contract: ``forward(x_in, c_noise, cond=None, cond_drop=None, batch=..., num_items=...) -> F``
-    with ``F`` shaped like ``x_in``; its first 3 columns (a coordinate update) are rotation-equivariant
-    and translation-invariant (per-molecule mean removed), the rest invariant.
+    Contract (:class:`~multidiff.core.protocols.DenoiserNet`): ``forward(x_in, c_noise, *, cond=None,
+    cond_drop=None, batch, num_items=None) -> F`` with ``F`` shaped like ``x_in``; its first 3 columns (a
+    coordinate update) are rotation-equivariant and translation-invariant (per-molecule mean removed), the rest
+    invariant.
 
     ``num_atom_types``: int or the vocabulary list; ``charges``: whether a charge column follows the
     one-hot block; ``cond_features``: None, an int, or the data's condition name(s); ``radius``:
@@ -125,6 +126,8 @@ class EGNN(nn.Module):
     EDM's QM9 model: ``hidden=256, layers=9, attention=True, tanh=True, coords_range=15,
     norm_constant=1, aggregation_norm=1``.
     """
+
+    equivariance = "E(3)"
 
     def __init__(
         self,
@@ -147,9 +150,10 @@ class EGNN(nn.Module):
         self.checkpointing = checkpointing
         self.node_features = _count(num_atom_types) + int(charges)
         self.radius = radius
-        self.time = NoiseEmbedding(time_dim)
+        self.noise_embed = NoiseEmbedding(time_dim)
         n_cond = _count(cond_features)
-        self.cond = ConditionEmbedding(cond_dim, num_features=n_cond) if n_cond else None
+        self.conditional = n_cond > 0
+        self.cond_embed = ConditionEmbedding(cond_dim, num_features=n_cond) if n_cond else None
         self.embed = nn.Linear(self.node_features + time_dim + (cond_dim if n_cond else 0), hidden)
         self.blocks = nn.ModuleList(
             EquivariantBlock(hidden, attention, tanh, coords_range / max(layers, 1), norm_constant, aggregation_norm)
@@ -168,13 +172,13 @@ class EGNN(nn.Module):
         self,
         x_in: Tensor,
         c_noise: Tensor,
+        *,
         cond: Tensor | None = None,
         cond_drop: Tensor | None = None,
-        *,
         batch: Tensor,
         num_items: int | None = None,
-        **ctx: object,
     ) -> Tensor:
+        reject_condition(self, cond)
         n_items = int(num_items) if num_items is not None else int(batch.max()) + 1
         if x_in.shape[1] != 3 + self.node_features:
             raise ValueError(f"EGNN expects {3 + self.node_features} columns (3 + node features), got {x_in.shape[1]}")
@@ -185,9 +189,9 @@ class EGNN(nn.Module):
             )
         pos, feats = x_in[:, :3], x_in[:, 3:]
         c_noise = per_item(c_noise, n_items)
-        parts = [feats, self.time(c_noise)[batch]]
-        if self.cond is not None:
-            parts.append(self.cond(cond, n_items, cond_drop)[batch])
+        parts = [feats, self.noise_embed(c_noise)[batch]]
+        if self.cond_embed is not None:
+            parts.append(self.cond_embed(cond, n_items, cond_drop)[batch])
         h = self.embed(torch.cat(parts, dim=1))
 
         row, col = self.edges(pos, batch, n_items)

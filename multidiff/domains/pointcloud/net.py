@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from multidiff.core.embeddings import ConditionEmbedding, NoiseEmbedding, per_item
+from multidiff.core.embeddings import ConditionEmbedding, NoiseEmbedding, per_item, reject_condition
 
 
 class Attention(nn.Module):
@@ -209,6 +209,8 @@ class PointRINDenoiser(nn.Module):
     ``num_classes`` > 0 adds a class condition (``num_features`` > 0: continuous properties).
     """
 
+    equivariance = "permutation"
+
     def __init__(
         self,
         in_dim: int = 3,
@@ -236,8 +238,9 @@ class PointRINDenoiser(nn.Module):
             nn.Linear(point_dim, point_dim),
         )
         self.latents = nn.Parameter(torch.randn(num_latents, latent_dim) * 0.02)
-        self.noise_emb = NoiseEmbedding(latent_dim)
-        self.cond_emb = (
+        self.noise_embed = NoiseEmbedding(latent_dim)
+        self.conditional = num_classes > 0 or num_features > 0
+        self.cond_embed = (
             ConditionEmbedding(latent_dim, num_classes, num_features) if num_classes or num_features else None
         )
         self.latent_in = nn.Linear(latent_dim, latent_dim)
@@ -264,10 +267,11 @@ class PointRINDenoiser(nn.Module):
         self,
         x_in: Tensor,
         c_noise: Tensor,
+        *,
         cond: Tensor | None = None,
         cond_drop: Tensor | None = None,
-        **ctx,
     ) -> Tensor:
+        reject_condition(self, cond)
         if x_in.dim() != 3 or x_in.shape[-1] != self.in_dim:
             raise ValueError(f"expected points of shape (B, N, {self.in_dim}), got {tuple(x_in.shape)}")
         b = x_in.shape[0]
@@ -290,9 +294,9 @@ class PointRINDenoiser(nn.Module):
 
     def _forward(self, x_in: Tensor, c_noise: Tensor, cond: Tensor | None, cond_drop: Tensor | None) -> Tensor:
         b = x_in.shape[0]
-        emb = self.noise_emb(c_noise)
-        if self.cond_emb is not None:
-            emb = emb + self.cond_emb(cond, b, cond_drop)
+        emb = self.noise_embed(c_noise)
+        if self.cond_embed is not None:
+            emb = emb + self.cond_embed(cond, b, cond_drop)
         emb = F.silu(emb)
         h = self.point_in(self.fourier(x_in))
         z = self.latents.unsqueeze(0) + self.latent_in(emb).unsqueeze(1)

@@ -13,12 +13,11 @@ Contract: ``net(x_in (B, C, T), c_noise (B,), cond=None, cond_drop=None, **ctx) 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from multidiff.core.embeddings import ConditionEmbedding, NoiseEmbedding, per_item
+from multidiff.core.embeddings import ConditionEmbedding, NoiseEmbedding, per_item, reject_condition
 
 
 class ResidualLayer(nn.Module):
@@ -42,6 +41,8 @@ class ResidualLayer(nn.Module):
 class DiffWave(nn.Module):
     """Raw-waveform denoiser; ``num_classes > 0`` adds a droppable class condition."""
 
+    equivariance = None
+
     def __init__(
         self,
         residual_channels: int = 64,
@@ -58,6 +59,7 @@ class DiffWave(nn.Module):
                 f"{dilation_cycle}, {residual_channels}"
             )
         self.num_classes = num_classes
+        self.conditional = num_classes > 0
         self.input = nn.Conv1d(in_channels, residual_channels, 1)
         self.noise_embed = NoiseEmbedding(embed_dim)
         self.cond_embed = ConditionEmbedding(embed_dim, num_classes=num_classes) if num_classes > 0 else None
@@ -79,15 +81,14 @@ class DiffWave(nn.Module):
         self,
         x_in: Tensor,
         c_noise: Tensor,
+        *,
         cond: Tensor | None = None,
         cond_drop: Tensor | None = None,
-        **ctx: Any,
     ) -> Tensor:
         b = x_in.shape[0]
         if x_in.dim() != 3:
             raise ValueError(f"DiffWave expects (B, C, T) input, got shape {tuple(x_in.shape)}")
-        if cond is not None and self.cond_embed is None:
-            raise ValueError("DiffWave was built with num_classes=0 (unconditional) but received a condition")
+        reject_condition(self, cond)
         c_noise = per_item(c_noise, b)
         noise_emb = self.noise_embed(c_noise.to(x_in.dtype))
         cond_emb = None if self.cond_embed is None else self.cond_embed(cond, b, cond_drop)

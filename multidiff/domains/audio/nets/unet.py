@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from multidiff.core.embeddings import ConditionEmbedding, NoiseEmbedding
+from multidiff.core.embeddings import ConditionEmbedding, NoiseEmbedding, per_item, reject_condition
 
 
 def _norm(c: int) -> nn.GroupNorm:
@@ -54,6 +54,8 @@ class Attention(nn.Module):
 class UNet1d(nn.Module):
     """``channels[i]`` is the width of level i; level i+1 is ``factors[i]`` times shorter."""
 
+    equivariance = None
+
     def __init__(
         self,
         in_channels: int = 1,
@@ -72,8 +74,9 @@ class UNet1d(nn.Module):
         if len(factors) != len(channels) - 1:
             raise ValueError(f"UNet1d needs len(factors) == len(channels) - 1, got {factors} for {channels}")
         self.patch, self.in_channels = patch, in_channels
-        self.noise_emb = NoiseEmbedding(emb_dim)
-        self.cond_emb = ConditionEmbedding(emb_dim, num_classes=num_classes) if num_classes else None
+        self.conditional = num_classes > 0
+        self.noise_embed = NoiseEmbedding(emb_dim)
+        self.cond_embed = ConditionEmbedding(emb_dim, num_classes=num_classes) if num_classes else None
         self.stem = nn.Conv1d(in_channels * patch, channels[0], 3, padding=1)
 
         self.down, self.up = nn.ModuleList(), nn.ModuleList()
@@ -137,14 +140,17 @@ class UNet1d(nn.Module):
         return h
 
     def forward(
-        self, x: Tensor, c_noise: Tensor, cond: Tensor | None = None, cond_drop: Tensor | None = None, **_
+        self, x: Tensor, c_noise: Tensor, *, cond: Tensor | None = None, cond_drop: Tensor | None = None
     ) -> Tensor:
+        if x.dim() != 3:
+            raise ValueError(f"UNet1d expects (B, C, T) input, got shape {tuple(x.shape)}")
+        reject_condition(self, cond)
         b, c, t = x.shape
         if t % self.total_factor:
             raise ValueError(f"UNet1d input length {t} must be a multiple of {self.total_factor} (patch x factors)")
-        emb = self.noise_emb(c_noise)
-        if self.cond_emb is not None:
-            emb = emb + self.cond_emb(cond, b, cond_drop)
+        emb = self.noise_embed(per_item(c_noise, b))
+        if self.cond_embed is not None:
+            emb = emb + self.cond_embed(cond, b, cond_drop)
         h = self.stem(x.reshape(b, c, t // self.patch, self.patch).permute(0, 1, 3, 2).reshape(b, c * self.patch, -1))
         skips: list[Tensor] = []
         for i, level in enumerate(self.down):
