@@ -67,6 +67,7 @@ def test_unknown_class_request_lists_valid_ones(audio_cfg, tmp_path):
         module.generate(2, steps=2, condition={"digit": 11}, progress=False)
 
 
+@pytest.mark.slow
 def test_cli_unknown_config_value_lists_options(tmp_path):
     r = subprocess.run(
         [sys.executable, "train.py", "sampler=magic", f"hydra.run.dir={tmp_path}"],

@@ -95,3 +95,11 @@ def test_unknown_choice_lists_valid_ones(tmp_path):
     with pytest.raises(ConfigCompositionException) as e:
         compose("train", ["process=ddpm_magic"], tmp_path)
     assert "edm" in str(e.value) and "vp_eps" in str(e.value)
+
+
+def test_in_training_previews_use_the_runs_sampler_with_its_options(tmp_path):
+    cfg = compose("train", ["sampler=ddim", "sampler.eta=0.7", "sampler.steps=12"], tmp_path)
+    preview = instantiate(cfg.callbacks.samples)
+    sampling = build_sampler(cfg.sampler)
+    assert preview.sampling.name == sampling.name == "ddim"
+    assert preview.sampling.options == sampling.options == {"eta": 0.7} and preview.sampling.steps == 12

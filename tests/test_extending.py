@@ -18,6 +18,8 @@ from multidiff.core.embeddings import NoiseEmbedding, per_item, reject_condition
 from multidiff.core.space import TensorSpace
 from multidiff.core.state import State
 
+pytestmark = pytest.mark.slow  # end to end: trains, samples or runs the CLI
+
 MODES = torch.tensor([[-2.0, 0.0], [2.0, 0.0]])
 STD = 0.3
 

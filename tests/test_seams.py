@@ -4,6 +4,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 from helpers import ROOT
 
 
@@ -33,6 +34,7 @@ def test_no_catch_all_keyword_arguments_in_samplers_and_domains():
     assert not offenders, offenders
 
 
+@pytest.mark.slow
 def test_sample_cli_rejects_misspelt_sampler_option_and_condition(tiny_audio_ckpt, tmp_path):
     """The two typos a user makes: both fail before any work, naming what is valid."""
     for override, expected in (

@@ -3,7 +3,10 @@
 import subprocess
 import sys
 
+import pytest
 from helpers import ROOT, TINY_AUDIO
+
+pytestmark = pytest.mark.slow  # end to end: trains, samples or runs the CLI
 
 
 def test_multirun_sweep_over_processes(shared_datasets, tmp_path):

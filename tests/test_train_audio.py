@@ -12,6 +12,8 @@ import train
 from multidiff.build import load_checkpoint
 from multidiff.module import DiffusionModule
 
+pytestmark = pytest.mark.slow  # end to end: trains, samples or runs the CLI
+
 
 def test_train_checkpoint_resume_sample(audio_cfg, tmp_path):
     run = tmp_path / "run"
