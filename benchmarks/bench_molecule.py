@@ -95,8 +95,8 @@ def bench_sample(net: EGNN, args, gen: torch.Generator) -> dict[str, float]:
 
 def bench_metrics(args) -> dict[str, float]:
     from multidiff.domains.molecule import QM9DataModule
-    from multidiff.domains.molecule.data import molecules_from_arrays
     from multidiff.domains.molecule.metrics import evaluate_molecules
+    from multidiff.domains.molecule.reference import molecules_from_arrays
 
     arrays = QM9DataModule(root=args.data_root).load()
     every = np.arange(len(arrays["ptr"]) - 1)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from multidiff.domains.molecule.bonds import BondTable
-from multidiff.domains.molecule.data import molecules_from_arrays
 from multidiff.domains.molecule.metrics import MoleculeAnalysis, evaluate_molecules
+from multidiff.domains.molecule.reference import molecules_from_arrays
 from multidiff.domains.molecule.structures import Molecule
 
 QM9 = ["H", "C", "N", "O", "F"]

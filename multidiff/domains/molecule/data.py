@@ -3,7 +3,8 @@
 A processed dataset is one dict of packed arrays (all atoms of all molecules concatenated):
 ``pos`` (A, 3) float32 Angstrom, ``types`` (A,) int8 indices into ``elements``, ``charges`` (A,)
 int8 formal charges, ``ptr`` (M + 1,) atom offsets, ``props`` (M, P) float64 with ``prop_names``,
-``splits`` {train, val, test} molecule indices, ``stats`` (training-set reference statistics).
+``splits`` {train, val, test} molecule indices, ``stats`` (training-set statistics the metrics compare
+against, from :func:`.reference.reference_stats`).
 """
 
 from __future__ import annotations
@@ -21,11 +22,6 @@ import torch
 from torch.utils.data import Dataset
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
-from tqdm import tqdm
-
-from .bonds import BondTable
-from .metrics import histogram
-from .structures import Molecule, sanitized_smiles, to_rdkit
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -48,6 +44,7 @@ def writable_dir(root: str | Path, name: str) -> Path:
 
 
 def save_arrays(arrays: dict[str, Any], path: Path) -> None:
+    """Packed arrays -> one torch file, written atomically."""
     tensors = {k: torch.from_numpy(np.array(v)) if isinstance(v, np.ndarray) else v for k, v in arrays.items()}
     tensors["splits"] = {k: torch.from_numpy(np.asarray(v)) for k, v in arrays["splits"].items()}
     tmp = path.with_suffix(".tmp")
@@ -56,78 +53,11 @@ def save_arrays(arrays: dict[str, Any], path: Path) -> None:
 
 
 def load_arrays(path: Path) -> dict[str, Any]:
+    """Inverse of :func:`save_arrays` (numpy arrays again)."""
     raw = torch.load(path, weights_only=True)
     out = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in raw.items()}
     out["splits"] = {k: v.numpy() for k, v in raw["splits"].items()}
     return out
-
-
-def reference_stats(arrays: dict[str, Any], indices: np.ndarray) -> dict[str, Any]:
-    """Atom-type frequencies and the bond-length histogram of the given molecules (metric references)."""
-    elements, ptr = list(arrays["elements"]), arrays["ptr"]
-    starts, stops = ptr[indices], ptr[indices + 1]
-    selected = np.zeros(len(ptr) - 1, bool)
-    selected[indices] = True
-    counts = np.bincount(arrays["types"][np.repeat(selected, np.diff(ptr))], minlength=len(elements))
-    positions = [arrays["pos"][a:b].astype(np.float64) for a, b in zip(starts, stops)]
-    types = [arrays["types"][a:b] for a, b in zip(starts, stops)]
-    lengths = BondTable(elements).bond_lengths(positions, types)
-    return {
-        "atom_types": {e: float(c / counts.sum()) for e, c in zip(elements, counts)},
-        "bond_lengths": histogram(lengths),
-    }
-
-
-def molecules_from_arrays(arrays: dict[str, Any], indices: np.ndarray) -> list[Molecule]:
-    """Molecule objects (positions, elements, formal charges) of packed ``arrays``."""
-    ptr, elements = arrays["ptr"], list(arrays["elements"])
-    out = []
-    for m in indices:
-        a, b = int(ptr[m]), int(ptr[m + 1])
-        out.append(
-            Molecule(
-                arrays["pos"][a:b], [elements[t] for t in arrays["types"][a:b]], arrays["charges"][a:b], name=f"{m}"
-            )
-        )
-    return out
-
-
-def smiles_path(data_root: str | Path, dataset: str) -> Path:
-    return Path(data_root) / f"{dataset}_train_smiles.txt"
-
-
-def training_smiles(data_root: str | Path, dataset: str, progress: bool = True) -> set[str] | None:
-    """EDM-style SMILES (bonds from distances, no charges) of the training split, for novelty.
-
-    Computed once from the processed cache in ``data_root`` and stored next to it; None when
-    neither exists (e.g. sampling on a machine without the dataset).
-    """
-    path = smiles_path(data_root, dataset)
-    if path.exists():
-        return set(path.read_text().split())
-    caches = sorted(Path(data_root).glob(f"{dataset}_v*.pt"))
-    if not caches:
-        return None
-    arrays = load_arrays(caches[-1])
-    elements = list(arrays["elements"])
-    molecules = molecules_from_arrays(arrays, arrays["splits"]["train"])
-    table = BondTable(elements)
-    smiles = set()
-    chunk = 5000
-    bar = tqdm(range(0, len(molecules), chunk), desc=f"{dataset}: training SMILES", disable=not progress)
-    for start in bar:
-        part = molecules[start : start + chunk]
-        orders = table.batch_orders(
-            [m.positions for m in part], [np.array([elements.index(e) for e in m.elements]) for m in part]
-        )
-        for m, o in zip(part, orders):
-            smi = sanitized_smiles(to_rdkit(m, o, with_conformer=False))
-            if smi is not None:
-                smiles.add(smi)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(sorted(smiles)) + "\n")
-    tmp.replace(path)
-    return smiles
 
 
 class MoleculeSet(Dataset):
@@ -208,6 +138,8 @@ class MoleculeDataModule(pl.LightningDataModule):
         return writable_dir(self.root, self.name) / "processed" / f"{self.name}_v{self.cache_version}.pt"
 
     def prepare_data(self) -> None:
+        from .reference import reference_stats  # reference.py imports this module's cache reader: no cycle at import
+
         path = self.cache_path
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,10 +14,10 @@ from torch import Tensor
 from multidiff.core.domain import Domain, State, check_info
 from multidiff.core.space import GraphSpace
 
-from .data import training_smiles
 from .export import draw_grid, write_sdf, write_xyz
 from .io import read_molecules
-from .metrics import MoleculeAnalysis, evaluate_molecules, reference_from_molecules
+from .metrics import MoleculeAnalysis, evaluate_molecules
+from .reference import reference_from_molecules, training_smiles
 from .structures import Molecule
 
 log = logging.getLogger(__name__)
@@ -233,8 +233,11 @@ class MoleculeDomain(Domain):
                 ref["smiles"] = smiles
             elif path.suffix.lower() == ".txt":
                 ref["smiles"] = set(path.read_text().split())
+                if not ref["smiles"]:
+                    raise ValueError(f"reference {path}: no SMILES in this file (one per line expected)")
             else:
                 result = read_molecules(path, self.info.get("elements"))
+                result.require_molecules()  # an empty reference would make every distance meaningless
                 ref.update(reference_from_molecules(result.molecules, self.info.get("elements")))
         elif novelty and "data_root" in self.info and Path(self.info["data_root"]).exists():
             smiles = training_smiles(self.info["data_root"], self.info.get("dataset", ""), progress)
@@ -258,7 +261,8 @@ class MoleculeDomain(Domain):
         ``strain``: MMFF strain of up to ``strain_max_molecules`` valid molecules; ``novelty``: against the
         training SMILES from the cache named in ``info['data_root']`` (computed once); ``reference``: see
         :meth:`reference`; ``data_config``: a data config used to bind an unbound domain. Malformed records are
-        listed in ``malformed_records`` and skipped.
+        listed in ``malformed_records`` and skipped; a file without any readable molecule is a ValueError. An
+        undefined metric is None, with its reason under ``null_reasons``.
         """
         if not self.info and data_config:
             from hydra.utils import instantiate
@@ -267,8 +271,9 @@ class MoleculeDomain(Domain):
             self.bind(datamodule.info())
         vocabulary = self.info.get("elements")
         result = read_molecules(Path(samples), vocabulary)
+        result.require_molecules()  # before the (possibly slow) reference: nothing to score
         for err in result.errors:
-            log.warning("%s: %s", samples, err)
+            log.warning("%s: %s", result.path, err)
         ref = self.reference(novelty, reference, progress)
         metrics = evaluate_molecules(
             result.molecules,
@@ -277,11 +282,18 @@ class MoleculeDomain(Domain):
             strain=strain,
             strain_max_molecules=int(strain_max_molecules or self.strain_max_molecules),
         )
-        metrics.update({"file": str(samples), "num_records": result.num_records, "malformed_records": result.errors})
+        if "smiles" not in ref:  # say why there are no training SMILES, more telling than the generic reason
+            root = self.info.get("data_root")
+            where = f"no processed {self.info.get('dataset')} cache in {root}" if root else "info names no data_root"
+            reasons = metrics.setdefault("null_reasons", {})
+            reasons["novelty"] = "novelty=false" if not novelty else f"no training SMILES: {where}"
+        metrics.update(
+            {"file": str(result.path), "num_records": result.num_records, "malformed_records": result.errors}
+        )
         return metrics
 
     def quick_metrics(self, items: list[Molecule]) -> dict[str, float]:
         analysis = MoleculeAnalysis(items, self.info.get("elements"))
         out = analysis.stability()
-        out["validity"] = float(analysis.valid.mean()) if items else 0.0
-        return {k: float(v) for k, v in out.items()}
+        out["validity"] = float(analysis.valid.mean()) if items else None
+        return {k: float(v) for k, v in out.items() if v is not None}  # undefined metrics are left out

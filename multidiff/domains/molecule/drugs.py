@@ -84,7 +84,7 @@ def read_drugs(source: Path, limit: int | None = None, seed: int = 0, progress: 
 class DrugsDataModule(MoleculeDataModule):
     """Drug-like molecules with RDKit conformers (80/10/10 split, seed 0).
 
-    Config keys as :class:`~.graphdata.MoleculeDataModule` plus ``source`` (a ``.smi`` file; default
+    Config keys as :class:`~.data.MoleculeDataModule` plus ``source`` (a ``.smi`` file; default
     RDKit's NCI sample) and ``limit`` (use only the first N SMILES; changes the cache file).
     """
 

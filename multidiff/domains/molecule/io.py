@@ -19,6 +19,28 @@ class ReadResult:
     num_records: int
     errors: list[str] = field(default_factory=list)  # "record k: why" (1-based), malformed records
     records: list[int] = field(default_factory=list)  # 1-based record number of each molecule
+    path: Path | None = None  # the file read (a folder resolves to one of its files)
+
+    def require_molecules(self, max_errors: int = 3) -> None:
+        """Raise ValueError naming the file, its record count and the first rejections when nothing was read."""
+        if self.molecules:
+            return
+        if self.num_records == 0:
+            raise ValueError(f"{self.path}: no molecule records (the file is empty or blank)")
+        shown = "; ".join(self.errors[:max_errors])
+        more = f"; ... {len(self.errors) - max_errors} more" if len(self.errors) > max_errors else ""
+        raise ValueError(
+            f"{self.path}: none of its {self.num_records} record(s) is a readable molecule ({shown}{more})"
+        )
+
+
+def _check_atoms(positions: np.ndarray) -> None:
+    """A record without atoms or with non-finite coordinates would pass as a (stable, valid) empty molecule
+    or turn the metrics into NaN: it is malformed."""
+    if len(positions) == 0:
+        raise ValueError("no atoms")
+    if not np.isfinite(positions).all():
+        raise ValueError("non-finite coordinates")
 
 
 def _sdf_records(text: str) -> list[str]:
@@ -53,9 +75,15 @@ def read_sdf(path: Path) -> ReadResult:
         if rd is None or rd.GetNumConformers() == 0:
             errors.append(f"record {k}: not a readable MDL mol block")
             continue
+        positions = rd.GetConformer().GetPositions()
+        try:
+            _check_atoms(positions)
+        except ValueError as e:
+            errors.append(f"record {k}: {e}")
+            continue
         molecules.append(
             Molecule(
-                rd.GetConformer().GetPositions(),
+                positions,
                 [a.GetSymbol() for a in rd.GetAtoms()],
                 np.array([a.GetFormalCharge() for a in rd.GetAtoms()]),
                 _properties(rd),
@@ -99,7 +127,8 @@ def read_xyz(path: Path) -> ReadResult:
             if any(len(r) < 4 for r in rows):
                 raise ValueError("an atom line lacks 'element x y z'")
             elements = [r[0][:1].upper() + r[0][1:].lower() for r in rows]
-            positions = np.array([[float(v) for v in r[1:4]] for r in rows])
+            positions = np.array([[float(v) for v in r[1:4]] for r in rows]).reshape(-1, 3)
+            _check_atoms(positions)
         except ValueError as e:
             errors.append(f"record {record}: {e}")
             continue
@@ -119,23 +148,31 @@ def read_xyz(path: Path) -> ReadResult:
 def read_molecules(path: Path, vocabulary: Sequence[str] | None = None) -> ReadResult:
     """Molecules from an ``.sdf`` or ``.xyz`` file (or the first such file in a folder).
 
-    Raises ValueError when an element lies outside ``vocabulary``.
+    Raises FileNotFoundError for a missing file or a folder without one, ValueError for a file that is not
+    text or when an element lies outside ``vocabulary``.
     """
     path = Path(path)
     if path.is_dir():
         found = sorted(path.glob("*.sdf")) or sorted(path.glob("*.xyz"))
         if not found:
-            raise FileNotFoundError(f"{path}: no .sdf or .xyz file in this folder")
+            held = sorted(p.name for p in path.iterdir())
+            listing = f"it holds {held[:5]}{' ...' if len(held) > 5 else ''}" if held else "it is empty"
+            raise FileNotFoundError(f"{path}: no .sdf or .xyz file in this folder ({listing})")
         path = found[0]
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     suffix = path.suffix.lower()
     if suffix in (".sdf", ".mol", ".sd"):
-        result = read_sdf(path)
+        reader = read_sdf
     elif suffix == ".xyz":
-        result = read_xyz(path)
+        reader = read_xyz
     else:
         raise ValueError(f"{path}: unsupported molecule file type {suffix!r}; use .sdf or .xyz")
+    try:
+        result = reader(path)
+    except UnicodeDecodeError as e:  # e.g. a compressed file under a .sdf name
+        raise ValueError(f"{path}: not a text file (undecodable byte at offset {e.start})") from e
+    result.path = path
     if vocabulary is not None:
         for k, mol in zip(result.records, result.molecules):
             check_elements(mol.elements, vocabulary, f"{path} record {k} ({mol.name})")

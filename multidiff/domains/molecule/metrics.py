@@ -9,6 +9,9 @@
 * distribution distances to the training data: total variation of atom-type frequencies and the
   1-Wasserstein distance (Angstrom) between bond-length histograms.
 * MMFF strain: energy at the given pose minus energy after MMFF relaxation (kcal/mol), valid molecules.
+
+A metric that is undefined on the given molecules (a rate over zero molecules, a distance to an empty
+histogram) is None, never NaN; :func:`evaluate_molecules` says why under ``null_reasons``.
 """
 
 from __future__ import annotations
@@ -29,7 +32,18 @@ from .structures import Molecule, largest_fragment, sanitized_smiles, to_rdkit
 BOND_LENGTH_RANGE = (0.0, 3.0)  # Angstrom; the longest tabulated bond (I-I) is 2.69 + margin
 BOND_LENGTH_BINS = 300
 
+NO_MOLECULE = "no molecule"
+NO_VALID = "no valid molecule"
+
 RDLogger.DisableLog("rdApp.*")  # sanitisation failures are expected for samples; counted, not printed
+
+
+def fraction(count: int, total: int, key: str, reason: str, reasons: dict[str, str]) -> float | None:
+    """``count / total``, or None with ``reasons[key] = reason`` when there is nothing to count."""
+    if total == 0:
+        reasons[key] = reason
+        return None
+    return count / total
 
 
 def vocabulary_of(molecules: Iterable[Molecule]) -> list[str]:
@@ -69,12 +83,13 @@ def histogram(
     return {"range": list(value_range), "counts": counts.tolist()}
 
 
-def histogram_w1(a: dict[str, Any], b: dict[str, Any]) -> float:
-    """1-Wasserstein distance between two histograms over the same bins (in the value's unit)."""
+def histogram_w1(a: dict[str, Any], b: dict[str, Any]) -> float | None:
+    """1-Wasserstein distance between two histograms over the same bins (in the value's unit); None when
+    either is empty."""
     lo, hi = a["range"]
     ca, cb = np.asarray(a["counts"], float), np.asarray(b["counts"], float)
     if ca.sum() == 0 or cb.sum() == 0:
-        return float("nan")
+        return None
     centres = lo + (np.arange(len(ca)) + 0.5) * (hi - lo) / len(ca)
     return float(wasserstein_distance(centres, centres, ca, cb))
 
@@ -91,7 +106,8 @@ def atom_type_frequencies(molecules: Sequence[Molecule]) -> dict[str, float]:
 
 
 def mmff_strain(rd: Chem.Mol, max_iters: int = 2000) -> float | None:
-    """Pose energy minus MMFF-relaxed energy (kcal/mol) of a sanitised molecule; None without MMFF params."""
+    """Pose energy minus MMFF-relaxed energy (kcal/mol) of a sanitised molecule; None without MMFF params
+    or when an energy is not finite (e.g. atoms on top of each other)."""
     props = AllChem.MMFFGetMoleculeProperties(rd)
     if props is None:
         return None
@@ -100,7 +116,8 @@ def mmff_strain(rd: Chem.Mol, max_iters: int = 2000) -> float | None:
         return None
     e_pose = ff.CalcEnergy()
     ff.Minimize(maxIts=max_iters)
-    return float(e_pose - ff.CalcEnergy())
+    strain = float(e_pose - ff.CalcEnergy())
+    return strain if np.isfinite(strain) else None
 
 
 class MoleculeAnalysis:
@@ -136,57 +153,62 @@ class MoleculeAnalysis:
     def valid(self) -> np.ndarray:
         return np.array([s is not None for s in self.smiles], bool)
 
-    def stability(self) -> dict[str, float]:
+    def stability(self, reasons: dict[str, str] | None = None) -> dict[str, float | None]:
+        """Atom and molecule stability, as EDM and charge-aware; None (reason in ``reasons``) without atoms."""
+        reasons = {} if reasons is None else reasons
         n_atoms = sum(len(s) for s in self.stable_atoms)
-        return {
-            "atom_stable": sum(int(s.sum()) for s in self.stable_atoms) / max(n_atoms, 1),
-            "mol_stable": float(np.mean([s.all() for s in self.stable_atoms])) if self.molecules else 0.0,
-            "atom_stable_charged": sum(int(s.sum()) for s in self.stable_atoms_charged) / max(n_atoms, 1),
-            "mol_stable_charged": float(np.mean([s.all() for s in self.stable_atoms_charged]))
-            if self.molecules
-            else 0.0,
-        }
+        out: dict[str, float | None] = {}
+        for suffix, stable in (("", self.stable_atoms), ("_charged", self.stable_atoms_charged)):
+            atoms, molecules = sum(int(s.sum()) for s in stable), sum(bool(s.all()) for s in stable)
+            out[f"atom_stable{suffix}"] = fraction(atoms, n_atoms, f"atom_stable{suffix}", "no atom", reasons)
+            out[f"mol_stable{suffix}"] = fraction(molecules, len(stable), f"mol_stable{suffix}", NO_MOLECULE, reasons)
+        return out
 
-    def rdkit_metrics(self, reference_smiles: set[str] | None = None) -> dict[str, float | None]:
-        n = max(len(self.molecules), 1)
+    def rdkit_metrics(
+        self, reference_smiles: set[str] | None = None, reasons: dict[str, str] | None = None
+    ) -> dict[str, float | None]:
+        """Validity, uniqueness and novelty; None (reason in ``reasons``) where there is nothing to count."""
+        reasons = {} if reasons is None else reasons
+        n = len(self.molecules)
         valid = [s for s in self.fragment_smiles if s is not None]
         unique = set(valid)
         out: dict[str, float | None] = {
-            "validity": len(valid) / n,
-            "validity_charged": float(np.mean(self.valid_charged)) if self.molecules else 0.0,
-            "uniqueness": len(unique) / len(valid) if valid else 0.0,
-            "valid_unique": len(unique) / n,
-            "novelty": None,
+            "validity": fraction(len(valid), n, "validity", NO_MOLECULE, reasons),
+            "validity_charged": fraction(sum(self.valid_charged), n, "validity_charged", NO_MOLECULE, reasons),
+            "uniqueness": fraction(len(unique), len(valid), "uniqueness", NO_VALID, reasons),
+            "valid_unique": fraction(len(unique), n, "valid_unique", NO_MOLECULE, reasons),
         }
-        if reference_smiles is not None and unique:
-            out["novelty"] = len(unique - reference_smiles) / len(unique)
+        if reference_smiles is None:
+            out["novelty"] = None
+            reasons["novelty"] = "no reference SMILES"
+        else:
+            out["novelty"] = fraction(len(unique - reference_smiles), len(unique), "novelty", NO_VALID, reasons)
         return out
 
     def bond_length_histogram(self) -> dict[str, Any]:
         lengths = [bond_lengths(m, o) for m, o in zip(self.molecules, self.orders)]
         return histogram(np.concatenate(lengths) if lengths else np.zeros(0))
 
-    def strain(self, max_molecules: int = 1000, max_iters: int = 2000) -> dict[str, float | None]:
-        strains = []
-        for rd in [r for r in self.rdkit if r is not None][:max_molecules]:
-            s = mmff_strain(Chem.Mol(rd), max_iters)
-            if s is not None:
-                strains.append(s)
+    def strain(
+        self, max_molecules: int = 1000, max_iters: int = 2000, reasons: dict[str, str] | None = None
+    ) -> dict[str, float | None]:
+        """MMFF strain of up to ``max_molecules`` valid molecules; None (reason in ``reasons``) when none has one."""
+        reasons = {} if reasons is None else reasons
+        valid = [r for r in self.rdkit if r is not None]
+        strains = [s for rd in valid[:max_molecules] if (s := mmff_strain(Chem.Mol(rd), max_iters)) is not None]
+        if not strains:
+            if not valid:
+                why = NO_VALID
+            elif max_molecules <= 0:
+                why = f"strain_max_molecules={max_molecules}"
+            else:
+                why = "no valid molecule has a finite MMFF energy (missing parameters or overlapping atoms)"
+            reasons["mmff_strain_mean"] = reasons["mmff_strain_median"] = why
         return {
             "mmff_strain_mean": float(np.mean(strains)) if strains else None,
             "mmff_strain_median": float(np.median(strains)) if strains else None,
             "mmff_strain_count": len(strains),
         }
-
-
-def reference_from_molecules(molecules: Sequence[Molecule], vocabulary: Sequence[str] | None = None) -> dict[str, Any]:
-    """Reference statistics (SMILES, atom types, bond lengths) of a set of real molecules."""
-    analysis = MoleculeAnalysis(molecules, vocabulary)
-    return {
-        "smiles": {s for s in analysis.smiles if s is not None},
-        "atom_types": atom_type_frequencies(analysis.molecules),
-        "bond_lengths": analysis.bond_length_histogram(),
-    }
 
 
 def evaluate_molecules(
@@ -197,17 +219,43 @@ def evaluate_molecules(
     strain_max_molecules: int = 1000,
 ) -> dict[str, Any]:
     """All metrics as a JSON-able dict. ``reference`` may hold training ``smiles`` (a set),
-    ``atom_types`` (frequencies) and ``bond_lengths`` (a :func:`histogram` dict)."""
+    ``atom_types`` (frequencies) and ``bond_lengths`` (a :func:`histogram` dict).
+
+    Undefined metrics are None, their key -> reason under ``null_reasons`` (present only when one is None).
+    """
     reference = reference or {}
+    reasons: dict[str, str] = {}
     analysis = MoleculeAnalysis(molecules, vocabulary)
     out: dict[str, Any] = {"num_molecules": len(analysis.molecules)}
-    out.update(analysis.stability())
-    out.update(analysis.rdkit_metrics(reference.get("smiles")))
-    if "atom_types" in reference:
-        frequencies = atom_type_frequencies(analysis.molecules)
-        out["atom_type_tv"] = total_variation(frequencies, reference["atom_types"])
-    if "bond_lengths" in reference:
-        out["bond_length_w1"] = histogram_w1(analysis.bond_length_histogram(), reference["bond_lengths"])
+    out.update(analysis.stability(reasons))
+    out.update(analysis.rdkit_metrics(reference.get("smiles"), reasons))
+    out["atom_type_tv"] = _atom_type_tv(analysis, reference.get("atom_types"), reasons)
+    out["bond_length_w1"] = _bond_length_w1(analysis, reference.get("bond_lengths"), reasons)
     if strain:
-        out.update(analysis.strain(strain_max_molecules))
+        out.update(analysis.strain(strain_max_molecules, reasons=reasons))
+    if reasons:
+        out["null_reasons"] = reasons
     return out
+
+
+def _atom_type_tv(
+    analysis: MoleculeAnalysis, reference: dict[str, float] | None, reasons: dict[str, str]
+) -> float | None:
+    frequencies = atom_type_frequencies(analysis.molecules)
+    if not reference or not frequencies:
+        reasons["atom_type_tv"] = "no reference atom types" if not reference else "no atom in the samples"
+        return None
+    return total_variation(frequencies, reference)
+
+
+def _bond_length_w1(
+    analysis: MoleculeAnalysis, reference: dict[str, Any] | None, reasons: dict[str, str]
+) -> float | None:
+    if not reference:
+        reasons["bond_length_w1"] = "no reference bond lengths"
+        return None
+    w1 = histogram_w1(analysis.bond_length_histogram(), reference)
+    if w1 is None:
+        empty = sum(reference["counts"]) == 0
+        reasons["bond_length_w1"] = "the reference has no bond" if empty else "no bond in the samples"
+    return w1

@@ -86,7 +86,7 @@ def edm_split(n: int, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def read_qm9(progress: bool = True) -> dict[str, Any]:
-    """Parse every molecule of ``qm9pack`` into packed arrays (see :mod:`.graphdata`)."""
+    """Parse every molecule of ``qm9pack`` into packed arrays (see :mod:`.data`)."""
     try:
         import qm9pack
     except ImportError as e:  # pragma: no cover - dependency of the molecule domain
