@@ -106,7 +106,7 @@ def evaluate_dir(domain: str, data_cfg: dict, samples: Path, options: dict, run_
 
 
 def audio_baselines(args: argparse.Namespace, data_cfg: dict, out: Path) -> dict[str, Path]:
-    from multidiff.domains.audio.classifier import fsdd_files
+    from multidiff.domains.audio.data import fsdd_files
     from multidiff.domains.audio.io import write_wav
 
     rows = {}

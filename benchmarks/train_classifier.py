@@ -19,15 +19,11 @@ from pathlib import Path
 
 import torch
 
-from multidiff.domains.audio.classifier import (
-    ClassifierConfig,
-    default_cache_dir,
-    default_data_root,
-    fsdd_files,
-    get_classifier,
-)
+from multidiff.domains.audio.classifier import ClassifierConfig
+from multidiff.domains.audio.data import fsdd_files
 from multidiff.domains.audio.io import load_clip, write_wav
 from multidiff.domains.audio.metrics import evaluate_folder
+from multidiff.domains.audio.reference import default_data_root, get_classifier
 
 
 def write_set(out: Path, files: list[tuple[Path, int]], cfg: ClassifierConfig, snr_db: float | None) -> Path:
@@ -53,7 +49,7 @@ def write_noise(out: Path, n: int, cfg: ClassifierConfig, std: float = 0.1) -> P
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-root", default=None, help="FSDD folder (or its recordings/ folder)")
-    p.add_argument("--cache-dir", default=str(default_cache_dir()))
+    p.add_argument("--cache-dir", default=None, help="classifier cache (default: fsdd_classifier/ beside the data)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy CPU)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -74,7 +70,7 @@ def main() -> None:
             "white_noise": write_noise(Path(tmp) / "noise", len(test), clf.config),
         }
         for name, folder in sets.items():
-            r = evaluate_folder(folder, cache_dir=args.cache_dir, progress=False)
+            r = evaluate_folder(folder, cache_dir=args.cache_dir, data_root=args.data_root, progress=False)
             report["sets"][name] = {k: r[k]["samples"] for k in ("fid", "is", "mis", "am", "accuracy")}
         report["ceiling_real_test"] = {k: r[k]["real_test"] for k in ("fid", "is", "mis", "am", "accuracy")}
     print(json.dumps(report, indent=2))

@@ -2,12 +2,13 @@
 
 The tests train a small classifier (a few seconds on a CPU) into a temporary cache once per
 session from the shared FSDD copy; the full classifier (``ClassifierConfig()``) is trained by
-``python -m multidiff.domains.audio.classifier`` and measured in ``benchmarks/train_classifier.py``.
+``python -m multidiff.domains.audio.reference`` and measured in ``benchmarks/train_classifier.py``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -16,8 +17,10 @@ import pytest
 import torch
 from scipy import linalg
 
-from multidiff.domains.audio import classifier as clf_mod
-from multidiff.domains.audio.classifier import ClassifierConfig, fsdd_files, get_classifier, load_classifier
+from multidiff.domains.audio import metrics as metrics_mod
+from multidiff.domains.audio import reference as ref_mod
+from multidiff.domains.audio.classifier import ClassifierConfig, DigitClassifier
+from multidiff.domains.audio.data import fsdd_files
 from multidiff.domains.audio.io import write_wav
 from multidiff.domains.audio.metrics import (
     am_score,
@@ -27,8 +30,10 @@ from multidiff.domains.audio.metrics import (
     modified_inception_score,
     requested_labels,
 )
+from multidiff.domains.audio.reference import default_cache_dir, get_classifier, load_classifier
 
 SMALL = ClassifierConfig(channels=(32, 48, 64), epochs=5, train_limit=1500)
+TINY = ClassifierConfig(channels=(8,), epochs=1)  # never trained: for where the cache goes
 _TRAINED: dict[Path, Path] = {}  # FSDD folder -> cache folder, filled once per session
 
 
@@ -48,7 +53,7 @@ def small_cache(fsdd: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # small convolutions: extra threads only add contention on a shared CPU
         try:
-            clf_mod.train_classifier(fsdd, cache, SMALL, progress=False)
+            ref_mod.train_classifier(fsdd, cache, SMALL, progress=False)
         finally:
             torch.set_num_threads(threads)
         _TRAINED[fsdd] = cache
@@ -60,6 +65,10 @@ def link_files(files: list[Path], folder: Path) -> Path:
     for f in files:
         (folder / f.name).symlink_to(f)
     return folder
+
+
+def no_training(*args, **kwargs):
+    raise AssertionError("the classifier was retrained although a cache exists")
 
 
 # -- formulas ---------------------------------------------------------------------------------
@@ -108,11 +117,8 @@ def test_requested_labels_from_manifest_then_names(tmp_path):
 
 # -- classifier cache -------------------------------------------------------------------------
 def test_classifier_loads_from_cache_without_training(small_cache, monkeypatch):
-    def no_training(*args, **kwargs):
-        raise AssertionError("the classifier was retrained although a cache exists")
-
-    monkeypatch.setattr(clf_mod, "fit", no_training)
-    monkeypatch.setattr(clf_mod, "train_classifier", no_training)
+    monkeypatch.setattr(ref_mod, "fit", no_training)
+    monkeypatch.setattr(ref_mod, "train_classifier", no_training)
     model = get_classifier(small_cache, data_root="/nonexistent")
     summary = json.loads((small_cache / "summary.json").read_text())
     assert model.config == SMALL and model.reference["test_accuracy"] == summary["test_accuracy"]
@@ -129,6 +135,59 @@ def test_classifier_shapes(small_cache):
     wav = torch.randn(3, 1, SMALL.length) * 0.05
     assert model.features(wav).shape == (3, model.feature_dim)
     assert model.logits(wav).shape == (3, 10)
+
+
+@pytest.fixture
+def fake_fsdd(tmp_path, monkeypatch) -> Path:
+    """``data/fsdd/recordings`` with FSDD names (2 train, 2 test); training gives an untrained TINY classifier
+    on random clips, so that only where the cache goes is tested. Returns the data folder."""
+    data = tmp_path / "data"
+    (data / "fsdd" / "recordings").mkdir(parents=True)
+    for name in ("0_ann_0.wav", "1_ann_0.wav", "0_ann_5.wav", "1_ann_5.wav"):
+        (data / "fsdd" / "recordings" / name).touch()
+    g = torch.Generator().manual_seed(0)
+
+    def random_clips(files, cfg, desc):
+        return 0.1 * torch.randn(len(files), 1, cfg.length, generator=g), torch.tensor([d for _, d in files])
+
+    monkeypatch.setattr(ref_mod, "load_clips", random_clips)
+    monkeypatch.setattr(ref_mod, "fit", lambda *args, **kwargs: None)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user_cache"))
+    monkeypatch.delenv("MULTIDIFF_ROOT", raising=False)
+    return data
+
+
+def test_cache_defaults_to_the_data_dir(fake_fsdd, tmp_path, monkeypatch):
+    fsdd = fake_fsdd / "fsdd"
+    expected = fake_fsdd / "fsdd_classifier"
+    assert default_cache_dir(fsdd) == default_cache_dir(fsdd / "recordings") == expected
+    monkeypatch.setenv("MULTIDIFF_DATA", str(fake_fsdd))  # what paths.data_dir resolves to
+    assert default_cache_dir() == expected
+    get_classifier(config=TINY, progress=False)
+    assert (expected / "classifier.pt").is_file() and not (tmp_path / "user_cache").exists()
+    monkeypatch.setattr(ref_mod, "train_classifier", no_training)
+    assert get_classifier(data_root=fsdd / "recordings", progress=False).config == TINY
+
+
+def test_read_only_data_dir_caches_in_the_user_cache(fake_fsdd, tmp_path, monkeypatch, caplog):
+    fsdd, other = fake_fsdd / "fsdd", ClassifierConfig(channels=(4,), epochs=1)
+    ref_mod.save_classifier(DigitClassifier(other), fake_fsdd / "fsdd_classifier")  # a cache of another config
+    fallback = tmp_path / "user_cache" / "multidiff" / "fsdd_classifier"
+    fake_fsdd.chmod(0o555)
+    (fake_fsdd / "fsdd_classifier").chmod(0o555)
+    try:
+        with caplog.at_level(logging.WARNING):
+            get_classifier(data_root=fsdd, config=TINY, progress=False)  # other config: trains, into the fallback
+        assert (fallback / "classifier.pt").is_file()
+        assert f"{fake_fsdd / 'fsdd_classifier'} is not writable" in caplog.text and str(fallback) in caplog.text
+        monkeypatch.setattr(ref_mod, "train_classifier", no_training)
+        assert get_classifier(data_root=fsdd, config=TINY, progress=False).config == TINY
+        assert get_classifier(data_root=fsdd, progress=False).config == other  # the data dir's cache comes first
+    finally:
+        (fake_fsdd / "fsdd_classifier").chmod(0o755)
+        fake_fsdd.chmod(0o755)
+    with pytest.raises(ValueError, match="config hash"):  # an explicit folder is the only one looked in
+        get_classifier(fake_fsdd / "fsdd_classifier", config=TINY, train_if_missing=False)
 
 
 # -- folders ----------------------------------------------------------------------------------
@@ -173,17 +232,37 @@ def test_accuracy_follows_the_manifest(fsdd, small_cache, tmp_path):
     assert wrong["accuracy"]["samples"] <= 0.3
 
 
-def test_folder_errors_name_the_problem(small_cache, tmp_path):
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    with pytest.raises(ValueError, match="no .wav files"):
-        evaluate_folder(empty, cache_dir=small_cache, progress=False)
+def test_folder_without_readable_wav_fails_before_any_classifier(tmp_path, monkeypatch):
+    def no_classifier(*args, **kwargs):
+        raise AssertionError("the classifier was loaded for a folder that cannot be scored")
+
+    monkeypatch.setattr(metrics_mod, "get_classifier", no_classifier)
+    folder = tmp_path / "samples"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not a sample")
+    with pytest.raises(ValueError, match="no .wav files") as e:
+        evaluate_folder(folder, progress=False)
+    assert str(folder) in str(e.value)
     with pytest.raises(FileNotFoundError, match="missing"):
-        evaluate_folder(tmp_path / "missing", cache_dir=small_cache, progress=False)
-    write_wav(empty / "0_ok.wav", torch.zeros(1, 100), 8000)
-    (empty / "1_corrupt.wav").write_bytes(b"not audio at all")
-    with pytest.raises(ValueError, match="1_corrupt.wav"):
-        evaluate_folder(empty, cache_dir=small_cache, train_if_missing=False, progress=False)
+        evaluate_folder(tmp_path / "missing", progress=False)
+
+    (folder / "0_empty.wav").write_bytes(b"")
+    (folder / "1_corrupt.wav").write_bytes(b"RIFF\x00\x00not really a wav")
+    (folder / "2_gone.wav").symlink_to(tmp_path / "deleted.wav")
+    with pytest.raises(ValueError) as e:
+        evaluate_folder(folder, progress=False)
+    message = str(e.value)
+    assert "no readable .wav file" in message and str(folder) in message
+    lines = message.splitlines()[1:]
+    for name, why in [("0_empty.wav", "cannot read"), ("1_corrupt.wav", "cannot read"), ("2_gone.wav", "not found")]:
+        [line] = [ln for ln in lines if name in ln]  # one line per file, with its reason
+        assert why in line
+    assert "notes.txt" not in message
+
+    write_wav(folder / "3_ok.wav", 0.1 * torch.ones(1, 800), 8000)
+    with pytest.raises(ValueError, match="3 unreadable .wav file") as e:
+        evaluate_folder(folder, progress=False)
+    assert "3_ok.wav" not in str(e.value)
 
 
 def test_evaluate_entry_point_scores_an_audio_folder(fsdd, small_cache, tmp_path):

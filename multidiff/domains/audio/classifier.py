@@ -2,29 +2,16 @@
 
 The SC09 protocol (DiffWave, SaShiMi) scores generated speech with a digit classifier trained on
 the real data: its penultimate-layer features give FID, its class probabilities IS, modified IS,
-AM score and the accuracy of class-conditional samples. This module trains such a classifier on
-FSDD (log-mel front end + small CNN) and caches, in one folder:
-
-- ``classifier.pt``: weights, the config and its hash, the recorded test accuracy, and the real
-  reference data for the metrics (train-split feature mean/covariance and mean class
-  probabilities; test-split features, probabilities and labels for the "real data" ceiling);
-- ``summary.json``: the same numbers, human-readable.
-
-Loading from the cache never retrains, and nothing is ever downloaded: training reads the local
-FSDD recordings. Train with ``python -m multidiff.domains.audio.classifier --data-root DIR``
-(``--force`` retrains a config that is already cached).
+AM score and the accuracy of class-conditional samples. This module holds the network (log-mel
+front end + small CNN) and the config that determines it; training it on FSDD and its cache are
+in :mod:`multidiff.domains.audio.reference`.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-import math
-import re
-import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,14 +19,7 @@ import torchaudio.transforms as T
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from multidiff.domains.audio.io import load_clip
-
-REPO_ROOT = Path(__file__).resolve().parents[3]
-CACHE_FILE = "classifier.pt"
-SUMMARY_FILE = "summary.json"
 FORMAT_VERSION = 1  # bump when the cached contents or the network code change meaning
-FSDD_NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
-NUM_TEST_TAKES = 5  # FSDD convention: takes 0-4 of every digit and speaker are the test split
 
 
 @dataclass(frozen=True)
@@ -141,7 +121,7 @@ class DigitClassifier(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(c_in, cfg.num_classes)
         self.feature_dim = c_in
-        # reference data for the metrics, filled by training or loading (see module doc)
+        # reference data for the metrics, filled by training or loading (see reference.py)
         self.reference: dict[str, Any] = {}
 
     def log_mel(self, wav: Tensor) -> Tensor:
@@ -181,235 +161,7 @@ class DigitClassifier(nn.Module):
         return torch.cat(feats), torch.cat(probs)
 
 
-# -- data -------------------------------------------------------------------------------------
-def default_cache_dir() -> Path:
-    return REPO_ROOT / "datasets" / "fsdd_classifier"
+if __name__ == "__main__":  # ``python -m multidiff.domains.audio.classifier`` still trains: the CLI is in reference.py
+    from multidiff.domains.audio.reference import main
 
-
-def default_data_root() -> Path:
-    return REPO_ROOT / "datasets" / "fsdd"
-
-
-def fsdd_files(data_root: str | Path) -> dict[str, list[tuple[Path, int]]]:
-    """FSDD recordings split by take index: ``{"train": [(path, digit)], "test": [...]}``.
-
-    ``data_root`` is the folder of ``{digit}_{speaker}_{index}.wav`` files or its parent
-    (holding ``recordings/``).
-    """
-    root = Path(data_root)
-    if (root / "recordings").is_dir():
-        root = root / "recordings"
-    if not root.is_dir():
-        raise FileNotFoundError(
-            f"FSDD recordings not found at {root}: expected a folder of {{digit}}_{{speaker}}_{{index}}.wav "
-            "files (the 'recordings' folder of the Free Spoken Digit Dataset)"
-        )
-    split: dict[str, list[tuple[Path, int]]] = {"train": [], "test": []}
-    for p in sorted(root.glob("*.wav")):
-        m = FSDD_NAME.match(p.name)
-        if m:
-            split["test" if int(m.group(3)) < NUM_TEST_TAKES else "train"].append((p, int(m.group(1))))
-    if not split["train"] or not split["test"]:
-        raise FileNotFoundError(
-            f"no FSDD train/test recordings named {{digit}}_{{speaker}}_{{index}}.wav in {root} "
-            f"(found {len(split['train'])} train, {len(split['test'])} test)"
-        )
-    return split
-
-
-def load_clips(files: list[tuple[Path, int]], cfg: ClassifierConfig, desc: str) -> tuple[Tensor, Tensor]:
-    wavs = [load_clip(p, cfg.sample_rate, cfg.length) for p, _ in tqdm(files, desc=desc, leave=False)]
-    return torch.stack(wavs), torch.tensor([d for _, d in files])
-
-
-# -- training ---------------------------------------------------------------------------------
-def augment(wav: Tensor, cfg: ClassifierConfig, gen: torch.Generator) -> Tensor:
-    """Random time shift (zero fill), gain, and white noise at a random SNR, per clip."""
-    b, _, t = wav.shape
-    on = torch.rand(b, generator=gen) < cfg.aug_prob
-    shift = torch.randint(-cfg.max_shift, cfg.max_shift + 1, (b,), generator=gen) * on
-    src = torch.arange(t)[None] - shift[:, None]
-    out = wav[:, 0].gather(1, src.clamp(0, t - 1)) * ((src >= 0) & (src < t))
-    lo, hi = cfg.gain_db
-    gain_db = (lo + (hi - lo) * torch.rand(b, generator=gen)) * on
-    out = out * 10 ** (gain_db[:, None] / 20)
-    noisy = on & (torch.rand(b, generator=gen) < cfg.noise_prob)
-    lo, hi = cfg.snr_db
-    snr = lo + (hi - lo) * torch.rand(b, generator=gen)
-    rms = out.pow(2).mean(dim=1).sqrt()
-    noise = torch.randn(b, t, generator=gen) * (rms * 10 ** (-snr / 20) * noisy)[:, None]
-    return (out + noise).clamp(-1, 1)[:, None]
-
-
-def fit(model: DigitClassifier, wav: Tensor, labels: Tensor, progress: bool = True) -> None:
-    """Train ``model`` in place: AdamW + one-cycle LR, cross-entropy, augmented batches."""
-    cfg = model.config
-    gen = torch.Generator().manual_seed(cfg.seed)
-    steps_per_epoch = math.ceil(len(wav) / cfg.batch_size)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
-    model.train()
-    bar = tqdm(range(cfg.epochs), desc="train classifier", disable=not progress)
-    for _ in bar:
-        perm = torch.randperm(len(wav), generator=gen)
-        total, correct, loss_sum = 0, 0, 0.0
-        for i in range(0, len(wav), cfg.batch_size):
-            idx = perm[i : i + cfg.batch_size]
-            x, y = augment(wav[idx], cfg, gen), labels[idx]
-            with torch.no_grad():
-                mel = model.log_mel(x)
-            logits = model.head(model.drop(model.features_from_mel(mel)))
-            loss = nn.functional.cross_entropy(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += len(y)
-            correct += (logits.argmax(-1) == y).sum().item()
-            loss_sum += loss.item() * len(y)
-        bar.set_postfix(loss=f"{loss_sum / total:.3f}", train_acc=f"{correct / total:.3f}")
-    model.eval()
-
-
-def train_classifier(
-    data_root: str | Path | None = None,
-    cache_dir: str | Path | None = None,
-    config: ClassifierConfig | None = None,
-    *,
-    progress: bool = True,
-) -> DigitClassifier:
-    """Train on the FSDD train split, measure the test split, and write the cache folder."""
-    cfg = config or ClassifierConfig()
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    split = fsdd_files(data_root if data_root is not None else default_data_root())
-    torch.manual_seed(cfg.seed)
-    train_files = split["train"]
-    if cfg.train_limit > 0:
-        g = torch.Generator().manual_seed(cfg.seed)
-        train_files = [train_files[i] for i in torch.randperm(len(train_files), generator=g)[: cfg.train_limit]]
-    train_wav, train_y = load_clips(train_files, cfg, "load train clips")
-    test_wav, test_y = load_clips(split["test"], cfg, "load test clips")
-
-    model = DigitClassifier(cfg)
-    start = time.perf_counter()
-    fit(model, train_wav, train_y, progress=progress)
-    train_seconds = time.perf_counter() - start
-
-    train_feat, train_probs = model.embed(train_wav, progress=progress)
-    test_feat, test_probs = model.embed(test_wav, progress=progress)
-    test_acc = (test_probs.argmax(-1) == test_y).double().mean().item()
-    model.reference = {
-        "train_mu": train_feat.mean(0),
-        "train_sigma": torch.cov(train_feat.T),
-        "train_class_dist": train_probs.mean(0),
-        "test_features": test_feat,
-        "test_probs": test_probs,
-        "test_labels": test_y,
-        "test_accuracy": test_acc,
-        "train_accuracy": (train_probs.argmax(-1) == train_y).double().mean().item(),
-        "num_train": len(train_y),
-        "num_test": len(test_y),
-        "train_seconds": train_seconds,
-    }
-    save_classifier(model, cache)
-    return model
-
-
-# -- cache ------------------------------------------------------------------------------------
-def save_classifier(model: DigitClassifier, cache_dir: str | Path) -> Path:
-    cache = Path(cache_dir)
-    cache.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "format_version": FORMAT_VERSION,
-        "config": model.config.to_dict(),
-        "config_hash": model.config.hash(),
-        "state_dict": model.state_dict(),
-        "reference": model.reference,
-    }
-    tmp = cache / (CACHE_FILE + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(cache / CACHE_FILE)  # atomic: a crashed run never leaves a half-written cache
-    scalars = {k: v for k, v in model.reference.items() if not isinstance(v, Tensor)}
-    summary = {"config_hash": model.config.hash(), "config": model.config.to_dict(), **scalars}
-    (cache / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-    return cache / CACHE_FILE
-
-
-def load_classifier(
-    cache_dir: str | Path | None = None, config: ClassifierConfig | None = None, map_location: str = "cpu"
-) -> DigitClassifier:
-    """Load the cached classifier (never trains). With ``config``, its hash must match the cache's."""
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = cache / CACHE_FILE
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no trained digit classifier at {path}; train one with "
-            f"`python -m multidiff.domains.audio.classifier --cache-dir {cache}`"
-        )
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise ValueError(f"cannot read the classifier cache {path}: {e}") from e
-    if payload.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
-            f"classifier cache {path} has format {payload.get('format_version')}, this code reads "
-            f"{FORMAT_VERSION}; retrain it"
-        )
-    cached = ClassifierConfig.from_dict(payload["config"])
-    if config is not None and config.hash() != payload["config_hash"]:
-        raise ValueError(
-            f"classifier cache {path} was trained with config hash {payload['config_hash']}, "
-            f"requested {config.hash()}; retrain it or point cache_dir elsewhere"
-        )
-    model = DigitClassifier(cached)
-    model.load_state_dict(payload["state_dict"])
-    model.reference = payload["reference"]
-    return model.eval()
-
-
-def get_classifier(
-    cache_dir: str | Path | None = None,
-    data_root: str | Path | None = None,
-    config: ClassifierConfig | None = None,
-    *,
-    train_if_missing: bool = True,
-    progress: bool = True,
-) -> DigitClassifier:
-    """The cached classifier; trained first (from local FSDD) only when the cache is absent.
-
-    Without ``config`` any cached classifier is used; with one, a cache of another config
-    counts as absent.
-    """
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    try:
-        return load_classifier(cache, config)
-    except FileNotFoundError:
-        if not train_if_missing:
-            raise
-    except ValueError:
-        if not train_if_missing or not (cache / CACHE_FILE).is_file():
-            raise
-    return train_classifier(data_root, cache, config, progress=progress)
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Train and cache the FSDD digit classifier used by the audio metrics.")
-    p.add_argument("--data-root", default=None, help=f"FSDD recordings folder (default {default_data_root()})")
-    p.add_argument("--cache-dir", default=None, help=f"cache folder (default {default_cache_dir()})")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
-    p.add_argument("--force", action="store_true", help="retrain even if the cache holds this config")
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cfg = ClassifierConfig() if args.epochs is None else ClassifierConfig(epochs=args.epochs)
-    if args.force:
-        model = train_classifier(args.data_root, args.cache_dir, cfg)
-    else:
-        model = get_classifier(args.cache_dir, args.data_root, cfg)
-    scalars = {k: v for k, v in model.reference.items() if not isinstance(v, Tensor)}
-    print(json.dumps({"config_hash": cfg.hash(), **scalars}, indent=2))
-
-
-if __name__ == "__main__":
     main()

@@ -13,7 +13,7 @@ import tempfile
 import urllib.request
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytorch_lightning as pl
 import torch
@@ -25,9 +25,62 @@ from .io import load_clip
 log = logging.getLogger(__name__)
 
 FSDD_URL = "https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/heads/master.zip"
-FSDD_NAME = re.compile(r"^(\d)_([a-z]+)_(\d+)\.wav$")
+FSDD_NAME = re.compile(r"^(\d)_([a-z]+)_(\d+)\.wav$")  # FSDD's speakers are lower-case names
+NUM_TEST_TAKES = 5  # FSDD convention: takes 0-4 of every digit and speaker are the test split
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 NORMALIZATIONS = ("none", "peak")
+
+
+class FSDDName(NamedTuple):
+    digit: int
+    speaker: str
+    take: int
+
+
+def parse_fsdd_name(name: str) -> FSDDName | None:
+    """``"7_jackson_12.wav"`` -> ``FSDDName(7, "jackson", 12)``; None for any other name."""
+    m = FSDD_NAME.match(name)
+    return None if m is None else FSDDName(int(m.group(1)), m.group(2), int(m.group(3)))
+
+
+def fsdd_recordings(root: str | Path) -> Path:
+    """The folder of FSDD's WAV files: ``root/recordings`` when it exists, else ``root`` itself."""
+    root = Path(root)
+    return root / "recordings" if (root / "recordings").is_dir() else root
+
+
+def fsdd_files(root: str | Path) -> dict[str, list[tuple[Path, int]]]:
+    """FSDD recordings split by take: ``{"train": [(path, digit), ...], "test": [...]}``, each sorted by name.
+
+    ``root`` holds ``recordings/`` or the ``{digit}_{speaker}_{take}.wav`` files directly. Other ``.wav`` names
+    are skipped with one warning naming them; a folder without any FSDD name is an error.
+    """
+    folder = fsdd_recordings(root)
+    files = sorted(folder.glob("*.wav")) if folder.is_dir() else []
+    split: dict[str, list[tuple[Path, int]]] = {"train": [], "test": []}
+    skipped = []
+    for f in files:
+        parsed = parse_fsdd_name(f.name)
+        if parsed is None:
+            skipped.append(f.name)
+            continue
+        split["test" if parsed.take < NUM_TEST_TAKES else "train"].append((f, parsed.digit))
+    if skipped:
+        shown = ", ".join(skipped[:10]) + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else "")
+        log.warning(
+            "skipping %d file(s) in %s not named {digit}_{speaker}_{take}.wav (speaker in lower case): %s",
+            len(skipped),
+            folder,
+            shown,
+        )
+    if not split["train"] and not split["test"]:
+        raise FileNotFoundError(
+            f"no FSDD recordings in {folder}: expected {{digit}}_{{speaker}}_{{take}}.wav files"
+            + (f" (found only {len(skipped)} other .wav name(s))" if skipped else "")
+            + "; put the dataset's recordings/ folder there "
+            "(git clone https://github.com/Jakobovski/free-spoken-digit-dataset), or train with data.download=true"
+        )
+    return split
 
 
 def download_fsdd(root: Path) -> None:
@@ -136,7 +189,7 @@ class AudioDataModule(pl.LightningDataModule):
 
 
 class FSDDDataModule(AudioDataModule):
-    """Free Spoken Digit Dataset: ``{digit}_{speaker}_{index}.wav``, takes 0-4 are the test split.
+    """Free Spoken Digit Dataset, split by :func:`fsdd_files`; its test split (takes 0-4) is the validation set.
 
     ``root`` holds ``recordings/`` (or the WAV files directly). With ``download=True`` a missing
     folder is fetched from the dataset's public repository.
@@ -148,29 +201,13 @@ class FSDDDataModule(AudioDataModule):
         self.download = download
         self.class_names = [str(d) for d in range(10)]
 
-    def _folder(self) -> Path:
-        return self.root / "recordings" if (self.root / "recordings").is_dir() else self.root
-
     def prepare_data(self) -> None:
-        if not any(self._folder().glob("*.wav")) and self.download:
+        if not any(fsdd_recordings(self.root).glob("*.wav")) and self.download:
             download_fsdd(self.root)
 
     def records(self) -> list[tuple[Path, int, str]]:
-        folder = self._folder()
-        files = sorted(folder.glob("*.wav")) if folder.is_dir() else []
-        if not files:
-            raise FileNotFoundError(
-                f"no FSDD recordings in {folder}: put the dataset's recordings/ folder there "
-                f"(git clone https://github.com/Jakobovski/free-spoken-digit-dataset) or set data.download=true"
-            )
-        out = []
-        for f in files:
-            m = FSDD_NAME.match(f.name)
-            if m is None:
-                log.warning("skipping %s: not named {digit}_{speaker}_{index}.wav", f)
-                continue
-            out.append((f, int(m.group(1)), "val" if int(m.group(3)) < 5 else "train"))
-        return out
+        split = fsdd_files(self.root)
+        return [(p, d, "train") for p, d in split["train"]] + [(p, d, "val") for p, d in split["test"]]
 
 
 class AudioFolderDataModule(AudioDataModule):

@@ -96,7 +96,8 @@ class AudioDomain(Domain):
     ) -> dict[str, Any]:
         """SC09-protocol scores (see :func:`~.metrics.evaluate_folder` for the options).
 
-        The classifier is trained on ``data_config``'s FSDD copy when no cached one exists.
+        Without ``cache_dir`` the classifier is cached beside ``data_config``'s FSDD copy (a writable
+        fallback when that folder is read-only, see :mod:`~.reference`), and trained from it when absent.
         """
         from .metrics import evaluate_folder
 

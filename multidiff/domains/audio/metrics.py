@@ -1,6 +1,7 @@
 """Audio sample quality under the SC09 protocol, applied to FSDD.
 
-All scores come from the digit classifier of :mod:`multidiff.domains.audio.classifier`:
+All scores come from the digit classifier of :mod:`multidiff.domains.audio.classifier`, trained and
+cached by :mod:`multidiff.domains.audio.reference`:
 
 - FID: Frechet distance between Gaussians fitted to its penultimate-layer features of the
   samples and of the real training split (lower is better).
@@ -37,8 +38,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from multidiff.domains.audio.classifier import DigitClassifier, get_classifier
-from multidiff.domains.audio.io import load_clip
+from multidiff.domains.audio.classifier import DigitClassifier
+from multidiff.domains.audio.io import load_clip, read_wav
+from multidiff.domains.audio.reference import get_classifier
 
 MANIFEST = "manifest.json"
 LABEL_IN_NAME = re.compile(r"^(?:digit)?(\d)_")
@@ -136,10 +138,27 @@ def list_samples(samples: str | Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise FileNotFoundError(f"samples path does not exist: {path}")
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".wav" and p.is_file())
+    # broken links count too: they are reported as unreadable rather than silently left out
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".wav" and not p.is_dir())
     if not files:
         raise ValueError(f"no .wav files in {path}")
     return files
+
+
+def check_readable(files: list[Path], samples: str | Path) -> None:
+    """Raise naming ``samples`` and, per file, why it cannot be read, when any file cannot be.
+
+    Scores over the readable rest would quietly describe another set than the one asked about.
+    """
+    problems = []
+    for f in files:
+        try:
+            read_wav(f)
+        except (ValueError, FileNotFoundError) as e:
+            problems.append(str(e))  # names the file
+    if problems:
+        what = "no readable .wav file" if len(problems) == len(files) else f"{len(problems)} unreadable .wav file(s)"
+        raise ValueError(f"{what} in {samples} ({len(files)} found):\n  " + "\n  ".join(problems))
 
 
 def requested_labels(files: list[Path], manifest: str | Path | None = None) -> Tensor:
@@ -180,13 +199,16 @@ def evaluate_folder(
     """SC09-protocol scores of a folder of WAV samples, each beside the real test split's.
 
     Clips are read with :func:`~multidiff.domains.audio.io.load_clip` at the classifier's
-    sample rate and length (resampled, mixed down, padded or cropped). ``cache_dir`` holds the
-    classifier (trained from ``data_root`` first if absent and ``train_if_missing``).
+    sample rate and length (resampled, mixed down, padded or cropped); any unreadable file is an
+    error naming each one. ``cache_dir`` holds the classifier (default: see
+    :mod:`~multidiff.domains.audio.reference`; trained from ``data_root`` first if absent and
+    ``train_if_missing``).
     Returns ``{"fid": {"samples": .., "real_test": ..}, "is": .., "mis": .., "am": ..,
     "accuracy": .., "num_samples", "num_labelled", "classifier": {...}, "protocol": ...}``;
     FID needs 2 samples, accuracy needs labelled ones (otherwise None).
     """
     files = list_samples(samples_dir)
+    check_readable(files, samples_dir)  # before the classifier is loaded, or trained
     labels = requested_labels(files, manifest)
     classifier = get_classifier(cache_dir, data_root, train_if_missing=train_if_missing, progress=progress)
     classifier = classifier.to(device)

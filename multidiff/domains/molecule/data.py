@@ -10,8 +10,6 @@ against, from :func:`.reference.reference_stats`).
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -23,24 +21,10 @@ from torch.utils.data import Dataset
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
+from multidiff.paths import writable_dir
+
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
-
-
-def writable_dir(root: str | Path, name: str) -> Path:
-    """``root`` when it can be written, else a per-user temporary cache (read-only shared data)."""
-    root = Path(root)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / f".write-test-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
-        return root
-    except OSError:
-        fallback = Path(tempfile.gettempdir()) / f"multidiff-cache-{os.getuid()}" / name
-        fallback.mkdir(parents=True, exist_ok=True)
-        log.warning("data root %s is not writable; caching processed %s data in %s", root, name, fallback)
-        return fallback
 
 
 def save_arrays(arrays: dict[str, Any], path: Path) -> None:

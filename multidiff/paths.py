@@ -1,0 +1,48 @@
+"""Folders outside a Hydra run: the defaults of ``conf/paths/default.yaml``, and a writable place for a cache
+whose preferred folder (beside read-only shared data) cannot be written."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def data_dir() -> Path:
+    """``paths.data_dir`` as the config resolves it: ``$MULTIDIFF_DATA``, else ``<root>/datasets`` with root
+    ``$MULTIDIFF_ROOT`` or the working directory."""
+    if os.environ.get("MULTIDIFF_DATA"):
+        return Path(os.environ["MULTIDIFF_DATA"])
+    return Path(os.environ.get("MULTIDIFF_ROOT") or Path.cwd()) / "datasets"
+
+
+def user_cache_dir(name: str) -> Path:
+    """``$XDG_CACHE_HOME/multidiff/<name>`` (default ``~/.cache``): survives reboots, unlike a temporary folder."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "multidiff" / name
+
+
+def is_writable(folder: str | Path) -> bool:
+    """Whether ``folder`` (or, while absent, its nearest existing parent) can be written."""
+    path = Path(folder).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    # root passes os.access everywhere; a folder without any write bit is read-only by intent (shared data)
+    return path.is_dir() and bool(path.stat().st_mode & 0o222) and os.access(path, os.W_OK | os.X_OK)
+
+
+def writable_dir(preferred: str | Path, name: str) -> Path:
+    """``preferred``, created, when it can be written; else :func:`user_cache_dir` ``(name)``, logged."""
+    preferred = Path(preferred)
+    if is_writable(preferred):
+        try:
+            preferred.mkdir(parents=True, exist_ok=True)
+            return preferred
+        except OSError:
+            pass
+    fallback = user_cache_dir(name)
+    fallback.mkdir(parents=True, exist_ok=True)
+    log.warning("%s is not writable; writing the %s cache to %s instead", preferred, name, fallback)
+    return fallback
