@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from multidiff.domains.pointcloud import FolderDataModule, ModelNetDataModule, ShapeNetDataModule
-from multidiff.domains.pointcloud.io import write_pcd, write_ply
+from multidiff.domains.pointcloud.data import load_shapes
+from multidiff.domains.pointcloud.io import PointCloudReadError, write_pcd, write_ply
 from multidiff.domains.pointcloud.normalize import Normalizer, resample
 
 
@@ -100,6 +101,22 @@ def test_folder_with_bad_files(tmp_path, caplog):
     assert "skipped 3 bad file(s)" in caplog.text or "skipped 2 bad file(s)" in caplog.text
     assert sum(info["resampled_with_replacement"].values()) == 1
     assert next(iter(dm.train_dataloader()))["points"].shape == (4, 128, 3)
+
+
+def test_load_shapes_require_any(tmp_path):
+    items = []
+    for i in range(12):
+        np.save(tmp_path / f"bad_{i:02d}.npy", np.zeros((0, 3)))
+        items.append((tmp_path / f"bad_{i:02d}.npy", 0))
+    res = load_shapes(items)  # by default an all-bad set is an empty result, every file recorded
+    assert res.shapes == [] and len(res.skipped) == 12
+    with pytest.raises(PointCloudReadError, match="no readable point cloud") as e:
+        load_shapes(items, require_any=True)
+    msg = str(e.value)
+    assert e.value.path == tmp_path and "12 file(s)" in msg and "bad_00.npy: zero points" in msg
+    assert "bad_09.npy" in msg and "bad_10.npy" not in msg and "... and 2 more" in msg
+    np.save(tmp_path / "good.npy", np.ones((4, 3)))
+    assert len(load_shapes([*items, (tmp_path / "good.npy", 0)], require_any=True).shapes) == 1
 
 
 def test_folder_empty_is_a_clear_error(tmp_path):

@@ -3,10 +3,13 @@
 import numpy as np
 import pytest
 import torch
+import trimesh
+from helpers import compose
 
+import evaluate
 from multidiff.core.state import State
 from multidiff.domains.pointcloud import PointCloudDomain
-from multidiff.domains.pointcloud.io import read_ply, write_ply
+from multidiff.domains.pointcloud.io import PointCloudReadError, read_ply, write_ply
 
 INFO = {
     "n_points": 64,
@@ -60,7 +63,6 @@ def test_export_round_trip(domain, tmp_path, binary):
 
 
 def test_export_readable_by_trimesh(domain, tmp_path):
-    trimesh = pytest.importorskip("trimesh")
     pts = np.random.default_rng(1).normal(size=(64, 3)).astype(np.float32)
     domain.export([{"points": pts, "label": None}], tmp_path, {})
     np.testing.assert_allclose(trimesh.load(tmp_path / "sample_0000.ply").vertices, pts, rtol=1e-6)
@@ -90,6 +92,50 @@ def test_evaluate_folders_records_protocol(shared_datasets, tmp_path):
         assert np.isfinite(res[k])
     with pytest.raises(ValueError, match="reference"):
         d.evaluate(tmp_path)
+
+
+def _clouds(folder, n=3):
+    folder.mkdir()
+    for i in range(n):
+        np.save(folder / f"good_{i}.npy", np.random.default_rng(i).normal(size=(64, 3)))
+    return folder
+
+
+def _unreadable(folder):
+    folder.mkdir()
+    np.save(folder / "nan.npy", np.array([[0.0, 0.0, 0.0], [np.nan, 1.0, 2.0]]))
+    (folder / "short.xyz").write_text("1 2\n3 4\n")
+    return folder
+
+
+@pytest.mark.parametrize("bad_set", ["samples", "reference"])
+def test_evaluate_without_a_readable_cloud_names_the_folder_and_files(tmp_path, bad_set):
+    folders = {
+        "samples": (_unreadable if bad_set == "samples" else _clouds)(tmp_path / "samples"),
+        "reference": (_unreadable if bad_set == "reference" else _clouds)(tmp_path / "reference"),
+    }
+    with pytest.raises(PointCloudReadError, match="no readable point cloud found") as e:
+        PointCloudDomain().evaluate(folders["samples"], reference=folders["reference"], emd="none", progress=False)
+    msg = str(e.value)
+    assert isinstance(e.value, ValueError) and msg.startswith(str(folders[bad_set]))
+    assert "nan.npy: 1 of 2 points are NaN or infinite" in msg
+    assert "short.xyz: expected at least 3 columns (x y z), got 2" in msg
+
+
+def test_evaluate_script_on_unreadable_samples(tmp_path):
+    cfg = compose(
+        "evaluate",
+        [
+            "domain=pointcloud",
+            f"samples={_unreadable(tmp_path / 'samples')}",
+            f"reference={_clouds(tmp_path / 'reference')}",
+            "+options.emd=none",
+            "+options.progress=false",
+        ],
+        tmp_path / "e",
+    )
+    with pytest.raises(ValueError, match="no readable point cloud found in this folder \\(samples: 2 file"):
+        evaluate.evaluate(cfg)
 
 
 def test_quick_metrics(domain):

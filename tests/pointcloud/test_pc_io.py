@@ -4,6 +4,7 @@ import struct
 
 import numpy as np
 import pytest
+from pypcd4 import Encoding, PointCloud
 
 from multidiff.domains.pointcloud.io import (
     PointCloudReadError,
@@ -80,12 +81,25 @@ def test_pcd_binary_compressed(tmp_path):
     np.testing.assert_array_equal(read_points(tmp_path / "c.pcd"), pts)
 
 
+def test_pcd_binary_compressed_with_extra_field(tmp_path):
+    # repeated rows compress, so the file really is binary_compressed; the intensity field is dropped
+    xyzi = np.repeat(np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32), 16, axis=0)
+    PointCloud.from_xyzi_points(xyzi).save(tmp_path / "i.pcd", encoding=Encoding.BINARY_COMPRESSED)
+    assert b"DATA binary_compressed\n" in (tmp_path / "i.pcd").read_bytes()
+    np.testing.assert_array_equal(read_points(tmp_path / "i.pcd"), xyzi[:, :3])
+
+
 def test_text_formats_keep_xyz_of_wider_rows(tmp_path, cloud):
     normals = np.ones_like(cloud)
     np.savetxt(tmp_path / "a.xyz", np.hstack([cloud, normals]))
     np.savetxt(tmp_path / "b.pts", cloud, delimiter=",", header="x,y,z")
     np.testing.assert_allclose(read_points(tmp_path / "a.xyz"), cloud, atol=1e-6)
     np.testing.assert_allclose(read_points(tmp_path / "b.pts"), cloud, atol=1e-6)
+
+
+_PCD_XYZ = (
+    "VERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH {n}\nHEIGHT 1\nPOINTS {n}\nDATA {data}\n"
+)
 
 
 @pytest.mark.parametrize(
@@ -109,6 +123,15 @@ def test_text_formats_keep_xyz_of_wider_rows(tmp_path, cloud):
             b"VERSION 0.7\nFIELDS a b\nSIZE 4 4\nTYPE F F\nCOUNT 1 1\nWIDTH 1\nPOINTS 1\nDATA ascii\n1 2\n",
             "x y z",
         ),
+        ("noply.ply", b"PLY?\n", "'ply' header"),
+        ("novertex.ply", b"ply\nformat ascii 1.0\nelement face 0\nproperty list uchar int v\nend_header\n", "'vertex'"),
+        ("trunc.pcd", _PCD_XYZ.format(n=10, data="binary").encode() + b"\0" * 100, "truncated: 10 points need 120"),
+        ("short.pcd", _PCD_XYZ.format(n=3, data="ascii").encode() + b"1 2 3\n4 5 6\n", "truncated"),
+        ("cut_row.pcd", _PCD_XYZ.format(n=2, data="ascii").encode() + b"1 2 3\n4 5\n", "2 rows of 3"),
+        ("lzf.pcd", _PCD_XYZ.format(n=2, data="binary_compressed").encode() + b"\x05\0\0\0\x18\0\0\0\x1f", "LZF"),
+        ("nosize.pcd", b"FIELDS x y z\nTYPE F F F\nCOUNT 1 1 1\nWIDTH 1\nPOINTS 1\nDATA ascii\n1 2 3\n", "SIZE"),
+        ("nodata.pcd", b"FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH 1\nPOINTS 1\n", "no DATA"),
+        ("nan.pcd", _PCD_XYZ.format(n=2, data="ascii").encode() + b"1 2 3\nnan 5 6\n", "NaN or infinite"),
     ],
 )
 def test_bad_files_raise_naming_the_file(tmp_path, name, content, reason):
@@ -129,12 +152,38 @@ def test_unknown_suffix(tmp_path):
 
 
 def test_off_reader_and_area_weighted_sampling(tmp_path):
-    # ModelNet's malformed header: counts glued to "OFF"; a quad (fan-triangulated) and a triangle
+    # ModelNet's malformed header: counts glued to "OFF"; a quad (split in two) and a triangle
     (tmp_path / "m.off").write_text("OFF4 2 0\n0 0 0\n3 0 0\n3 1 0\n0 1 0\n4 0 1 2 3\n3 0 1 2\n")
     verts, faces = read_off(tmp_path / "m.off")
-    assert verts.shape == (4, 3) and faces.tolist() == [[0, 1, 2], [0, 2, 3], [0, 1, 2]]
+    assert verts.shape == (4, 3) and sorted(sorted(f) for f in faces.tolist()) == [[0, 1, 2], [0, 1, 2], [0, 2, 3]]
     pts = sample_surface(verts, faces, 20_000, np.random.default_rng(0))
+    assert pts.dtype == np.float32 and pts.shape == (20_000, 3)
     assert np.allclose(pts[:, 2], 0) and (pts[:, 0] >= -1e-6).all() and (pts[:, 0] <= 3 + 1e-6).all()
     # the triangle [0,1,2] appears twice: the lower-right half gets 2/3 of the points
     below = (pts[:, 1] <= pts[:, 0] / 3).mean()
     assert abs(below - 2 / 3) < 0.02
+    # reproducible from the generator's seed, different for another seed
+    again = sample_surface(verts, faces, 20_000, np.random.default_rng(0))
+    other = sample_surface(verts, faces, 20_000, np.random.default_rng(1))
+    assert np.array_equal(pts, again) and not np.array_equal(pts, other)
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        ("solid cube\n", "not a valid OFF mesh"),
+        ("OFF\n4 1 0\n0 0 0\n1 0 0\n", "not a valid OFF mesh"),  # 4 vertices announced, 2 present
+        ("OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 7\n", "face index"),
+    ],
+)
+def test_bad_off_raises_naming_the_file(tmp_path, content, reason):
+    (tmp_path / "bad.off").write_text(content)
+    with pytest.raises(PointCloudReadError, match=reason) as e:
+        read_off(tmp_path / "bad.off")
+    assert "bad.off" in str(e.value)
+
+
+def test_sampling_a_flat_mesh_is_an_error():
+    verts = np.array([[0, 0, 0], [1, 0, 0], [2, 0, 0]], dtype=np.float64)  # collinear: zero area
+    with pytest.raises(ValueError, match="positive, finite area"):
+        sample_surface(verts, np.array([[0, 1, 2]]), 10, np.random.default_rng(0))

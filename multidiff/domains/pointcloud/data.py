@@ -15,6 +15,7 @@ and evaluation need no dataset.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,8 +122,14 @@ class LoadResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
 
 
-def load_shapes(items: list[tuple[Path, int]], reader=read_points, desc: str = "loading shapes") -> LoadResult:
-    """Read every file; bad files are logged by name with the reason and skipped."""
+def load_shapes(
+    items: list[tuple[Path, int]], reader=read_points, desc: str = "loading shapes", require_any: bool = False
+) -> LoadResult:
+    """Read every file; bad files are logged by name with the reason and skipped.
+
+    ``require_any``: raise :class:`PointCloudReadError` naming the folder, each file and why it was
+    skipped when not one file is readable (instead of returning an empty result).
+    """
     res = LoadResult()
     for path, label in tqdm(items, desc=desc, leave=False, disable=len(items) < 200):
         try:
@@ -136,7 +143,26 @@ def load_shapes(items: list[tuple[Path, int]], reader=read_points, desc: str = "
         res.names.append(Path(path).stem)
     if res.skipped:
         log.warning("%s: skipped %d bad file(s) of %d", desc, len(res.skipped), len(items))
+    if require_any and not res.shapes:
+        raise _nothing_readable([Path(p) for p, _ in items], res.skipped, desc)
     return res
+
+
+def _nothing_readable(
+    files: list[Path], skipped: list[tuple[str, str]], desc: str, show: int = 10
+) -> PointCloudReadError:
+    folder = Path(os.path.commonpath(files)) if files else Path(".")
+    if folder in files:  # a single file: name its folder
+        folder = folder.parent
+    lines = [f"  {Path(f).relative_to(folder)}: {why}" for f, why in skipped[:show]]
+    if len(skipped) > show:
+        lines.append(f"  ... and {len(skipped) - show} more")
+    return PointCloudReadError(
+        folder,
+        f"no readable point cloud found in this folder ({desc}: {len(files)} file(s), all skipped):\n"
+        + "\n".join(lines)
+        + "\na readable cloud has at least one point and finite x y z (the first three columns, or the x y z fields)",
+    )
 
 
 class PointCloudDataset(Dataset):

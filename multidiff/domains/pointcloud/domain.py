@@ -185,7 +185,7 @@ class PointCloudDomain(Domain):
         if check_mode(mode) == "global":
             raise ValueError("evaluation frames are per shape or 'none'; 'global' statistics would differ between sets")
         n_points = int(n_points or (data_config or {}).get("n_points") or self.info.get("n_points") or 2048)
-        sample_res = load_shapes(folder_files(Path(samples))[0], desc="samples")
+        sample_res = load_shapes(folder_files(Path(samples))[0], desc="samples", require_any=True)
         ref_res, ref_name = self._reference(reference, data_config)
         rng = np.random.default_rng(seed)
         norm = Normalizer(mode)
@@ -224,14 +224,14 @@ class PointCloudDomain(Domain):
 
     def _reference(self, reference: Path | str | None, data_config: dict | None):
         if reference is not None:
-            return load_shapes(folder_files(Path(reference))[0], desc="reference"), str(reference)
+            return load_shapes(folder_files(Path(reference))[0], desc="reference", require_any=True), str(reference)
         if not data_config or "_target_" not in data_config:
             raise ValueError("no reference: pass reference=FOLDER of clouds, or the data config of the training set")
         from hydra.utils import instantiate
 
         dm = instantiate(data_config)
         items = dm.split_items(dm.val_split)
-        return load_shapes(items, dm.read, desc="reference"), f"{dm.name}:{dm.root}:{dm.val_split}"
+        return load_shapes(items, dm.read, desc="reference", require_any=True), f"{dm.name}:{dm.root}:{dm.val_split}"
 
     def quick_metrics(self, items: list[dict[str, Any]]) -> dict[str, float]:
         """Spread and local density of generated clouds (cheap sanity checks during training)."""

@@ -1,8 +1,9 @@
 """ModelNet10/40 from the official Princeton meshes: download, area-weighted surface sampling, cache.
 
 The official archives hold ``<Name>/<class>/{train,test}/<class>_NNNN.off``. Each mesh is sampled
-once to ``surface_points`` points (uniform over the surface: triangles drawn in proportion to
-their area, then a uniform point inside each) and cached as ``.npy`` so later runs read points only.
+once to ``surface_points`` points with trimesh (uniform over the surface: triangles drawn in
+proportion to their area, then a uniform point inside each) and cached as ``.npy`` so later runs
+read points only.
 """
 
 from __future__ import annotations
@@ -57,18 +58,14 @@ def download_modelnet(root: Path, version: int = 10) -> Path:
 
 
 def sample_surface(verts: np.ndarray, faces: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` points uniformly distributed over a triangle mesh's surface."""
-    tri = verts[faces]  # (F, 3, 3)
-    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
-    total = area.sum()
-    if not np.isfinite(total) or total <= 0:
-        raise ValueError("mesh has zero surface area")
-    f = rng.choice(len(faces), n, p=area / total)
-    u, v = rng.random(n), rng.random(n)
-    flip = u + v > 1  # reflect into the triangle: uniform barycentric coordinates
-    u[flip], v[flip] = 1 - u[flip], 1 - v[flip]
-    t = tri[f]
-    return (t[:, 0] + u[:, None] * (t[:, 1] - t[:, 0]) + v[:, None] * (t[:, 2] - t[:, 0])).astype(np.float32)
+    """``n`` points uniformly distributed over a triangle mesh's surface (reproducible through ``rng``)."""
+    import trimesh  # imported here: it takes most of a second, and only mesh datasets need it
+
+    mesh = trimesh.Trimesh(vertices=verts, faces=faces, process=False)  # as given: duplicate faces keep their weight
+    if not np.isfinite(mesh.area) or mesh.area <= 0:
+        raise ValueError(f"mesh surface area is {mesh.area}; sampling needs a positive, finite area")
+    points, _ = trimesh.sample.sample_surface(mesh, n, seed=rng)
+    return points.astype(np.float32)
 
 
 def mesh_points(off: Path, cache_root: Path, mesh_root: Path, n: int, seed: int = 0) -> np.ndarray:
