@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from rdkit import Chem
+
+pytestmark = pytest.mark.slow  # end to end: trains, samples or runs the CLI
 
 ROOT = Path(__file__).resolve().parents[2]
 

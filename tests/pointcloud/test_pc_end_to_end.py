@@ -11,6 +11,8 @@ import sample
 import train
 from multidiff.domains.pointcloud.io import read_ply
 
+pytestmark = pytest.mark.slow  # end to end: trains, samples or runs the CLI
+
 TINY_PC = [
     "domain=pointcloud",
     "data.limit_shapes=16",

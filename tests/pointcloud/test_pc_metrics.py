@@ -24,7 +24,9 @@ def sets():
     return torch.rand(6, 90, 3, generator=g), torch.rand(5, 90, 3, generator=g) * 1.3
 
 
-@pytest.mark.parametrize("backend", ["eager", "compiled"])
+@pytest.mark.parametrize(
+    "backend", ["eager", pytest.param("compiled", marks=pytest.mark.slow)]
+)  # compiling takes ~20 s
 def test_pairwise_chamfer_matches_brute_force(sets, backend):
     x, y = sets
     ref = np.array([[brute_chamfer(a.double().numpy(), b.double().numpy()) for b in y] for a in x])
