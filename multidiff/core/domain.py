@@ -75,8 +75,9 @@ class Domain:
 def _kind_ok(value: Any, kind: str) -> bool:
     if kind == "none":
         return value is None
-    if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
+    if kind in ("int", "int>0", "int>=0"):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return ok and (kind == "int" or value > 0 or (kind == "int>=0" and value == 0))
     if kind == "number":
         return isinstance(value, int | float) and not isinstance(value, bool)
     if kind == "bool":
@@ -106,3 +107,12 @@ def check_info(info: Any, spec: dict[str, tuple[str, bool]], domain: str) -> Non
                 f"{domain} domain info: {key!r} must be {kinds.replace('|', ' or ')}, "
                 f"got {type(info[key]).__name__} {str(info[key])[:80]}"
             )
+
+
+def check_classes(info: dict[str, Any], domain: str) -> None:
+    """``num_classes`` classes need as many ``class_names`` (the names sampling requests and exports use)."""
+    names = info.get("class_names") or []
+    if info.get("num_classes") and len(names) != info["num_classes"]:
+        raise ValueError(
+            f"{domain} domain info: num_classes is {info['num_classes']} but class_names has {len(names)} entries"
+        )

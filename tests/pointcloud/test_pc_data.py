@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from multidiff.domains.pointcloud import FolderDataModule, ModelNetDataModule, ShapeNetDataModule
-from multidiff.domains.pointcloud.data import load_shapes
+from multidiff.domains.pointcloud.files import load_shapes
 from multidiff.domains.pointcloud.io import PointCloudReadError, write_pcd, write_ply
 from multidiff.domains.pointcloud.normalize import Normalizer, resample
 

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from multidiff.core.domain import Domain, State
+from multidiff.core.domain import Domain, State, check_classes
 from multidiff.core.space import TensorSpace
 
 from .export import plot_clips, write_clips
@@ -17,9 +17,9 @@ from .export import plot_clips, write_clips
 class AudioDomain(Domain):
     name = "audio"
     info_spec = {
-        "sample_rate": ("int", True),
-        "length": ("int", True),
-        "num_classes": ("int", True),
+        "sample_rate": ("int>0", True),
+        "length": ("int>0", True),
+        "num_classes": ("int>=0", True),
         "class_names": ("list[str]|none", False),
         "normalize": ("str|none", False),
     }
@@ -31,13 +31,7 @@ class AudioDomain(Domain):
 
     def bind(self, info: dict[str, Any]) -> None:
         super().bind(info)
-        if info["sample_rate"] <= 0 or info["length"] <= 0 or info["num_classes"] < 0:
-            raise ValueError(f"audio domain info: sample_rate and length must be > 0, num_classes >= 0; got {info}")
-        if info["num_classes"] and len(info.get("class_names") or []) != info["num_classes"]:
-            raise ValueError(
-                f"audio domain info: num_classes is {info['num_classes']} but class_names has "
-                f"{len(info.get('class_names') or [])} entries"
-            )
+        check_classes(info, self.name)
 
     def unpack(self, batch: Any) -> State:
         wav, label = batch

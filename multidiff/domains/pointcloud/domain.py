@@ -10,11 +10,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from multidiff.core.domain import Domain, State, check_info
+from multidiff.core.domain import Domain, State, check_classes, check_info
 from multidiff.core.space import TensorSpace
 
-from .data import folder_files, load_shapes
 from .export import render_grid
+from .files import folder_files, load_shapes
 from .io import write_ply
 from .normalize import PER_SHAPE, Normalizer, check_mode, resample
 
@@ -30,8 +30,8 @@ class PointCloudDomain(Domain):
 
     name = "pointcloud"
     info_spec = {
-        "n_points": ("int", True),
-        "num_classes": ("int", True),
+        "n_points": ("int>0", True),
+        "num_classes": ("int>=0", True),
         "class_names": ("list[str]|none", False),
         "normalization": ("dict|none", False),
         "up_axis": ("str|none", False),
@@ -53,13 +53,7 @@ class PointCloudDomain(Domain):
 
     def bind(self, info: dict[str, Any]) -> None:
         super().bind(info)
-        if info["n_points"] <= 0 or info["num_classes"] < 0:
-            raise ValueError(f"pointcloud domain info: n_points must be > 0, num_classes >= 0; got {info}")
-        if info["num_classes"] and len(info.get("class_names") or []) != info["num_classes"]:
-            raise ValueError(
-                f"pointcloud domain info: num_classes is {info['num_classes']} but class_names has "
-                f"{len(info.get('class_names') or [])} entries"
-            )
+        check_classes(info, self.name)
         if info.get("up_axis") not in (None, "x", "y", "z"):
             raise ValueError(f"pointcloud domain info: up_axis must be x, y or z, got {info['up_axis']!r}")
         norm = info.get("normalization") or {}
