@@ -24,6 +24,12 @@ def sample(cfg: DictConfig) -> list[Path]:
         cfg.ckpt, domain=cfg.expect_domain, weights=cfg.weights, trust_targets=list(cfg.trust_targets)
     ).to(device)
     sampling = build_sampler(cfg.sampler, steps=cfg.steps, spacing=cfg.spacing)
+    guide = None
+    if cfg.guide_ckpt:
+        guide = load_checkpoint(
+            cfg.guide_ckpt, domain=module.domain.name, weights=cfg.weights, trust_targets=list(cfg.trust_targets)
+        ).to(device)
+    interval = None if cfg.guidance_interval is None else tuple(float(v) for v in cfg.guidance_interval)
     request = OmegaConf.to_container(cfg.condition, resolve=True)
     states = []
     for start in range(0, cfg.n, cfg.batch_size):
@@ -37,6 +43,9 @@ def sample(cfg: DictConfig) -> list[Path]:
                 seed=cfg.seed + start,
                 guidance=cfg.guidance,
                 condition=request,
+                noise=sampling.noise,
+                guidance_interval=interval,
+                guide=guide,
             )
         )
     items = [item for s in states for item in module.domain.decode(State(s.x.cpu(), s.cond, s.ctx))]
@@ -47,8 +56,11 @@ def sample(cfg: DictConfig) -> list[Path]:
         "sampler_options": sampling.options,
         "steps": sampling.steps,
         "spacing": sampling.spacing,
+        "noise": sampling.noise,
         "seed": cfg.seed,
         "guidance": cfg.guidance,
+        "guidance_interval": None if interval is None else list(interval),
+        "guide_ckpt": None if cfg.guide_ckpt is None else str(cfg.guide_ckpt),
         "weights": cfg.weights,
         "condition": request,
     }

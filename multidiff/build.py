@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from multidiff.checkpoint import CheckpointFormatError, check_trusted, checkpoint_meta, read_checkpoint
+from multidiff.core.noise import NOISE_KINDS
 from multidiff.core.options import accepted_keywords, check_keys
 from multidiff.core.samplers import CALL_ARGS
 from multidiff.core.schedules import SPACINGS
@@ -44,6 +45,7 @@ class Sampling:
     fn: Callable[..., Tensor]
     steps: int
     spacing: str
+    noise: str = "gaussian"
 
     @property
     def name(self) -> str:
@@ -58,11 +60,14 @@ class Sampling:
 def build_sampler(
     cfg: DictConfig | Mapping[str, Any], steps: int | None = None, spacing: str | None = None
 ) -> Sampling:
-    """The ``sampler`` config group (``_target_`` + ``_partial_: true`` + the function's options, plus ``steps``
-    and ``spacing``) as one object, the same for sample.py, in-training previews and benchmarks. ``steps`` /
+    """The ``sampler`` config group (``_target_`` + ``_partial_: true`` + the function's options, plus ``steps``,
+    ``spacing`` and ``noise``) as one object, the same for sample.py, in-training previews and benchmarks. ``steps`` /
     ``spacing`` override the config's. An option the function does not take is an error naming those it does."""
     cfg = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     grid = {"steps": cfg.pop("steps", None), "spacing": cfg.pop("spacing", "karras")}
+    noise = cfg.pop("noise", "gaussian")
+    if noise not in NOISE_KINDS:
+        raise ValueError(f"unknown sampler noise {noise!r}; valid: {', '.join(NOISE_KINDS)}")
     target = cfg.get("_target_")
     if not isinstance(target, str) or cfg.get("_partial_") is not True:
         raise ValueError(f"sampler config needs '_target_' (a sampler function) and '_partial_: true', got {cfg}")
@@ -77,7 +82,7 @@ def build_sampler(
     spacing = spacing or grid["spacing"]
     if spacing not in SPACINGS:
         raise ValueError(f"unknown sampler spacing {spacing!r}; valid: {', '.join(SPACINGS)}")
-    return Sampling(functools.partial(fn, **options), steps, spacing)
+    return Sampling(functools.partial(fn, **options), steps, spacing, noise)
 
 
 def load_checkpoint(

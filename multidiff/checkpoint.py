@@ -41,6 +41,11 @@ TRUSTED_TARGETS: frozenset[str] = frozenset(
         "multidiff.core.samplers.sample_dpmpp_2m",
         "multidiff.core.samplers.sample_euler",
         "multidiff.core.samplers.sample_heun",
+        "multidiff.core.samplers.sample_euler_ancestral",
+        "multidiff.core.samplers.sample_dpmpp_2m_sde",
+        "multidiff.core.samplers.sample_dpmpp_3m_sde",
+        "multidiff.core.samplers.sample_unipc",
+        "multidiff.core.samplers.sample_restart",
         # training
         "multidiff.training.EMA",
         "multidiff.training.LossCurves",

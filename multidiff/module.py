@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from multidiff.checkpoint import CHECKPOINT_KEY
 from multidiff.core.denoiser import Preconditioned, sampling_denoiser
 from multidiff.core.domain import Domain, State
+from multidiff.core.noise import make_noise
 from multidiff.core.options import call_strict
 from multidiff.core.processes import Process
 from multidiff.core.samplers import get_sampler
@@ -134,22 +135,28 @@ class DiffusionModule(pl.LightningModule):
         guidance: float = 1.0,
         progress: bool = True,
         condition: Mapping[str, Any] | None = None,
+        noise: str = "gaussian",
+        guidance_interval: tuple[float, float] | None = None,
+        guide: DiffusionModule | None = None,
     ) -> State:
         """Draw ``n`` items. ``sampler``: a name or a sampler function (options bound, e.g. by
         :func:`multidiff.build.build_sampler`); ``condition``: the request for :meth:`Domain.condition`
-        (e.g. ``{"digit": 7}``), whose unknown keys are an error naming the valid ones."""
+        (e.g. ``{"digit": 7}``), whose unknown keys are an error naming the valid ones; ``noise``: ``gaussian``
+        or ``brownian`` (:mod:`multidiff.core.noise`); ``guidance``, ``guidance_interval``, ``guide``: see
+        :func:`~multidiff.core.denoiser.sampling_denoiser` (``guide``: a weaker module of the same domain)."""
         sample_fn = get_sampler(sampler) if isinstance(sampler, str) else sampler
         cond = call_strict(self.domain.condition, "condition", condition or {}, n)
+        if guide is not None and guide.domain.name != self.domain.name:
+            raise ValueError(f"guide model is a {guide.domain.name!r} model; this one is {self.domain.name!r}")
         gen = torch.Generator().manual_seed(seed)
         state = self.domain.template(n, cond, gen).to(self.device)
-
-        def noise_like(x: Tensor) -> Tensor:
-            return self.domain.space.noise(x, state.ctx, generator=gen)
-
         sigmas = self.process.schedule.sigmas(steps, spacing).to(self.device)
-        x = noise_like(state.x) * self.process.prior_std()
-        was_training = self.training
-        self.eval()
+        noise_fn = make_noise(noise, self.domain.space, state.x, state.ctx, sigmas, gen, seed)
+        x = self.domain.space.noise(state.x, state.ctx, generator=gen) * self.process.prior_std()
+        modules = [self] if guide is None else [self, guide]
+        was_training = [m.training for m in modules]
+        for m in modules:
+            m.eval()
         bar = tqdm(
             total=steps,
             desc=f"sampling ({_name(sample_fn)}, {steps} steps)",
@@ -157,16 +164,14 @@ class DiffusionModule(pl.LightningModule):
             leave=False,
         )
         try:
-            x = sample_fn(
-                sampling_denoiser(self.model, state, guidance),
-                x,
-                sigmas,
-                noise_sampler=noise_like,
-                callback=lambda *a: bar.update(1),
+            denoise = sampling_denoiser(
+                self.model, state, guidance, guidance_interval, None if guide is None else guide.model
             )
+            x = sample_fn(denoise, x, sigmas, noise_sampler=noise_fn, callback=lambda *a: bar.update(1))
         finally:
             bar.close()
-            self.train(was_training)
+            for m, mode in zip(modules, was_training):
+                m.train(mode)
         return State(x, state.cond, state.ctx)
 
 

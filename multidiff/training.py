@@ -77,7 +77,9 @@ class SampleCallback(pl.Callback):
         if self.every_n_steps <= 0 or step == 0 or step % self.every_n_steps or not trainer.is_global_zero:
             return
         s = self.sampling
-        state = module.generate(self.n, sampler=s.fn, steps=s.steps, spacing=s.spacing, seed=step, progress=False)
+        state = module.generate(
+            self.n, sampler=s.fn, steps=s.steps, spacing=s.spacing, noise=s.noise, seed=step, progress=False
+        )
         items = module.domain.decode(state)
         out = Path(trainer.default_root_dir) / "samples" / f"step_{step:07d}"
         module.domain.export(items, out, {"step": step, "sampler": s.name, "steps": s.steps, "spacing": s.spacing})

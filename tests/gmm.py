@@ -54,3 +54,29 @@ class GaussianMixture:
             errs["mean"] = max(errs["mean"], (xs.mean(0) - self.mu[j]).abs().max().item())
             errs["cov"] = max(errs["cov"], (torch.cov(xs.T) - self.cov[j]).abs().max().item())
         return errs
+
+
+class MixtureModel:
+    """The exact denoiser of a :class:`GaussianMixture` in the shape the sampling code calls a trained model:
+    ``model(x, sigma_per_item, state, cond_drop=None)`` with ``state.cond`` a component index per item
+    (class-conditional: that component's Gaussian) or None / dropped (the whole mixture). ``scale`` widens
+    every covariance: a weaker model of the same data, for autoguidance."""
+
+    def __init__(self, gmm: GaussianMixture, scale: float = 1.0):
+        from multidiff.core.space import TensorSpace
+
+        self.gmm = GaussianMixture(gmm.w.tolist(), gmm.mu.tolist(), (gmm.cov * scale).tolist())
+        self.space = TensorSpace()
+
+    def __call__(self, x: Tensor, sigma: Tensor, state, cond_drop: Tensor | None = None) -> Tensor:
+        g = self.gmm
+        uncond = g.denoise(x, sigma[:1])
+        if state.cond is None:
+            return uncond
+        k = state.cond.long()
+        c = g.cov[k] + sigma[0].double() ** 2 * torch.eye(2, dtype=torch.float64)
+        gain = g.cov[k] @ torch.linalg.inv(c)
+        cond = g.mu[k] + torch.einsum("nij,nj->ni", gain, x.double() - g.mu[k])
+        if cond_drop is not None:
+            cond = torch.where(cond_drop[:, None], uncond.double(), cond)
+        return cond.to(x.dtype)

@@ -7,13 +7,18 @@ sqrt(0.3 / 4,000) = 0.009 -> 0.035; covariance SE ~ var * sqrt(2 / N_k) = 0.007 
 
 import pytest
 import torch
+import yaml
 from gmm import GaussianMixture
+from helpers import ROOT
 
+from multidiff.core.noise import BrownianNoise, make_noise
 from multidiff.core.samplers import SAMPLERS, get_sampler
 from multidiff.core.schedules import KarrasSchedule, LinearSchedule
+from multidiff.core.space import GraphSpace, TensorSpace
 
 N = 20_000
 TOL = {"weight": 0.015, "mean": 0.035, "cov": 0.03}
+EA_STEPS = 100  # Euler ancestral is first order in a stochastic step: slow to converge
 # how much worse than DDPM-1000 a fast sampler may be: two standard errors of each moment
 MARGIN = {"weight": 0.007, "mean": 0.018, "cov": 0.014}
 
@@ -25,6 +30,13 @@ CASES = [
     ("heun", 50, "karras", {"s_churn": 10.0}),
     ("dpmpp_2m", 50, "karras", {}),
     ("dpmpp_2m", 50, "log_snr", {}),
+    # the fewest steps at which each passes on both schedules (README 'Samplers' has the table)
+    ("euler_ancestral", EA_STEPS, "karras", {}),
+    ("dpmpp_2m_sde", 50, "karras", {}),
+    ("dpmpp_3m_sde", 30, "karras", {}),
+    ("unipc", 20, "karras", {}),
+    ("unipc", 30, "karras", {"order": 3}),
+    ("restart", 10, "karras", {}),
 ]
 
 
@@ -34,10 +46,12 @@ def gmm():
 
 
 def run(gmm, schedule, name, steps, spacing, opts, seed=0):
+    """Sample the mixture with its exact denoiser; the noise kind is the sampler config's (Brownian for SDEs)."""
     gen = torch.Generator().manual_seed(seed)
     sigmas = schedule.sigmas(steps, spacing).double()
     x = torch.randn(N, 2, generator=gen, dtype=torch.float64) * (sigmas[0] ** 2 + 1) ** 0.5
-    noise = lambda x: torch.randn(x.shape, generator=gen, dtype=x.dtype)  # noqa: E731
+    kind = yaml.safe_load((ROOT / "conf" / "sampler" / f"{name}.yaml").read_text())["noise"]
+    noise = make_noise(kind, TensorSpace(), x, {}, sigmas, gen, seed)
     return get_sampler(name)(gmm.denoise, x, sigmas, noise_sampler=noise, **opts)
 
 
@@ -67,7 +81,17 @@ def test_ddpm_1000_matches_mixture(ddpm_1000):
 
 
 @pytest.mark.parametrize(
-    "name,steps,spacing", [("dpmpp_2m", 30, "log_snr"), ("dpmpp_2m", 50, "karras"), ("heun", 50, "karras")]
+    "name,steps,spacing",
+    [
+        ("dpmpp_2m", 30, "log_snr"),
+        ("dpmpp_2m", 50, "karras"),
+        ("heun", 50, "karras"),
+        ("unipc", 30, "karras"),
+        ("dpmpp_2m_sde", 50, "karras"),
+        ("dpmpp_3m_sde", 50, "karras"),
+        ("restart", 10, "karras"),
+        ("euler_ancestral", 200, "karras"),
+    ],
 )
 def test_fast_samplers_as_close_as_ddpm_1000(gmm, ddpm_1000, name, steps, spacing):
     errs = gmm.moment_errors(run(gmm, LinearSchedule(), name, steps, spacing, {}, seed=3))
@@ -90,3 +114,37 @@ def test_sampling_is_reproducible_from_a_seed(gmm):
 def test_unknown_sampler_lists_valid_ones():
     with pytest.raises(ValueError, match="dpmpp_2m"):
         get_sampler("plms")
+
+
+def test_brownian_increments_add_up_so_noise_does_not_depend_on_the_step_count():
+    x = torch.zeros(4000, 3, dtype=torch.float64)
+    noise = BrownianNoise(TensorSpace(), x, {}, 0.01, 100.0, seed=5)
+    a, b, c = torch.tensor(0.5), torch.tensor(2.0), torch.tensor(7.0)
+    whole = noise(c, a) * (c - a).sqrt()
+    parts = noise(c, b) * (c - b).sqrt() + noise(b, a) * (b - a).sqrt()
+    torch.testing.assert_close(whole, parts, atol=1e-5, rtol=0)
+    assert abs(noise(c, a).std().item() - 1) < 0.03  # unit variance per increment
+    again = BrownianNoise(TensorSpace(), x, {}, 0.01, 100.0, seed=5)
+    assert torch.equal(again(c, a), noise(c, a)) and not torch.equal(noise(c, a), noise(b, a))
+
+
+def test_noise_stays_in_the_domains_space():
+    batch = torch.tensor([0, 0, 0, 1, 1])
+    ctx = {"batch": batch, "num_items": 2}
+    x = torch.zeros(5, 6)
+    gen = torch.Generator().manual_seed(0)
+    for kind in ("gaussian", "brownian"):
+        z = make_noise(kind, GraphSpace(), x, ctx, torch.tensor([10.0, 1.0, 0.0]), gen, seed=1)(
+            torch.tensor(10.0), torch.tensor(1.0)
+        )
+        for b in range(2):
+            assert z[batch == b, :3].mean(0).abs().max() < 1e-6  # zero centre of mass per molecule
+        assert z[:, 3:].abs().sum() > 0
+
+
+def test_restart_refuses_repeated_noise(gmm):
+    sigmas = KarrasSchedule().sigmas(10, "karras").double()
+    x = torch.randn(10, 2, dtype=torch.float64) * 80
+    brownian = make_noise("brownian", TensorSpace(), x, {}, sigmas, torch.Generator(), seed=0)
+    with pytest.raises(ValueError, match="independent noise"):
+        get_sampler("restart")(gmm.denoise, x, sigmas, noise_sampler=brownian)

@@ -28,22 +28,41 @@ class Preconditioned(nn.Module):
         return c_skip * x + c_out * self.raw(x, sigma, state, cond_drop)
 
 
-def sampling_denoiser(model: Preconditioned, state: State, guidance: float = 1.0):
-    """A closure ``D(x, sigma_scalar)`` for the samplers.
+def sampling_denoiser(
+    model: Preconditioned,
+    state: State,
+    guidance: float = 1.0,
+    interval: tuple[float, float] | None = None,
+    guide: Preconditioned | None = None,
+):
+    """A closure ``D(x, sigma_scalar)`` for the samplers, with guidance.
 
-    With a condition and ``guidance != 1``: D_uncond + guidance * (D_cond - D_uncond)
-    (Ho & Salimans 2022); guidance 0 is unconditional, 1 purely conditional.
+    ``guidance != 1``: D_ref + guidance * (D - D_ref), where D_ref is the unconditional prediction
+    (classifier-free guidance, Ho & Salimans 2022; guidance 0 is unconditional, 1 the plain model) or, with
+    ``guide``, a weaker model of the same data given the same condition (autoguidance, Karras et al. 2024;
+    also for unconditional models). ``interval=(lo, hi)``: guide only at noise levels lo <= sigma <= hi and
+    use the plain model elsewhere (Kynkaanniemi et al. 2024).
     """
     n = model.space.num_items(state.x, state.ctx)
+    if guidance != 1.0 and state.cond is None and guide is None:
+        raise ValueError(
+            f"guidance={guidance} needs a condition (classifier-free guidance) or a guide model (autoguidance); "
+            "this request has neither: use guidance=1, a condition, or guide_ckpt="
+        )
+    if interval is not None and not (len(interval) == 2 and 0 <= interval[0] <= interval[1]):
+        raise ValueError(f"guidance interval must be [lo, hi] with 0 <= lo <= hi, got {list(interval)}")
 
     def denoise(x: Tensor, sigma: Tensor) -> Tensor:
         sig = sigma.to(x.dtype).expand(n).to(x.device)
-        if state.cond is None or guidance == 1.0:
+        active = guidance != 1.0 and (interval is None or interval[0] <= float(sigma) <= interval[1])
+        if not active:
             return model(x, sig, state)
-        drop = torch.ones(n, dtype=torch.bool, device=x.device)
-        uncond = model(x, sig, state, cond_drop=drop)
+        if guide is not None:
+            ref = guide(x, sig, state)
+        else:
+            ref = model(x, sig, state, cond_drop=torch.ones(n, dtype=torch.bool, device=x.device))
         if guidance == 0.0:
-            return uncond
-        return uncond + guidance * (model(x, sig, state) - uncond)
+            return ref
+        return ref + guidance * (model(x, sig, state) - ref)
 
     return denoise

@@ -20,6 +20,10 @@ class Space(Protocol):
 
     def noise(self, x: Tensor, ctx: dict[str, Any], generator: torch.Generator | None = None) -> Tensor: ...
 
+    def project(self, z: Tensor, ctx: dict[str, Any]) -> Tensor:
+        """Map standard normal noise of ``x``'s shape into the space (a linear projection)."""
+        ...
+
     def item_mean(self, e: Tensor, ctx: dict[str, Any]) -> Tensor:
         """Mean of an elementwise tensor over each item: ``(B,)``."""
         ...

@@ -2,9 +2,11 @@
 
 ``model(x, sigma)`` is a denoiser D returning the estimate of x0 at noise level ``sigma`` (a
 0-dim tensor), ``x`` starts at the prior (noise scaled to sigmas[0]) and ``sigmas`` is a
-descending grid ending in 0 (:meth:`Schedule.sigmas`). ``noise_sampler(x)`` draws fresh noise in
-the domain's space (e.g. zero centre of mass), ``callback(i, x, sigma, denoised)`` reports
-progress. Nothing here knows about training, Lightning or the domain.
+descending grid ending in 0 (:meth:`Schedule.sigmas`). ``noise_sampler(sigma, sigma_next)`` draws
+unit-variance noise for the step between two noise levels, in the domain's space (e.g. zero centre of
+mass); with a Brownian tree (:mod:`.noise`) the draws depend on the noise levels, not on how many steps
+reach them. ``callback(i, x, sigma, denoised)`` reports progress. Nothing here knows about training,
+Lightning or the domain.
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ import torch
 from torch import Tensor
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
-NoiseSampler = Callable[[Tensor], Tensor]
+NoiseSampler = Callable[[Tensor, Tensor], Tensor]
 Callback = Callable[[int, Tensor, Tensor, Tensor], None] | None
 
 
-def _randn_like(x: Tensor) -> Tensor:
-    return torch.randn_like(x)
+def _no_noise(sigma: Tensor, sigma_next: Tensor) -> Tensor:
+    raise ValueError("this sampler injects noise: pass noise_sampler(sigma, sigma_next)")
 
 
 def _report(callback: Callback, i: int, x: Tensor, sigma: Tensor, denoised: Tensor) -> None:
@@ -40,7 +42,7 @@ def ancestral_step(sigma: Tensor, sigma_next: Tensor, eta: float = 1.0) -> tuple
 
 @torch.no_grad()
 def sample_euler(
-    model: Denoiser, x: Tensor, sigmas: Tensor, noise_sampler: NoiseSampler = _randn_like, callback: Callback = None
+    model: Denoiser, x: Tensor, sigmas: Tensor, noise_sampler: NoiseSampler = _no_noise, callback: Callback = None
 ) -> Tensor:
     """Euler on the probability-flow ODE (Karras et al. 2022, Alg. 1 without the 2nd-order step).
 
@@ -60,7 +62,7 @@ def sample_ddim(
     x: Tensor,
     sigmas: Tensor,
     eta: float = 0.0,
-    noise_sampler: NoiseSampler = _randn_like,
+    noise_sampler: NoiseSampler = _no_noise,
     callback: Callback = None,
 ) -> Tensor:
     """DDIM (Song et al. 2021, eq. 12) with stochasticity eta; eta = 1 is DDPM ancestral sampling."""
@@ -70,7 +72,7 @@ def sample_ddim(
         down, up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
         x = denoised + (down / sigmas[i]) * (x - denoised)
         if up > 0:
-            x = x + noise_sampler(x) * up
+            x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * up
     return x
 
 
@@ -79,7 +81,7 @@ def sample_ddpm(
     model: Denoiser,
     x: Tensor,
     sigmas: Tensor,
-    noise_sampler: NoiseSampler = _randn_like,
+    noise_sampler: NoiseSampler = _no_noise,
     callback: Callback = None,
 ) -> Tensor:
     """DDPM ancestral sampling (Ho et al. 2020, Alg. 2): each step draws from q(x_s | x_t, x0 = D(x_t))."""
@@ -95,7 +97,7 @@ def sample_heun(
     s_tmin: float = 0.0,
     s_tmax: float = math.inf,
     s_noise: float = 1.0,
-    noise_sampler: NoiseSampler = _randn_like,
+    noise_sampler: NoiseSampler = _no_noise,
     callback: Callback = None,
 ) -> Tensor:
     """Heun's second-order method with optional churn (Karras et al. 2022, Alg. 2)."""
@@ -105,7 +107,7 @@ def sample_heun(
         gamma = min(s_churn / n, math.sqrt(2) - 1) if s_tmin <= sigma <= s_tmax else 0.0
         sigma_hat = sigma * (1 + gamma)
         if gamma > 0:
-            x = x + noise_sampler(x) * s_noise * (sigma_hat**2 - sigma**2).sqrt()
+            x = x + noise_sampler(sigma, sigma_hat) * s_noise * (sigma_hat**2 - sigma**2).sqrt()
         denoised = model(x, sigma_hat)
         _report(callback, i, x, sigma_hat, denoised)
         d = (x - denoised) / sigma_hat
@@ -121,7 +123,7 @@ def sample_heun(
 
 @torch.no_grad()
 def sample_dpmpp_2m(
-    model: Denoiser, x: Tensor, sigmas: Tensor, noise_sampler: NoiseSampler = _randn_like, callback: Callback = None
+    model: Denoiser, x: Tensor, sigmas: Tensor, noise_sampler: NoiseSampler = _no_noise, callback: Callback = None
 ) -> Tensor:
     """DPM-Solver++(2M), multistep second order in log-sigma (Lu et al. 2022, Alg. 2); deterministic."""
     old_denoised = None
@@ -143,12 +145,226 @@ def sample_dpmpp_2m(
     return x
 
 
+@torch.no_grad()
+def sample_euler_ancestral(
+    model: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+    noise_sampler: NoiseSampler = _no_noise,
+    callback: Callback = None,
+) -> Tensor:
+    """Euler ancestral: an Euler step down to sigma_down, then fresh noise up to sigma_next
+    (Karras et al. 2022, sec. 4 ancestral variant; eta = 1 is the DDPM posterior's noise)."""
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i])
+        _report(callback, i, x, sigmas[i], denoised)
+        down, up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
+        x = denoised + (down / sigmas[i]) * (x - denoised)
+        if up > 0:
+            x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * up
+    return x
+
+
+@torch.no_grad()
+def sample_dpmpp_2m_sde(
+    model: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+    solver_type: str = "midpoint",
+    noise_sampler: NoiseSampler = _no_noise,
+    callback: Callback = None,
+) -> Tensor:
+    """DPM-Solver++(2M) SDE (Lu et al. 2022, sec. 5 and App. B): the second-order multistep data-prediction
+    solver of the reverse SDE; eta = 0 is the ODE solver, ``solver_type`` 'midpoint' or 'heun'."""
+    if solver_type not in ("midpoint", "heun"):
+        raise ValueError(f"solver_type={solver_type!r}: use 'midpoint' or 'heun'")
+    old_denoised, h_last = None, None
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i])
+        _report(callback, i, x, sigmas[i], denoised)
+        if sigmas[i + 1] == 0:
+            x = denoised
+            continue
+        h = sigmas[i].log() - sigmas[i + 1].log()  # step in log-SNR / 2
+        eta_h = eta * h
+        phi = -torch.expm1(-h - eta_h)  # 1 - e^{-(1 + eta) h}
+        x = (sigmas[i + 1] / sigmas[i]) * torch.exp(-eta_h) * x + phi * denoised
+        if old_denoised is not None:
+            slope = (denoised - old_denoised) * (h / h_last)
+            x = x + (0.5 * phi if solver_type == "midpoint" else 1 - phi / (h + eta_h)) * slope
+        if eta > 0:
+            x = (
+                x
+                + noise_sampler(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-torch.expm1(-2 * eta_h)).sqrt() * s_noise
+            )
+        old_denoised, h_last = denoised, h
+    return x
+
+
+@torch.no_grad()
+def sample_dpmpp_3m_sde(
+    model: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+    noise_sampler: NoiseSampler = _no_noise,
+    callback: Callback = None,
+) -> Tensor:
+    """DPM-Solver++(3M) SDE: the third-order multistep data-prediction solver of the reverse SDE
+    (Lu et al. 2022, App. B; Gonzalez et al. 2023 for the SDE form); eta = 0 is the ODE solver."""
+    d_1, d_2, h_1, h_2 = None, None, None, None
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i])
+        _report(callback, i, x, sigmas[i], denoised)
+        if sigmas[i + 1] == 0:
+            x = denoised
+            continue
+        h = sigmas[i].log() - sigmas[i + 1].log()
+        h_eta = h * (eta + 1)
+        x = torch.exp(-h_eta) * x - torch.expm1(-h_eta) * denoised
+        phi_2 = torch.expm1(-h_eta) / h_eta + 1
+        if h_2 is not None:  # third order: two earlier estimates
+            r0, r1 = h_1 / h, h_2 / h
+            d1_0, d1_1 = (denoised - d_1) / r0, (d_1 - d_2) / r1
+            d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
+            d2 = (d1_0 - d1_1) / (r0 + r1)
+            x = x + phi_2 * d1 - (phi_2 / h_eta - 0.5) * d2
+        elif h_1 is not None:  # second order on the second step
+            x = x + phi_2 * (denoised - d_1) / (h_1 / h)
+        if eta > 0:
+            x = (
+                x
+                + noise_sampler(sigmas[i], sigmas[i + 1])
+                * sigmas[i + 1]
+                * (-torch.expm1(-2 * h * eta)).sqrt()
+                * s_noise
+            )
+        d_1, d_2, h_1, h_2 = denoised, d_1, h, h_1
+    return x
+
+
+def _unipc_coefficients(rks: Tensor, hh: Tensor, order: int) -> tuple[Tensor, Tensor]:
+    """R (powers of the step ratios) and b (phi-function moments over B(h) = e^hh - 1, the bh2 variant)."""
+    b_h = torch.expm1(hh)
+    h_phi_k, factorial = torch.expm1(hh) / hh - 1, 1
+    rows, b = [], []
+    for i in range(1, order + 1):
+        rows.append(rks ** (i - 1))
+        b.append(h_phi_k * factorial / b_h)
+        factorial *= i + 1
+        h_phi_k = h_phi_k / hh - 1 / factorial
+    return torch.stack(rows), torch.stack(b)
+
+
+@torch.no_grad()
+def sample_unipc(
+    model: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    order: int = 2,
+    noise_sampler: NoiseSampler = _no_noise,
+    callback: Callback = None,
+) -> Tensor:
+    """UniPC, the bh2 variant (Zhao et al. 2023, Alg. 1-3): a multistep predictor (UniP) and a corrector (UniC)
+    that reuses the next step's network evaluation, so one evaluation per step; orders drop near the end
+    (lower_order_final). Deterministic."""
+    if order not in (1, 2, 3):
+        raise ValueError(f"UniPC order={order}: use 1, 2 or 3")
+    n = len(sigmas) - 1
+    denoised = model(x, sigmas[0])
+    _report(callback, 0, x, sigmas[0], denoised)
+    lams, outs = [-sigmas[0].log()], [denoised]
+    for i in range(n):
+        if sigmas[i + 1] == 0:
+            return outs[-1]
+        lam = -sigmas[i + 1].log()
+        h = lam - lams[-1]
+        k = max(1, min(order, len(outs), n - 1 - i))
+        rks = [(lams[-(j + 1)] - lams[-1]) / h for j in range(1, k)]
+        d1s = [(outs[-(j + 1)] - outs[-1]) / rk for j, rk in zip(range(1, k), rks)]
+        r, b = _unipc_coefficients(torch.stack([*rks, torch.ones_like(h)]), -h, k)
+        b_h = torch.expm1(-h)
+        base = (sigmas[i + 1] / sigmas[i]) * x - b_h * outs[-1]  # the first-order (DPM-Solver++) step
+        pred = base
+        if d1s:  # UniP: order k from k - 1 earlier estimates
+            rhos_p = torch.tensor([0.5]) if k == 2 else torch.linalg.solve(r[:-1, :-1], b[:-1])
+            pred = base - b_h * sum(rho * d for rho, d in zip(rhos_p, d1s))
+        denoised = model(pred, sigmas[i + 1])
+        _report(callback, i + 1, pred, sigmas[i + 1], denoised)
+        # UniC: correct with the evaluation at the predicted point (which the next step reuses)
+        rhos_c = torch.tensor([0.5]) if k == 1 else torch.linalg.solve(r, b)
+        corr = sum(rho * d for rho, d in zip(rhos_c[:-1], d1s)) if d1s else 0
+        x = base - b_h * (corr + rhos_c[-1] * (denoised - outs[-1]))
+        lams, outs = [*lams, lam][-order:], [*outs, denoised][-order:]
+    return x
+
+
+def _karras_segment(sigma_max: float, sigma_min: float, steps: int, rho: float = 7.0) -> Tensor:
+    ramp = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
+    return (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+
+
+@torch.no_grad()
+def sample_restart(
+    model: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    t_min: float = 0.1,
+    t_max: float = 2.0,
+    restart_steps: int = 10,
+    restarts: int = 2,
+    noise_sampler: NoiseSampler = _no_noise,
+    callback: Callback = None,
+) -> Tensor:
+    """Restart sampling (Xu et al. 2023, Alg. 1): Heun ODE steps down the grid; on reaching ``t_min``, jump back
+    to ``t_max`` with fresh noise and descend again in ``restart_steps`` Heun steps, ``restarts`` times.
+    Each restart needs an independent draw over the same interval: Gaussian noise, not a Brownian tree."""
+    if not 0 < t_min < t_max:
+        raise ValueError(f"restart needs 0 < t_min < t_max, got t_min={t_min}, t_max={t_max}")
+
+    def heun(x: Tensor, s: Tensor, s_next: Tensor, i: int) -> Tensor:
+        denoised = model(x, s)
+        _report(callback, i, x, s, denoised)
+        d = (x - denoised) / s
+        x_2 = x + d * (s_next - s)
+        if s_next == 0:
+            return x_2
+        return x + (d + (x_2 - model(x_2, s_next)) / s_next) / 2 * (s_next - s)
+
+    done = False
+    for i in range(len(sigmas) - 1):
+        x = heun(x, sigmas[i], sigmas[i + 1], i)
+        if not done and sigmas[i + 1] <= t_min and sigmas[i + 1] > 0:
+            done = True  # restart once, from the first grid level at or below t_min
+            low = sigmas[i + 1]
+            grid = _karras_segment(t_max, float(low), restart_steps).to(sigmas)
+            grid[-1] = low
+            draws = [noise_sampler(low, grid[0]) for _ in range(restarts)]
+            if restarts > 1 and torch.equal(draws[0], draws[1]):
+                raise ValueError("restart sampling needs independent noise per restart: use noise=gaussian")
+            for z in draws:
+                x = x + z * (grid[0] ** 2 - low**2).sqrt()
+                for j in range(restart_steps):
+                    x = heun(x, grid[j], grid[j + 1], i)
+    return x
+
+
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "ddpm": sample_ddpm,
     "ddim": sample_ddim,
     "euler": sample_euler,
     "heun": sample_heun,
     "dpmpp_2m": sample_dpmpp_2m,
+    "euler_ancestral": sample_euler_ancestral,
+    "dpmpp_2m_sde": sample_dpmpp_2m_sde,
+    "dpmpp_3m_sde": sample_dpmpp_3m_sde,
+    "unipc": sample_unipc,
+    "restart": sample_restart,
 }
 
 #: arguments every sampler takes from the caller, never from its options

@@ -27,6 +27,10 @@ class TensorSpace:
         """Broadcast a per-item vector ``(B,)`` against ``x``."""
         return v.reshape(-1, *([1] * (x.dim() - 1)))
 
+    def project(self, z: Tensor, ctx: dict) -> Tensor:
+        """Gaussian noise of the whole tensor into the space: here the space is the whole tensor."""
+        return z
+
     def noise(self, x: Tensor, ctx: dict, generator: torch.Generator | None = None) -> Tensor:
         return randn(x, generator)
 
@@ -62,8 +66,12 @@ class GraphSpace:
         pos = x[:, :d] - self._scatter_mean(x[:, :d], ctx)[ctx["batch"]]
         return torch.cat([pos, x[:, d:]], dim=1)
 
+    def project(self, z: Tensor, ctx: dict) -> Tensor:
+        """Gaussian noise of the whole tensor into the space: the coordinates' centre of mass removed."""
+        return self.remove_com(z, ctx)
+
     def noise(self, x: Tensor, ctx: dict, generator: torch.Generator | None = None) -> Tensor:
-        return self.remove_com(randn(x, generator), ctx)
+        return self.project(randn(x, generator), ctx)
 
     def item_mean(self, e: Tensor, ctx: dict) -> Tensor:
         return self._scatter_mean(e, ctx).mean(1)

@@ -131,8 +131,8 @@ def test_sampling_commutes_with_rotations_so_samples_do_not_depend_on_the_frame(
     with torch.no_grad():
         for sampler in (sample_dpmpp_2m, sample_ddpm):
             it, it_rot = iter(fresh), iter(fresh)
-            a = sampler(den, z, sigmas, noise_sampler=lambda x, it=it: next(it))
-            b = sampler(den, rotate(z), sigmas, noise_sampler=lambda x, it_rot=it_rot: rotate(next(it_rot)))
+            a = sampler(den, z, sigmas, noise_sampler=lambda s, s_next, it=it: next(it))
+            b = sampler(den, rotate(z), sigmas, noise_sampler=lambda s, s_next, it_rot=it_rot: rotate(next(it_rot)))
             scale = a.abs().max()
             assert torch.isfinite(a).all() and scale > 0
             assert ((b - rotate(a)).abs().max() / scale) < 1e-4, sampler.__name__

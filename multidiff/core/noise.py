@@ -1,0 +1,67 @@
+"""Noise samplers ``noise(sigma, sigma_next)`` for the samplers, drawn in a domain's space.
+
+``gaussian``: a fresh draw per call from a seeded generator. ``brownian``: increments of one Brownian motion
+over the noise level (``torchsde.BrownianTree``), so the noise a sampler sees between two levels is the same
+whatever the number of steps taken between them (Song et al. 2021; as k-diffusion's SDE samplers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .protocols import Space
+
+NOISE_KINDS = ("gaussian", "brownian")
+
+
+class GaussianNoise:
+    def __init__(self, space: Space, x: Tensor, ctx: dict[str, Any], generator: torch.Generator):
+        self.space, self.x, self.ctx, self.generator = space, x, ctx, generator
+
+    def __call__(self, sigma: Tensor, sigma_next: Tensor) -> Tensor:
+        return self.space.noise(self.x, self.ctx, generator=self.generator)
+
+
+class BrownianNoise:
+    """Unit-variance increments ``(W(b) - W(a)) / sqrt(b - a)`` of a Brownian tree over [sigma_min, sigma_max]."""
+
+    def __init__(self, space: Space, x: Tensor, ctx: dict[str, Any], sigma_min: float, sigma_max: float, seed: int):
+        import torchsde
+
+        self.space, self.ctx = space, ctx
+        self.lo, self.hi = float(sigma_min), float(sigma_max)
+        # torchsde wants t0 < t1 and float64 times for tolerance; values live in x's dtype and device
+        self.tree = torchsde.BrownianTree(
+            t0=self.lo, w0=torch.zeros_like(x), t1=self.hi, entropy=seed, tol=1e-6, pool_size=24
+        )
+
+    def __call__(self, sigma: Tensor, sigma_next: Tensor) -> Tensor:
+        a, b = sorted((float(sigma), float(sigma_next)))
+        a, b = min(max(a, self.lo), self.hi), min(max(b, self.lo), self.hi)
+        if b <= a:
+            raise ValueError(f"Brownian noise between equal or out-of-range levels {sigma} and {sigma_next}")
+        return self.space.project((self.tree(b) - self.tree(a)) / (b - a) ** 0.5, self.ctx)
+
+
+def make_noise(
+    kind: str,
+    space: Space,
+    x: Tensor,
+    ctx: dict[str, Any],
+    sigmas: Tensor,
+    generator: torch.Generator,
+    seed: int,
+    extra_levels: tuple[float, ...] = (),
+) -> Callable[[Tensor, Tensor], Tensor]:
+    """The noise sampler of ``kind`` (:data:`NOISE_KINDS`) for a run over the grid ``sigmas``."""
+    if kind == "gaussian":
+        return GaussianNoise(space, x, ctx, generator)
+    if kind == "brownian":
+        positive = sigmas[sigmas > 0]
+        levels = [float(positive.min()), float(positive.max()), *extra_levels]
+        return BrownianNoise(space, x, ctx, min(levels) * 0.5, max(levels) * 2.0, seed)
+    raise ValueError(f"unknown noise {kind!r}; valid: {', '.join(NOISE_KINDS)}")
