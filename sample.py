@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from multidiff.build import build_sampler, load_checkpoint
 from multidiff.core.state import State
+from multidiff.posthoc_ema import load_ema_length
 
 log = logging.getLogger("multidiff.sample")
 
@@ -23,6 +24,9 @@ def sample(cfg: DictConfig) -> list[Path]:
     module = load_checkpoint(
         cfg.ckpt, domain=cfg.expect_domain, weights=cfg.weights, trust_targets=list(cfg.trust_targets)
     ).to(device)
+    if cfg.ema_length is not None:
+        snapshots = Path(cfg.ema_snapshots or Path(cfg.ckpt).resolve().parent.parent / "posthoc_ema")
+        load_ema_length(module, snapshots, float(cfg.ema_length))
     sampling = build_sampler(cfg.sampler, steps=cfg.steps, spacing=cfg.spacing)
     guide = None
     if cfg.guide_ckpt:
@@ -61,7 +65,7 @@ def sample(cfg: DictConfig) -> list[Path]:
         "guidance": cfg.guidance,
         "guidance_interval": None if interval is None else list(interval),
         "guide_ckpt": None if cfg.guide_ckpt is None else str(cfg.guide_ckpt),
-        "weights": cfg.weights,
+        "weights": cfg.weights if cfg.ema_length is None else f"post-hoc EMA, length {cfg.ema_length}",
         "condition": request,
     }
     paths = module.domain.export(items, out, meta)

@@ -51,6 +51,7 @@ TRUSTED_TARGETS: frozenset[str] = frozenset(
         "multidiff.training.LossCurves",
         "multidiff.training.SampleCallback",
         "multidiff.training.Warmup",
+        "multidiff.posthoc_ema.PostHocEMASnapshots",
         # audio
         "multidiff.domains.audio.AudioDomain",
         "multidiff.domains.audio.data.AudioFolderDataModule",
