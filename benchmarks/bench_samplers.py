@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from gmm import GaussianMixture  # noqa: E402
 
 from multidiff.build import build_module, build_sampler  # noqa: E402
-from multidiff.config import compose_run  # noqa: E402
+from multidiff.config import compose_run, sampler_config  # noqa: E402
 from multidiff.core.noise import make_noise  # noqa: E402
 from multidiff.core.samplers import SAMPLERS  # noqa: E402
 from multidiff.core.schedules import KarrasSchedule, LinearSchedule  # noqa: E402
@@ -90,7 +90,7 @@ def overhead(batch: int, length: int, steps: int) -> None:
     print("| sampler | steps | network evaluations | s per evaluation | sampler overhead |")
     print("|---|---|---|---|---|")
     for name in SAMPLERS:
-        sampling = build_sampler(compose_run("sample", ["ckpt=x", f"sampler={name}"], Path("/tmp/mbs")).sampler)
+        sampling = build_sampler(sampler_config(name))
         inside.update(calls=0, seconds=0.0)
         t0 = time.perf_counter()
         module.generate(

@@ -28,3 +28,14 @@ def compose_run(config_name: str, overrides: list[str], run_dir: Path) -> DictCo
     HydraConfig().set_config(cfg)
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     return cfg
+
+
+def sampler_config(name: str) -> DictConfig:
+    """``conf/sampler/<name>.yaml`` on its own (for tools that try several samplers in one run)."""
+    from omegaconf import OmegaConf
+
+    path = CONF_DIR / "sampler" / f"{name}.yaml"
+    if not path.is_file():
+        valid = sorted(f.stem for f in path.parent.glob("*.yaml"))
+        raise ValueError(f"unknown sampler {name!r}; valid: {', '.join(valid)}")
+    return OmegaConf.load(path)

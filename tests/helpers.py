@@ -24,6 +24,24 @@ TINY_AUDIO = [
 ]
 
 
+TINY_PC = [
+    "domain=pointcloud",
+    "data.limit_shapes=16",
+    "data.batch_size=8",
+    "data.n_points=256",
+    "net.point_dim=16",
+    "net.latent_dim=32",
+    "net.num_latents=8",
+    "net.depth=1",
+    "net.latent_layers=1",
+    "net.heads=2",
+    "net.point_heads=1",
+    "trainer.log_every_n_steps=1",
+    "callbacks.samples=null",
+    "callbacks.progress=null",
+]
+
+
 def compose(config_name: str, overrides: list[str], output_dir: Path):
     """The real Hydra config, composed in-process, with its run directory set to ``output_dir``."""
     from multidiff.config import compose_run

@@ -67,6 +67,11 @@ class Domain:
         trained on, for references; ``reference``: a file or folder to compare against, ...)."""
         raise NotImplementedError
 
+    def quality(self, metrics: dict[str, Any]) -> tuple[float, str]:
+        """One number, higher is better, from :meth:`evaluate`'s metrics, and what it is: what tuning
+        (``tune_sampling.py``) optimises against the number of network evaluations."""
+        raise NotImplementedError(f"the {self.name} domain names no quality metric for tuning")
+
     def quick_metrics(self, items: list[Any]) -> dict[str, float]:
         """Cheap metrics logged during training on freshly generated items."""
         return {}

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import compose
+from helpers import TINY_PC, compose
 
 import evaluate
 import sample
@@ -12,23 +12,6 @@ import train
 from multidiff.domains.pointcloud.io import read_ply
 
 pytestmark = pytest.mark.slow  # end to end: trains, samples or runs the CLI
-
-TINY_PC = [
-    "domain=pointcloud",
-    "data.limit_shapes=16",
-    "data.batch_size=8",
-    "data.n_points=256",
-    "net.point_dim=16",
-    "net.latent_dim=32",
-    "net.num_latents=8",
-    "net.depth=1",
-    "net.latent_layers=1",
-    "net.heads=2",
-    "net.point_heads=1",
-    "trainer.log_every_n_steps=1",
-    "callbacks.samples=null",
-    "callbacks.progress=null",
-]
 
 
 def _train(shared_datasets, tmp_path, *overrides):

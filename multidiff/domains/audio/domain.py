@@ -108,6 +108,10 @@ class AudioDomain(Domain):
             progress=progress,
         )
 
+    def quality(self, metrics: dict[str, Any]) -> tuple[float, str]:
+        fid = (metrics.get("fid") or {}).get("samples")
+        return (float("-inf") if fid is None else -float(fid)), "-FID (classifier features)"
+
     def quick_metrics(self, items: list[dict[str, Any]]) -> dict[str, float]:
         wav = torch.stack([it["wav"] for it in items])
         return {"rms": wav.pow(2).mean().sqrt().item(), "clipped_fraction": (wav.abs() >= 0.999).float().mean().item()}

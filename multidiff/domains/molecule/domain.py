@@ -292,6 +292,10 @@ class MoleculeDomain(Domain):
         )
         return metrics
 
+    def quality(self, metrics: dict[str, Any]) -> tuple[float, str]:
+        stable, valid = metrics.get("mol_stable") or 0.0, metrics.get("validity") or 0.0
+        return float(stable) + float(valid), "molecule stability + validity"
+
     def quick_metrics(self, items: list[Molecule]) -> dict[str, float]:
         analysis = MoleculeAnalysis(items, self.info.get("elements"))
         out = analysis.stability()

@@ -216,6 +216,9 @@ class PointCloudDomain(Domain):
         }
         return {**metrics, "normalization": mode, "protocol": protocol}
 
+    def quality(self, metrics: dict[str, Any]) -> tuple[float, str]:
+        return -abs(float(metrics["1-NNA-CD"]) - 0.5), "-|1-NNA-CD - 0.5| (0 is ideal)"
+
     def _reference(self, reference: Path | str | None, data_config: dict | None):
         if reference is not None:
             return load_shapes(folder_files(Path(reference))[0], desc="reference", require_any=True), str(reference)
