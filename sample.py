@@ -13,6 +13,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from multidiff.build import build_sampler, load_checkpoint
+from multidiff.core.observation import Observation
+from multidiff.core.options import call_strict
 from multidiff.core.state import State
 from multidiff.posthoc_ema import load_ema_length
 
@@ -35,9 +37,22 @@ def sample(cfg: DictConfig) -> list[Path]:
         ).to(device)
     interval = None if cfg.guidance_interval is None else tuple(float(v) for v in cfg.guidance_interval)
     request = OmegaConf.to_container(cfg.condition, resolve=True)
-    states = []
+    observe_options = {k: v for k in ("keep", "keep_unit") if (v := _plain(cfg.get(k))) is not None}
+
+    def observation(n: int) -> Observation | None:
+        if cfg.observe is None:
+            if observe_options:
+                raise ValueError(f"{', '.join(observe_options)} need observe=FILE")
+            return None
+        return call_strict(
+            module.domain.observe, f"{module.domain.name} observation option", observe_options, n, Path(cfg.observe)
+        )
+
+    observation(1)  # a bad request fails here, before anything is generated or written
+    states, observations = [], []
     for start in range(0, cfg.n, cfg.batch_size):
         n = min(cfg.batch_size, cfg.n - start)
+        observations.append(observation(n))
         states.append(
             module.generate(
                 n,
@@ -50,9 +65,15 @@ def sample(cfg: DictConfig) -> list[Path]:
                 noise=sampling.noise,
                 guidance_interval=interval,
                 guide=guide,
+                observation=observations[-1],
+                resample=cfg.resample,
             )
         )
-    items = [item for s in states for item in module.domain.decode(State(s.x.cpu(), s.cond, s.ctx))]
+    items = [
+        item
+        for s, obs in zip(states, observations)
+        for item in module.domain.decode(State(s.x.cpu(), s.cond, s.ctx), obs)
+    ]
     out = Path(cfg.out or cfg.paths.output_dir)
     meta = {
         "ckpt": str(cfg.ckpt),
@@ -67,11 +88,18 @@ def sample(cfg: DictConfig) -> list[Path]:
         "guide_ckpt": None if cfg.guide_ckpt is None else str(cfg.guide_ckpt),
         "weights": cfg.weights if cfg.ema_length is None else f"post-hoc EMA, length {cfg.ema_length}",
         "condition": request,
+        "observe": None if cfg.observe is None else str(cfg.observe),
+        **observe_options,
+        "resample": cfg.resample,
     }
     paths = module.domain.export(items, out, meta)
     (out / "sampling.json").write_text(json.dumps(meta, indent=2))
     log.info("wrote %d files to %s", len(paths), out)
     return paths
+
+
+def _plain(value):
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="sample")

@@ -16,6 +16,7 @@ from multidiff.checkpoint import CHECKPOINT_KEY
 from multidiff.core.denoiser import Preconditioned, sampling_denoiser
 from multidiff.core.domain import Domain, State
 from multidiff.core.noise import make_noise
+from multidiff.core.observation import Observation, replacement_denoiser, sample_with_resampling
 from multidiff.core.options import call_strict
 from multidiff.core.processes import Process
 from multidiff.core.samplers import get_sampler
@@ -138,12 +139,16 @@ class DiffusionModule(pl.LightningModule):
         noise: str = "gaussian",
         guidance_interval: tuple[float, float] | None = None,
         guide: DiffusionModule | None = None,
+        observation: Observation | None = None,
+        resample: int = 1,
     ) -> State:
         """Draw ``n`` items. ``sampler``: a name or a sampler function (options bound, e.g. by
         :func:`multidiff.build.build_sampler`); ``condition``: the request for :meth:`Domain.condition`
         (e.g. ``{"digit": 7}``), whose unknown keys are an error naming the valid ones; ``noise``: ``gaussian``
         or ``brownian`` (:mod:`multidiff.core.noise`); ``guidance``, ``guidance_interval``, ``guide``: see
-        :func:`~multidiff.core.denoiser.sampling_denoiser` (``guide``: a weaker module of the same domain)."""
+        :func:`~multidiff.core.denoiser.sampling_denoiser` (``guide``: a weaker module of the same domain);
+        ``observation``: known values and mask (:meth:`Domain.observe`), honoured by replacement with ``resample``
+        jumps per step (:mod:`multidiff.core.observation`)."""
         sample_fn = get_sampler(sampler) if isinstance(sampler, str) else sampler
         cond = call_strict(self.domain.condition, "condition", condition or {}, n)
         if guide is not None and guide.domain.name != self.domain.name:
@@ -153,6 +158,15 @@ class DiffusionModule(pl.LightningModule):
         sigmas = self.process.schedule.sigmas(steps, spacing).to(self.device)
         noise_fn = make_noise(noise, self.domain.space, state.x, state.ctx, sigmas, gen, seed)
         x = self.domain.space.noise(state.x, state.ctx, generator=gen) * self.process.prior_std()
+        if observation is not None:
+            if observation.values.shape != state.x.shape:
+                raise ValueError(
+                    f"observation of shape {tuple(observation.values.shape)} does not fit {n} items of this model, "
+                    f"shaped {tuple(state.x.shape)}"
+                )
+            if resample > 1 and noise == "brownian":
+                raise ValueError("resampling needs independent noise draws over the same step: use noise=gaussian")
+            observation = observation.to(self.device)
         modules = [self] if guide is None else [self, guide]
         was_training = [m.training for m in modules]
         for m in modules:
@@ -167,7 +181,15 @@ class DiffusionModule(pl.LightningModule):
             denoise = sampling_denoiser(
                 self.model, state, guidance, guidance_interval, None if guide is None else guide.model
             )
-            x = sample_fn(denoise, x, sigmas, noise_sampler=noise_fn, callback=lambda *a: bar.update(1))
+            if observation is None:
+                x = sample_fn(denoise, x, sigmas, noise_sampler=noise_fn, callback=lambda *a: bar.update(1))
+            else:
+                fresh = lambda like: self.domain.space.noise(like, state.ctx, generator=gen)  # noqa: E731
+                denoise = replacement_denoiser(denoise, observation, fresh)
+                x = sample_with_resampling(
+                    sample_fn, denoise, x, sigmas, resample, noise_fn, callback=lambda *a: bar.update(1)
+                )
+                x = observation.impose(x)
         finally:
             bar.close()
             for m, mode in zip(modules, was_training):

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .observation import Observation
 from .protocols import Space
 from .state import State
 
@@ -52,9 +53,15 @@ class Domain:
         naming the valid ones."""
         return None
 
-    def decode(self, state: State) -> list[Any]:
-        """Split a sampled state into per-item objects (waveforms, point sets, molecules)."""
+    def decode(self, state: State, observation: Observation | None = None) -> list[Any]:
+        """Split a sampled state into per-item objects (waveforms, point sets, molecules); with the
+        ``observation`` it was generated from, mapped back to the observed file's units and marked."""
         raise NotImplementedError
+
+    def observe(self, n: int, path: Path) -> Observation:
+        """A user's file as an observation of ``n`` items in this domain's state layout (a clip with a gap, a
+        partial scan, ...), with options as keyword arguments the domain names explicitly."""
+        raise ValueError(f"the {self.name} domain does not generate from observations; sample without observe=")
 
     def export(self, items: list[Any], out_dir: Path, meta: dict[str, Any]) -> list[Path]:
         """Write items in the domain's file format plus a PNG preview; return the paths."""

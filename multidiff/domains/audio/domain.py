@@ -9,9 +9,12 @@ import torch
 from torch import Tensor
 
 from multidiff.core.domain import Domain, State, check_classes
+from multidiff.core.observation import Observation
 from multidiff.core.space import TensorSpace
 
 from .export import plot_clips, write_clips
+from .io import fix_length
+from .observe import keep_mask, read_clip
 
 
 class AudioDomain(Domain):
@@ -54,12 +57,35 @@ class AudioDomain(Domain):
             raise ValueError(f"unknown class {request!r}; valid: {', '.join(names)}")
         return torch.full((n,), names.index(str(request)), dtype=torch.long)
 
-    def decode(self, state: State) -> list[dict[str, Any]]:
+    def decode(self, state: State, observation: Observation | None = None) -> list[dict[str, Any]]:
+        """Clips in [-1, 1]; generated from an observation, back at the observed file's amplitude (its known
+        samples as they were) with ``known``, the mask of observed samples."""
         names = self.info.get("class_names") or []
+        scale = 1.0 if observation is None else float(observation.meta["scale"])
+        known = None if observation is None else observation.mask[0].reshape(-1).cpu()
         return [
-            {"wav": x.clamp(-1, 1), "label": None if state.cond is None else names[int(c)]}
+            {
+                "wav": (x.clamp(-1, 1) / scale).clamp(-1, 1),
+                "label": None if state.cond is None else names[int(c)],
+                "known": known,
+            }
             for x, c in zip(state.x, state.cond if state.cond is not None else [None] * len(state.x))
         ]
+
+    def observe(self, n: int, path: Path, *, keep: list | None = None, keep_unit: str = "fraction") -> Observation:
+        """A clip with the spans in ``keep`` known (``[[start, end], ...]`` or one ``[start, end]``, as fractions
+        of the clip or, with ``keep_unit=s``, in seconds); the rest, and anything after a clip shorter than the
+        model's window, is generated: ``keep=[0, 0.5]`` continues the first half. A clip at another sample rate
+        is resampled (and said so); it is scaled as the training clips were and scaled back on output."""
+        path = Path(path)
+        wav, rate = read_clip(path, int(self.info["sample_rate"]), int(self.info["length"]))
+        mask = keep_mask(path, keep, keep_unit, wav.shape[-1], rate, int(self.info["length"]))
+        clip = fix_length(wav, int(self.info["length"]))
+        scale = 1.0
+        if self.info.get("normalize", "peak") == "peak":  # as the data module scaled its clips
+            scale = 0.95 / float(clip[mask[None]].abs().max().clamp(min=1e-4))
+        values = (clip * scale).expand(n, 1, -1).clone()
+        return Observation(values, mask.expand(n, 1, -1), {"scale": scale, "path": str(path)})
 
     def export(self, items: list[dict[str, Any]], out_dir: Path, meta: dict[str, Any]) -> list[Path]:
         """``{digit}_sample_{i}.wav`` when conditioned (the metrics read the digit from the name)."""
@@ -70,9 +96,8 @@ class AudioDomain(Domain):
         ]
         clips = [it["wav"] for it in items]
         paths = write_clips(clips, out_dir, int(self.info["sample_rate"]), names)
-        paths.append(
-            plot_clips(clips, out_dir / "preview.png", int(self.info["sample_rate"]), names, self.preview_clips)
-        )
+        rate, known = int(self.info["sample_rate"]), [it.get("known") for it in items]
+        paths.append(plot_clips(clips, out_dir / "preview.png", rate, names, self.preview_clips, known))
         return paths
 
     def evaluate(

@@ -44,7 +44,10 @@ def write_wav(path: str | Path, wav: Tensor, sr: int) -> Path:
     if wav.dim() != 2:
         raise ValueError(f"write_wav expects a (T,) or (C, T) waveform, got shape {tuple(wav.shape)} for {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), wav.clamp(-1.0, 1.0).numpy().T, int(sr), subtype="PCM_16", format="WAV")
+    # quantise here, rounding to nearest: libsndfile's float conversion can land one step low, and a sample
+    # read from a 16-bit file (k / 32768) must be written back as exactly k
+    pcm = (wav.double() * 32768.0).round().clamp(-32768, 32767).to(torch.int16)
+    sf.write(str(path), pcm.numpy().T, int(sr), subtype="PCM_16", format="WAV")
     return path
 
 

@@ -1,0 +1,112 @@
+"""Generating from a partial observation, against the closed-form conditional of a Gaussian mixture.
+
+Observing x1 = a in a 2-D mixture leaves x2 distributed as a 1-D mixture with known weights, means and
+variances; its exact denoiser is what an observation-conditioned model converges to, and the yardstick for
+training-free replacement (RePaint), which is known to be biased: the figures are in the README.
+"""
+
+import pytest
+import torch
+from gmm import GaussianMixture
+
+from multidiff.core.observation import Observation, replacement_denoiser, sample_with_resampling
+from multidiff.core.samplers import sample_ddpm, sample_dpmpp_2m, sample_heun
+from multidiff.core.schedules import KarrasSchedule
+
+N, A = 20_000, 0.2
+
+
+@pytest.fixture(scope="module")
+def mix() -> GaussianMixture:
+    # two components that x1 alone does not tell apart: the conditional of x2 given x1 = A is bimodal
+    return GaussianMixture(
+        [0.6, 0.4], [[0.0, -1.5], [0.4, 1.5]], [[[0.5, 0.35], [0.35, 0.5]], [[0.4, -0.25], [-0.25, 0.45]]]
+    )
+
+
+def conditional(g: GaussianMixture, a: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Weights, means and variances of x2 given x1 = a."""
+    c11, c12, c22 = g.cov[:, 0, 0], g.cov[:, 0, 1], g.cov[:, 1, 1]
+    logw = g.w.log() - 0.5 * ((a - g.mu[:, 0]) ** 2 / c11 + c11.log())
+    return torch.softmax(logw, 0), g.mu[:, 1] + c12 / c11 * (a - g.mu[:, 0]), c22 - c12**2 / c11
+
+
+def conditional_denoiser(g: GaussianMixture, a: float):
+    """The exact denoiser of x2 given x1 = a (x1 is returned as a)."""
+    w, m, v = conditional(g, a)
+
+    def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        s2, x2 = sigma.double().reshape(-1)[0] ** 2, x[:, 1:].double()
+        logr = w.log() - 0.5 * ((x2 - m) ** 2 / (v + s2) + (v + s2).log())
+        out = (torch.softmax(logr, 1) * (m + v / (v + s2) * (x2 - m))).sum(1)
+        return torch.stack([torch.full_like(out, a), out], 1).to(x.dtype)
+
+    return denoise
+
+
+def conditional_errors(g: GaussianMixture, x: torch.Tensor, a: float) -> dict[str, float]:
+    w, m, v = conditional(g, a)
+    x2 = x[:, 1].double()
+    k = (w.log() - 0.5 * ((x2[:, None] - m) ** 2 / v + v.log())).argmax(1)
+    errs = {"weight": 0.0, "mean": 0.0, "var": 0.0}
+    for j in range(len(w)):
+        xs = x2[k == j]
+        errs["weight"] = max(errs["weight"], abs(len(xs) / len(x2) - w[j].item()))
+        errs["mean"] = max(errs["mean"], abs(xs.mean().item() - m[j].item()))
+        errs["var"] = max(errs["var"], abs(xs.var().item() - v[j].item()))
+    return errs
+
+
+def start(seed: int, steps: int):
+    gen = torch.Generator().manual_seed(seed)
+    sigmas = KarrasSchedule().sigmas(steps, "karras").double()
+    x = torch.randn(N, 2, generator=gen, dtype=torch.float64) * (sigmas[0] ** 2 + 1) ** 0.5
+    noise = lambda *_: torch.randn(N, 2, generator=gen, dtype=torch.float64)  # noqa: E731
+    return gen, sigmas, x, noise
+
+
+def observation() -> Observation:
+    values = torch.zeros(N, 2, dtype=torch.float64)
+    values[:, 0] = A
+    return Observation(values, torch.tensor([True, False]).expand(N, 2))
+
+
+def test_exact_conditional_denoiser_reproduces_the_conditional(mix):
+    # the oracle an observation-conditioned model converges to (N = 20,000; ~4 standard errors)
+    _, sigmas, x, noise = start(0, 50)
+    out = sample_dpmpp_2m(conditional_denoiser(mix, A), x, sigmas, noise_sampler=noise)
+    errs = conditional_errors(mix, out, A)
+    assert errs["weight"] < 0.015 and errs["mean"] < 0.02 and errs["var"] < 0.02, errs
+    assert (out[:, 0] == A).all()
+
+
+def replacement(mix, resample: int, sampler=sample_ddpm, steps: int = 50, seed: int = 1) -> torch.Tensor:
+    _, sigmas, x, noise = start(seed, steps)
+    denoise = replacement_denoiser(mix.denoise, observation(), lambda x: noise())
+    return sample_with_resampling(sampler, denoise, x, sigmas, resample, noise_sampler=noise)
+
+
+@pytest.mark.parametrize("sampler", [sample_ddpm, sample_dpmpp_2m, sample_heun])
+def test_known_part_is_exactly_the_observation(mix, sampler):
+    out = replacement(mix, 1, sampler, steps=10)
+    assert (out[:, 0] == A).all() and torch.isfinite(out).all()
+
+
+def test_replacement_is_biased_and_resampling_reduces_the_bias(mix):
+    plain, resampled = conditional_errors(mix, replacement(mix, 1), A), conditional_errors(mix, replacement(mix, 10), A)
+    # replacement alone misses the conditional's means by far more than Monte-Carlo error (~0.005) ...
+    assert plain["mean"] > 0.05, plain
+    # ... ten resampling jumps per step remove most of that, but not the bias in the component weights
+    assert resampled["mean"] < 0.5 * plain["mean"], (plain, resampled)
+    assert min(plain["weight"], resampled["weight"]) > 0.015, (plain, resampled)
+
+
+def test_bad_observations_are_refused():
+    with pytest.raises(ValueError, match="empty"):
+        Observation(torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="full"):
+        Observation(torch.zeros(2, 3), torch.ones(2, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="boolean"):
+        Observation(torch.zeros(2, 3), torch.ones(2, 3))
+    with pytest.raises(ValueError, match="NaN"):
+        Observation(torch.full((2, 3), float("nan")), torch.tensor([True, False, False]))
