@@ -11,11 +11,12 @@ import torch
 from torch import Tensor
 
 from multidiff.core.domain import Domain, State, check_classes, check_info
+from multidiff.core.observation import Observation
 from multidiff.core.space import TensorSpace
 
 from .export import render_grid
 from .files import folder_files, load_shapes
-from .io import write_ply
+from .io import read_points, write_ply
 from .normalize import PER_SHAPE, Normalizer, check_mode, resample
 
 log = logging.getLogger(__name__)
@@ -110,17 +111,44 @@ class PointCloudDomain(Domain):
             raise ValueError(f"unknown shape class {request!r}; valid: {', '.join(names)}")
         return torch.full((n,), idx, dtype=torch.long)
 
-    def decode(self, state: State) -> list[dict[str, Any]]:
+    def decode(self, state: State, observation: Observation | None = None) -> list[dict[str, Any]]:
+        """Clouds in data units (when the data's normalisation is invertible); completed from an observation,
+        the observed points come first and exactly as read from its file."""
         norm = Normalizer.from_dict(self.info.get("normalization"))
         names = self.info.get("class_names") or []
         conds = state.cond.tolist() if state.cond is not None else [None] * len(state.x)
-        return [
-            {
-                "points": norm.inverse(x.detach().float().cpu().numpy()),
-                "label": None if c is None else names[int(c)],
-            }
-            for x, c in zip(state.x, conds)
-        ]
+        items = []
+        for x, c in zip(state.x, conds):
+            points = norm.inverse(x.detach().float().cpu().numpy())
+            if observation is not None:
+                given = observation.meta["points"]
+                points[: len(given)] = given  # the file's values, not their round trip through the normaliser
+            items.append({"points": points, "label": None if c is None else names[int(c)]})
+        return items
+
+    def observe(self, n: int, path: Path) -> Observation:
+        """A partial cloud (any supported format) to complete: its points are kept, the model's remaining
+        ``n_points - len(partial)`` are generated, in the training data's frame."""
+        path = Path(path)
+        points = read_points(path)
+        total = self._num_points()
+        if len(points) >= total:
+            raise ValueError(
+                f"observe={path}: {len(points)} points, but the model generates {total}: a partial cloud to "
+                f"complete has fewer (subsample it to at most {total - 1})"
+            )
+        norm = Normalizer.from_dict(self.info.get("normalization"))
+        if norm.mode in PER_SHAPE:
+            log.warning(
+                "observe=%s: %s normalisation is per shape; the partial cloud is normalised by itself", path, norm.mode
+            )
+        values = torch.zeros(n, total, 3)
+        values[:, : len(points)] = torch.from_numpy(norm(points)).float()
+        mask = torch.zeros(1, total, 1, dtype=torch.bool)
+        mask[:, : len(points)] = True
+        # decode returns data units for global / none normalisation, the normalised frame otherwise
+        given = points if norm.mode in ("global", "none") else norm(points)
+        return Observation(values, mask.expand(n, total, 3), {"points": given, "path": str(path)})
 
     def export(self, items: list[dict[str, Any]], out_dir: Path, meta: dict[str, Any]) -> list[Path]:
         """One PLY per shape (``{label}_sample_NNNN.ply`` when conditioned) and ``preview.png``."""
