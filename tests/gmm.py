@@ -80,3 +80,37 @@ class MixtureModel:
         if cond_drop is not None:
             cond = torch.where(cond_drop[:, None], uncond.double(), cond)
         return cond.to(x.dtype)
+
+
+# -- conditioning on x1 = a: the closed-form answer for generation from an observation --------------------
+def conditional(g: GaussianMixture, a: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Weights, means and variances of x2 given x1 = a."""
+    c11, c12, c22 = g.cov[:, 0, 0], g.cov[:, 0, 1], g.cov[:, 1, 1]
+    logw = g.w.log() - 0.5 * ((a - g.mu[:, 0]) ** 2 / c11 + c11.log())
+    return torch.softmax(logw, 0), g.mu[:, 1] + c12 / c11 * (a - g.mu[:, 0]), c22 - c12**2 / c11
+
+
+def conditional_denoiser(g: GaussianMixture, a: float):
+    """The exact denoiser of x2 given x1 = a (x1 is returned as a)."""
+    w, m, v = conditional(g, a)
+
+    def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        s2, x2 = sigma.double().reshape(-1)[0] ** 2, x[:, 1:].double()
+        logr = w.log() - 0.5 * ((x2 - m) ** 2 / (v + s2) + (v + s2).log())
+        out = (torch.softmax(logr, 1) * (m + v / (v + s2) * (x2 - m))).sum(1)
+        return torch.stack([torch.full_like(out, a), out], 1).to(x.dtype)
+
+    return denoise
+
+
+def conditional_errors(g: GaussianMixture, x: torch.Tensor, a: float) -> dict[str, float]:
+    w, m, v = conditional(g, a)
+    x2 = x[:, 1].double()
+    k = (w.log() - 0.5 * ((x2[:, None] - m) ** 2 / v + v.log())).argmax(1)
+    errs = {"weight": 0.0, "mean": 0.0, "var": 0.0}
+    for j in range(len(w)):
+        xs = x2[k == j]
+        errs["weight"] = max(errs["weight"], abs(len(xs) / len(x2) - w[j].item()))
+        errs["mean"] = max(errs["mean"], abs(xs.mean().item() - m[j].item()))
+        errs["var"] = max(errs["var"], abs(xs.var().item() - v[j].item()))
+    return errs

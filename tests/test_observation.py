@@ -7,7 +7,7 @@ training-free replacement (RePaint), which is known to be biased: the figures ar
 
 import pytest
 import torch
-from gmm import GaussianMixture
+from gmm import GaussianMixture, conditional_denoiser, conditional_errors
 
 from multidiff.core.observation import Observation, replacement_denoiser, sample_with_resampling
 from multidiff.core.samplers import sample_ddpm, sample_dpmpp_2m, sample_heun
@@ -22,39 +22,6 @@ def mix() -> GaussianMixture:
     return GaussianMixture(
         [0.6, 0.4], [[0.0, -1.5], [0.4, 1.5]], [[[0.5, 0.35], [0.35, 0.5]], [[0.4, -0.25], [-0.25, 0.45]]]
     )
-
-
-def conditional(g: GaussianMixture, a: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Weights, means and variances of x2 given x1 = a."""
-    c11, c12, c22 = g.cov[:, 0, 0], g.cov[:, 0, 1], g.cov[:, 1, 1]
-    logw = g.w.log() - 0.5 * ((a - g.mu[:, 0]) ** 2 / c11 + c11.log())
-    return torch.softmax(logw, 0), g.mu[:, 1] + c12 / c11 * (a - g.mu[:, 0]), c22 - c12**2 / c11
-
-
-def conditional_denoiser(g: GaussianMixture, a: float):
-    """The exact denoiser of x2 given x1 = a (x1 is returned as a)."""
-    w, m, v = conditional(g, a)
-
-    def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        s2, x2 = sigma.double().reshape(-1)[0] ** 2, x[:, 1:].double()
-        logr = w.log() - 0.5 * ((x2 - m) ** 2 / (v + s2) + (v + s2).log())
-        out = (torch.softmax(logr, 1) * (m + v / (v + s2) * (x2 - m))).sum(1)
-        return torch.stack([torch.full_like(out, a), out], 1).to(x.dtype)
-
-    return denoise
-
-
-def conditional_errors(g: GaussianMixture, x: torch.Tensor, a: float) -> dict[str, float]:
-    w, m, v = conditional(g, a)
-    x2 = x[:, 1].double()
-    k = (w.log() - 0.5 * ((x2[:, None] - m) ** 2 / v + v.log())).argmax(1)
-    errs = {"weight": 0.0, "mean": 0.0, "var": 0.0}
-    for j in range(len(w)):
-        xs = x2[k == j]
-        errs["weight"] = max(errs["weight"], abs(len(xs) / len(x2) - w[j].item()))
-        errs["mean"] = max(errs["mean"], abs(xs.mean().item() - m[j].item()))
-        errs["var"] = max(errs["var"], abs(xs.var().item() - v[j].item()))
-    return errs
 
 
 def start(seed: int, steps: int):

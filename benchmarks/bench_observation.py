@@ -1,0 +1,104 @@
+"""Generating from observations: the bias of training-free replacement against the closed-form conditional of
+a Gaussian mixture, and the cost of an observation per sampling step on the audio model.
+
+python benchmarks/bench_observation.py --mixture     # errors of x2 | x1 = 0.2 vs the exact conditional
+python benchmarks/bench_observation.py --speed [--batch 8 --steps 20 --threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import multidiff.env  # noqa: F401  (before torch)
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from gmm import GaussianMixture, conditional_denoiser, conditional_errors  # noqa: E402
+
+from multidiff.build import build_module  # noqa: E402
+from multidiff.config import compose_run  # noqa: E402
+from multidiff.core.observation import Observation, replacement_denoiser, sample_with_resampling  # noqa: E402
+from multidiff.core.samplers import sample_ddpm, sample_dpmpp_2m  # noqa: E402
+from multidiff.core.schedules import KarrasSchedule  # noqa: E402
+
+N, A = 20_000, 0.2
+MIX = GaussianMixture(
+    [0.6, 0.4], [[0.0, -1.5], [0.4, 1.5]], [[[0.5, 0.35], [0.35, 0.5]], [[0.4, -0.25], [-0.25, 0.45]]]
+)
+
+
+def mixture_table() -> None:
+    print("| method | steps | resample r | network evaluations | weight error | mean error | variance error |")
+    print("|---|---|---|---|---|---|---|")
+    for steps in (50, 200):
+        rows = [("exact conditional denoiser (DPM-Solver++ 2M)", None)] + [
+            ("replacement (DDPM)", r) for r in (1, 3, 10)
+        ]
+        for label, r in rows:
+            gen = torch.Generator().manual_seed(1)
+            sigmas = KarrasSchedule().sigmas(steps, "karras").double()
+            x = torch.randn(N, 2, generator=gen, dtype=torch.float64) * (sigmas[0] ** 2 + 1) ** 0.5
+            noise = lambda *_, gen=gen: torch.randn(N, 2, generator=gen, dtype=torch.float64)  # noqa: E731
+            if r is None:
+                out, nfe = sample_dpmpp_2m(conditional_denoiser(MIX, A), x, sigmas), steps
+            else:
+                values = torch.zeros(N, 2, dtype=torch.float64)
+                values[:, 0] = A
+                obs = Observation(values, torch.tensor([True, False]).expand(N, 2))
+                denoise = replacement_denoiser(MIX.denoise, obs, lambda _, noise=noise: noise())
+                out, nfe = sample_with_resampling(sample_ddpm, denoise, x, sigmas, r, noise), steps * r
+            e = conditional_errors(MIX, out, A)
+            print(
+                f"| {label} | {steps} | {r or '-'} | {nfe} | {e['weight']:.4f} | {e['mean']:.4f} | {e['var']:.4f} |",
+                flush=True,
+            )
+
+
+def speed(batch: int, steps: int) -> None:
+    cfg = compose_run("train", ["domain=audio", "paths.data_dir=."], Path("/tmp/multidiff-bench-observation"))
+    module = build_module(cfg, {"sample_rate": 8000, "length": 8192, "num_classes": 0}).eval()
+    mask = torch.zeros(1, 1, 8192, dtype=torch.bool)
+    mask[..., :4096] = True
+    obs = Observation(0.1 * torch.randn(batch, 1, 8192), mask.expand(batch, 1, 8192))
+    module.generate(batch, steps=2, progress=False)  # warm-up
+    print(
+        f"audio U-Net (default config), batch {batch} x 8192 samples, {steps} steps, {torch.get_num_threads()} threads"
+    )
+    print("| run | s per item | relative to no observation |")
+    print("|---|---|---|")
+    base = None
+    for label, kwargs in (
+        ("no observation", {}),
+        ("observation (replacement)", {"observation": obs}),
+        ("observation, resample=2", {"observation": obs, "resample": 2}),
+    ):
+        t0 = time.perf_counter()
+        module.generate(batch, steps=steps, progress=False, **kwargs)
+        per = (time.perf_counter() - t0) / batch
+        base = base or per
+        print(f"| {label} | {per:.3f} | {per / base:.2f}x |", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mixture", action="store_true")
+    ap.add_argument("--speed", action="store_true")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    if a.mixture:
+        mixture_table()
+    if a.speed:
+        speed(a.batch, a.steps)
+
+
+if __name__ == "__main__":
+    main()
