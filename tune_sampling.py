@@ -90,8 +90,8 @@ def tune(cfg: DictConfig) -> list[dict[str, Any]]:
         nfe = counter.calls / batches
         with tempfile.TemporaryDirectory(dir=out) as folder:
             module.domain.export(items, Path(folder), {"trial": trial.number})
-            what = f"{module.domain.name} evaluation option"
-            metrics = call_strict(module.domain.evaluate, what, options, Path(folder))
+            label = f"{module.domain.name} evaluation option"
+            metrics = call_strict(module.domain.evaluate, label, options, Path(folder))
         quality, meaning = module.domain.quality(metrics)
         row = {
             "trial": trial.number,
@@ -107,7 +107,7 @@ def tune(cfg: DictConfig) -> list[dict[str, Any]]:
         rows.append(row)
         (out / "trials.json").write_text(json.dumps(rows, indent=1, default=str))
         log.info(
-            "trial %d: %s, %d steps -> %.4g (%s) at %.0f evaluations", trial.number, name, steps, quality, what, nfe
+            "trial %d: %s, %d steps -> %.4g (%s) at %.0f evaluations", trial.number, name, steps, quality, meaning, nfe
         )
         return quality, nfe
 
