@@ -9,6 +9,7 @@ from pathlib import Path
 import multidiff.env  # noqa: F401  (before torch)
 
 import hydra
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -28,7 +29,7 @@ def sample(cfg: DictConfig) -> list[Path]:
     ).to(device)
     if cfg.ema_length is not None:
         snapshots = Path(cfg.ema_snapshots or Path(cfg.ckpt).resolve().parent.parent / "posthoc_ema")
-        load_ema_length(module, snapshots, float(cfg.ema_length))
+        load_ema_length(module, snapshots, float(cfg.ema_length), step=module.checkpoint_step or None)
     sampling = build_sampler(cfg.sampler, steps=cfg.steps, spacing=cfg.spacing)
     guide = None
     if cfg.guide_ckpt:
@@ -36,6 +37,8 @@ def sample(cfg: DictConfig) -> list[Path]:
             cfg.guide_ckpt, domain=module.domain.name, weights=cfg.weights, trust_targets=list(cfg.trust_targets)
         ).to(device)
     interval = None if cfg.guidance_interval is None else tuple(float(v) for v in cfg.guidance_interval)
+    if cfg.guidance == 1.0 and (guide is not None or interval is not None):
+        raise ValueError("guide_ckpt= and guidance_interval= act only when guidance != 1: set guidance, e.g. 2")
     request = OmegaConf.to_container(cfg.condition, resolve=True)
     observe_options = {k: v for k in ("keep", "keep_unit") if (v := _plain(cfg.get(k))) is not None}
 
@@ -59,7 +62,7 @@ def sample(cfg: DictConfig) -> list[Path]:
                 sampler=sampling.fn,
                 steps=sampling.steps,
                 spacing=sampling.spacing,
-                seed=cfg.seed + start,
+                seed=batch_seed(cfg.seed, start),
                 guidance=cfg.guidance,
                 condition=request,
                 noise=sampling.noise,
@@ -96,6 +99,11 @@ def sample(cfg: DictConfig) -> list[Path]:
     (out / "sampling.json").write_text(json.dumps(meta, indent=2))
     log.info("wrote %d files to %s", len(paths), out)
     return paths
+
+
+def batch_seed(seed: int, start: int) -> int:
+    """The seed of the batch starting at item ``start``: different runs' seeds never share a batch."""
+    return seed if start == 0 else int(np.random.SeedSequence([seed, start]).generate_state(1)[0])
 
 
 def _plain(value):

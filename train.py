@@ -17,6 +17,7 @@ from multidiff.build import build_module
 from multidiff.checkpoint import check_trusted, checkpoint_meta, config_targets, read_checkpoint
 
 log = logging.getLogger("multidiff.train")
+LIGHTNING_KEYWORDS = ("last", "hpc", "best")
 
 
 def train(cfg: DictConfig) -> pl.Trainer:
@@ -35,7 +36,7 @@ def train(cfg: DictConfig) -> pl.Trainer:
         sum(p.numel() for p in module.parameters()) / 1e6,
         cfg.paths.output_dir,
     )
-    if cfg.ckpt_path:
+    if cfg.ckpt_path and str(cfg.ckpt_path) not in LIGHTNING_KEYWORDS:  # keywords name this run's own files
         verify_resume(cfg, module.domain.name)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
     save_final(trainer)

@@ -29,14 +29,18 @@ log = logging.getLogger("multidiff.tune_sampling")
 
 
 class CountCalls:
-    """Network evaluations per item: forward calls of the denoiser network, divided by the batches run."""
+    """Network evaluations: forward calls of the denoiser networks (the guide's too), until :meth:`close`."""
 
-    def __init__(self, net: torch.nn.Module):
+    def __init__(self, *nets: torch.nn.Module):
         self.calls = 0
-        self.handle = net.register_forward_pre_hook(self.hook)
+        self.handles = [net.register_forward_pre_hook(self.hook) for net in nets]
 
     def hook(self, *args: Any) -> None:
         self.calls += 1
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
 
 
 def tune(cfg: DictConfig) -> list[dict[str, Any]]:
@@ -46,7 +50,9 @@ def tune(cfg: DictConfig) -> list[dict[str, Any]]:
     module = load_checkpoint(cfg.ckpt, weights=cfg.weights, trust_targets=list(cfg.trust_targets)).to(device)
     guide = None
     if cfg.guide_ckpt:
-        guide = load_checkpoint(cfg.guide_ckpt, module.domain.name, trust_targets=list(cfg.trust_targets)).to(device)
+        guide = load_checkpoint(
+            cfg.guide_ckpt, module.domain.name, weights=cfg.weights, trust_targets=list(cfg.trust_targets)
+        ).to(device)
     original = {k: v.clone() for k, v in module.model.state_dict().items()}
     snapshots = Path(cfg.ckpt).resolve().parent.parent / "posthoc_ema"
     space = cfg.space
@@ -54,12 +60,15 @@ def tune(cfg: DictConfig) -> list[dict[str, Any]]:
     guided = bool(request) or guide is not None
     has_ema = (snapshots / PROFILES).is_file() and any(snapshots.glob("*.pt"))
     options = OmegaConf.to_container(cfg.evaluate, resolve=True)
-    options.setdefault("data_config", module.run_config.get("data"))
+    data = dict(module.run_config.get("data") or {})  # trust-checked with the checkpoint; never a download
+    if "download" in data:
+        data["download"] = False
+    options.setdefault("data_config", data)
     if cfg.reference is not None:
         options["reference"] = Path(cfg.reference)
     out = Path(cfg.out or cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    counter = CountCalls(module.model.net)
+    counter = CountCalls(module.model.net, *([] if guide is None else [guide.model.net]))
     rows: list[dict[str, Any]] = []
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
@@ -69,7 +78,7 @@ def tune(cfg: DictConfig) -> list[dict[str, Any]]:
         ema_length = trial.suggest_float("ema_length", *space.ema_length) if has_ema else None
         module.model.load_state_dict(original)
         if ema_length is not None:
-            load_ema_length(module, snapshots, ema_length)
+            load_ema_length(module, snapshots, ema_length, step=module.checkpoint_step or None)
         sampling = build_sampler(sampler_config(name), steps=steps)
         counter.calls, batches, items = 0, 0, []
         for start in range(0, cfg.n, cfg.batch_size):
@@ -112,7 +121,11 @@ def tune(cfg: DictConfig) -> list[dict[str, Any]]:
         return quality, nfe
 
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.TPESampler(seed=cfg.seed))
-    study.optimize(objective, n_trials=cfg.trials)
+    try:
+        study.optimize(objective, n_trials=cfg.trials)
+    finally:
+        counter.close()
+        module.model.load_state_dict(original)
     front = pareto_front(rows)
     write_table(front, rows, out / "pareto.md")
     plot(front, rows, out / "pareto.png")

@@ -112,8 +112,8 @@ def load_checkpoint(
     check_trusted(meta.config, path, trust_targets)
     try:
         module = build_module(meta.config, meta.domain_info)
-    except ValueError as e:
-        raise CheckpointFormatError(f"{path}: {e}") from e
+    except Exception as e:  # noqa: BLE001 - after the trust check, any failure is a malformed stored config
+        raise CheckpointFormatError(f"{path}: its stored config does not build a model: {type(e).__name__}: {e}") from e
     if module.domain.name != meta.domain:
         raise CheckpointFormatError(
             f"{path}: metadata says domain {meta.domain!r} but its config builds a {module.domain.name!r} domain"
@@ -130,4 +130,5 @@ def load_checkpoint(
         module.load_state_dict(state)
     except RuntimeError as e:
         raise CheckpointFormatError(f"{path}: its weights do not fit the model its config describes: {e}") from None
+    module.checkpoint_step = int(ckpt.get("global_step") or 0)  # which snapshots post-hoc EMA may use
     return module.eval()

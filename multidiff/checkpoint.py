@@ -10,7 +10,6 @@ configuration has passed.
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,75 +20,98 @@ import torch
 #: the key under which train.py's checkpoints keep the run configuration and the domain info
 CHECKPOINT_KEY = "multidiff"
 
-#: The components a checkpoint's configuration may name: multidiff's own and the optimisers, learning-rate
-#: schedulers, Lightning callbacks and loggers its configs use. One place; ``tests/test_checkpoint_trust.py``
-#: checks that every ``_target_`` under ``conf/`` is here, so a new component is trusted on purpose.
-TRUSTED_TARGETS: frozenset[str] = frozenset(
-    {
-        # core
-        "multidiff.core.processes.EDMProcess",
-        "multidiff.core.processes.FlowProcess",
-        "multidiff.core.processes.VPProcess",
-        "multidiff.core.schedules.CosineSchedule",
-        "multidiff.core.schedules.KarrasSchedule",
-        "multidiff.core.schedules.LinearSchedule",
-        "multidiff.core.schedules.PolynomialSchedule",
-        "multidiff.core.schedules.RectifiedSchedule",
-        "multidiff.core.schedules.SigmoidSchedule",
-        "multidiff.core.samplers.sample_ddim",
-        "multidiff.core.samplers.sample_ddpm",
-        "multidiff.core.samplers.sample_dpmpp_2m",
-        "multidiff.core.samplers.sample_euler",
-        "multidiff.core.samplers.sample_heun",
-        "multidiff.core.samplers.sample_euler_ancestral",
-        "multidiff.core.samplers.sample_dpmpp_2m_sde",
-        "multidiff.core.samplers.sample_dpmpp_3m_sde",
-        "multidiff.core.samplers.sample_unipc",
-        "multidiff.core.samplers.sample_restart",
-        # training
-        "multidiff.training.EMA",
-        "multidiff.training.LossCurves",
-        "multidiff.training.SampleCallback",
-        "multidiff.training.Warmup",
-        "multidiff.posthoc_ema.PostHocEMASnapshots",
-        # audio
-        "multidiff.domains.audio.AudioDomain",
-        "multidiff.domains.audio.data.AudioFolderDataModule",
-        "multidiff.domains.audio.data.FSDDDataModule",
-        "multidiff.domains.audio.nets.DiffWave",
-        "multidiff.domains.audio.nets.UNet1d",
-        # molecule
-        "multidiff.domains.molecule.MoleculeDomain",
-        "multidiff.domains.molecule.EGNN",
-        "multidiff.domains.molecule.QM9DataModule",
-        "multidiff.domains.molecule.DrugsDataModule",
-        # point cloud
-        "multidiff.domains.pointcloud.PointCloudDomain",
-        "multidiff.domains.pointcloud.PointRINDenoiser",
-        "multidiff.domains.pointcloud.ShapeNetDataModule",
-        "multidiff.domains.pointcloud.ModelNetDataModule",
-        "multidiff.domains.pointcloud.FolderDataModule",
-        # optimisers and schedules
-        "torch.optim.Adam",
-        "torch.optim.AdamW",
-        "torch.optim.SGD",
-        "torch.optim.lr_scheduler.LambdaLR",
-        "torch.optim.lr_scheduler.CosineAnnealingLR",
-        "torch.optim.lr_scheduler.LinearLR",
-        "torch.optim.lr_scheduler.SequentialLR",
-        "torch.optim.lr_scheduler.ConstantLR",
-        # Lightning (stored with the training run; never instantiated from a checkpoint)
-        "pytorch_lightning.Trainer",
-        "pytorch_lightning.callbacks.LearningRateMonitor",
-        "pytorch_lightning.callbacks.ModelCheckpoint",
-        "pytorch_lightning.callbacks.TQDMProgressBar",
-        "pytorch_lightning.loggers.CSVLogger",
-        "pytorch_lightning.loggers.TensorBoardLogger",
-    }
-)
+_SCHEDULES = {
+    f"multidiff.core.schedules.{name}Schedule"
+    for name in ("Cosine", "Karras", "Linear", "Polynomial", "Rectified", "Sigmoid")
+}
+_SAMPLERS = {
+    f"multidiff.core.samplers.sample_{name}"
+    for name in (
+        "ddim",
+        "ddpm",
+        "dpmpp_2m",
+        "euler",
+        "heun",
+        "euler_ancestral",
+        "dpmpp_2m_sde",
+        "dpmpp_3m_sde",
+        "unipc",
+        "restart",
+    )
+}
 
-#: Hydra keys a stored configuration may use with a trusted target
-_HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
+#: What a checkpoint's configuration may name, per top-level section ("slot"): multidiff's own components and
+#: the optimisers, schedulers, Lightning callbacks and loggers its configs use, each only where it belongs (a
+#: Trainer named as the domain is refused). One place; ``tests/test_checkpoint_trust.py`` checks that every
+#: ``_target_`` under ``conf/`` is here, in its section, so a new component is trusted on purpose.
+TRUSTED: dict[str, frozenset[str]] = {
+    "domain": frozenset(
+        {
+            "multidiff.domains.audio.AudioDomain",
+            "multidiff.domains.molecule.MoleculeDomain",
+            "multidiff.domains.pointcloud.PointCloudDomain",
+        }
+    ),
+    "net": frozenset(
+        {
+            "multidiff.domains.audio.nets.DiffWave",
+            "multidiff.domains.audio.nets.UNet1d",
+            "multidiff.domains.molecule.EGNN",
+            "multidiff.domains.pointcloud.PointRINDenoiser",
+        }
+    ),
+    "process": frozenset(
+        {
+            "multidiff.core.processes.EDMProcess",
+            "multidiff.core.processes.FlowProcess",
+            "multidiff.core.processes.VPProcess",
+            *_SCHEDULES,
+        }
+    ),
+    "schedule": frozenset(_SCHEDULES),
+    "sampler": frozenset(_SAMPLERS),
+    "model": frozenset(
+        {
+            "torch.optim.Adam",
+            "torch.optim.AdamW",
+            "torch.optim.SGD",
+            "torch.optim.lr_scheduler.LambdaLR",
+            "torch.optim.lr_scheduler.CosineAnnealingLR",
+            "torch.optim.lr_scheduler.LinearLR",
+            "torch.optim.lr_scheduler.SequentialLR",
+            "torch.optim.lr_scheduler.ConstantLR",
+            "multidiff.training.Warmup",
+        }
+    ),
+    "data": frozenset(
+        {
+            "multidiff.domains.audio.data.AudioFolderDataModule",
+            "multidiff.domains.audio.data.FSDDDataModule",
+            "multidiff.domains.molecule.QM9DataModule",
+            "multidiff.domains.molecule.DrugsDataModule",
+            "multidiff.domains.pointcloud.ShapeNetDataModule",
+            "multidiff.domains.pointcloud.ModelNetDataModule",
+            "multidiff.domains.pointcloud.FolderDataModule",
+        }
+    ),
+    # stored with the training run for the record; never instantiated from a checkpoint
+    "callbacks": frozenset(
+        {
+            "multidiff.training.EMA",
+            "multidiff.training.LossCurves",
+            "multidiff.training.SampleCallback",
+            "multidiff.posthoc_ema.PostHocEMASnapshots",
+            "pytorch_lightning.callbacks.LearningRateMonitor",
+            "pytorch_lightning.callbacks.ModelCheckpoint",
+            "pytorch_lightning.callbacks.TQDMProgressBar",
+            *_SAMPLERS,  # the preview callback's sampler
+        }
+    ),
+    "logger": frozenset({"pytorch_lightning.loggers.CSVLogger", "pytorch_lightning.loggers.TensorBoardLogger"}),
+    "trainer": frozenset({"pytorch_lightning.Trainer"}),
+}
+#: every trusted target, whatever its section
+TRUSTED_TARGETS: frozenset[str] = frozenset().union(*TRUSTED.values())
 
 
 class UntrustedCheckpointError(ValueError):
@@ -143,7 +165,7 @@ def checkpoint_meta(ckpt: dict[str, Any], path: str | Path) -> CheckpointMeta:
             raise CheckpointFormatError(
                 f"{path}: '{CHECKPOINT_KEY}.{key}' must be a {kind.__name__}, got {type(meta.get(key)).__name__}"
             )
-    for key in ("domain", "net", "process"):
+    for key in ("domain", "net", "process", "model"):
         if not isinstance(meta["config"].get(key), dict):
             raise CheckpointFormatError(f"{path}: the stored config has no '{key}' section")
     if "state_dict" not in ckpt or not isinstance(ckpt["state_dict"], dict):
@@ -152,10 +174,12 @@ def checkpoint_meta(ckpt: dict[str, Any], path: str | Path) -> CheckpointMeta:
 
 
 def check_trusted(config: Any, source: str | Path, trust_targets: Sequence[str] = ()) -> None:
-    """Refuse ``config`` unless every ``_target_`` in it is trusted and nothing in it is an interpolation.
+    """Refuse ``config`` unless every ``_target_`` in it is trusted in its section and nothing in it is an
+    interpolation.
 
-    ``trust_targets``: the user's own extra targets, exact dotted names or ``fnmatch`` patterns
-    (``mypkg.*``). Raises :class:`UntrustedCheckpointError` naming ``source``, the key and the target.
+    ``trust_targets``: the user's own extra targets: exact dotted names, or ``pkg.*`` for everything *defined*
+    in the package ``pkg`` (the name is resolved and its defining module checked, so ``pkg.os.remove`` does not
+    pass as ``pkg.*``). Raises :class:`UntrustedCheckpointError` naming ``source``, the key and the target.
     """
     patterns = _patterns(trust_targets)
     for key, node in _walk(config, ""):
@@ -172,11 +196,13 @@ def check_trusted(config: Any, source: str | Path, trust_targets: Sequence[str] 
         where = f"{key}._target_" if key else "_target_"
         if not isinstance(target, str):
             raise UntrustedCheckpointError(f"{source}: config key '{where}' must be a dotted name, got {target!r}")
-        user_trusted = any(fnmatch.fnmatchcase(target, p) for p in patterns)
-        if target not in TRUSTED_TARGETS and not user_trusted:
+        slot = key.split(".")[0].split("[")[0]
+        user_trusted = _user_trusted(target, patterns)
+        if target not in TRUSTED.get(slot, ()) and not user_trusted:
+            place = f"in '{slot}'" if target in TRUSTED_TARGETS else "at all"
             raise UntrustedCheckpointError(
-                f"{source}: config key '{where}' names {target!r}, which multidiff does not trust: loading would "
-                f"call it. If you wrote this component and trust the file, pass trust_targets=[{target}] "
+                f"{source}: config key '{where}' names {target!r}, which multidiff does not trust {place}: loading "
+                f"would call it. If you wrote this component and trust the file, pass trust_targets=[{target}] "
                 "(or a pattern such as mypkg.*); see README 'Sharing checkpoints'."
             )
         if "_args_" in node and not user_trusted:
@@ -187,6 +213,24 @@ def check_trusted(config: Any, source: str | Path, trust_targets: Sequence[str] 
         for flag in ("_partial_", "_recursive_"):
             if flag in node and not isinstance(node[flag], bool):
                 raise UntrustedCheckpointError(f"{source}: config key '{key}.{flag}' must be true or false")
+
+
+def _user_trusted(target: str, patterns: list[str]) -> bool:
+    """Named exactly, or defined in a package the user trusts as ``pkg.*`` (checked after resolving the name:
+    a pattern must not reach what that package merely imports)."""
+    if target in patterns:
+        return True
+    packages = [p[:-2] for p in patterns if p.endswith(".*")]
+    if not any(target.startswith(f"{pkg}.") for pkg in packages):
+        return False
+    from hydra.utils import get_object
+
+    try:
+        obj = get_object(target)
+    except Exception:  # noqa: BLE001 - an unresolvable name is simply not trusted
+        return False
+    module = getattr(obj, "__module__", None) or ""
+    return any(module == pkg or module.startswith(f"{pkg}.") for pkg in packages)
 
 
 def config_targets(config: Any) -> set[str]:
@@ -203,8 +247,14 @@ def _patterns(trust_targets: Sequence[str] | str | None) -> list[str]:
         return []
     items = [trust_targets] if isinstance(trust_targets, str) else list(trust_targets)
     for p in items:
-        if not isinstance(p, str) or not p or p.strip("*.") == "":
-            raise ValueError(f"trust_targets: {p!r} is not a dotted name or pattern such as mypkg.*")
+        body = p[:-2] if isinstance(p, str) and p.endswith(".*") else p
+        if (
+            not isinstance(body, str)
+            or not body
+            or "*" in body
+            or not all(part.isidentifier() for part in body.split("."))
+        ):
+            raise ValueError(f"trust_targets: {p!r} is neither a dotted name nor a package pattern such as mypkg.*")
     return items
 
 

@@ -158,6 +158,8 @@ class DiffusionModule(pl.LightningModule):
         sigmas = self.process.schedule.sigmas(steps, spacing).to(self.device)
         noise_fn = make_noise(noise, self.domain.space, state.x, state.ctx, sigmas, gen, seed)
         x = self.domain.space.noise(state.x, state.ctx, generator=gen) * self.process.prior_std()
+        if resample != 1 and (observation is None or resample < 1):
+            raise ValueError(f"resample={resample}: resampling jumps (a positive count) apply to an observation only")
         if observation is not None:
             if observation.values.shape != state.x.shape:
                 raise ValueError(

@@ -35,11 +35,14 @@ class PostHocEMASnapshots(pl.Callback):
     ):
         if len(set(sigma_rels)) < 2 or not all(0 < s < 0.3 for s in sigma_rels):
             raise ValueError(f"post-hoc EMA needs at least two different sigma_rels in (0, 0.3), got {sigma_rels}")
+        if every_n_steps < 1:
+            raise ValueError(f"post-hoc EMA every_n_steps must be >= 1, got {every_n_steps}")
         if dtype not in DTYPES:
             raise ValueError(f"post-hoc EMA dtype {dtype!r}; valid: {', '.join(DTYPES)}")
         self.sigma_rels, self.every_n_steps, self.dtype, self.dirname = tuple(sigma_rels), every_n_steps, dtype, dirname
         self.ema: PostHocEMA | None = None
         self._pending: dict[str, Any] | None = None
+        self._last_step = -1
 
     def folder(self, trainer: pl.Trainer) -> Path:
         return Path(trainer.default_root_dir) / self.dirname
@@ -63,8 +66,12 @@ class PostHocEMASnapshots(pl.Callback):
             (folder / PROFILES).write_text(json.dumps(profiles))
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        if step == self._last_step:  # gradient accumulation: not an optimizer step
+            return
+        self._last_step = step
         self.ema.update()
-        if trainer.global_step % self.every_n_steps == 0 and trainer.is_global_zero:
+        if step % self.every_n_steps == 0 and trainer.is_global_zero:
             self.ema.checkpoint()
 
     def state_dict(self) -> dict[str, Any]:
@@ -109,10 +116,11 @@ def snapshot_weights(folder: str | Path, sigma_rel: float, step: int | None = No
         raise FileNotFoundError(f"no snapshot files (<profile>.<step>.pt) in {folder}")
     if any(k >= len(gammas) for _, k, _ in files):
         raise ValueError(f"{folder}: a snapshot names a profile beyond the {len(gammas)} in {PROFILES}")
-    last = max(t for _, _, t in files)
-    step = last if step is None else step
-    if step > last:
-        raise ValueError(f"step {step} is after the last snapshot ({last}) in {folder}")
+    if step is not None:  # a checkpoint's step: only the snapshots it had seen
+        files = [(f, k, t) for f, k, t in files if t <= step]
+        if not files:
+            raise ValueError(f"no snapshot in {folder} at or before step {step}: an earlier EMA cannot be rebuilt")
+    step = max(t for _, _, t in files) if step is None else step
     t_i = torch.tensor([t for _, _, t in files], dtype=torch.float64)
     gamma_i = torch.tensor([gammas[k] for _, k, _ in files], dtype=torch.float64)
     weights = solve_weights(

@@ -15,7 +15,6 @@ from multidiff.checkpoint import (
     TRUSTED_TARGETS,
     CheckpointFormatError,
     UntrustedCheckpointError,
-    config_targets,
 )
 
 
@@ -176,13 +175,48 @@ def test_files_that_are_not_checkpoints_are_refused_safely(good_ckpt, tmp_path):
         assert str(path) in str(e.value) and "weights_only=False" not in str(e.value)
 
 
-def test_every_configured_target_is_trusted():
+def test_every_configured_target_is_trusted_in_its_section():
     import yaml
 
-    targets = set()
+    from multidiff.checkpoint import TRUSTED, _walk
+
+    found = []
     for f in (ROOT / "conf").rglob("*.yaml"):
-        targets |= config_targets(yaml.safe_load(f.read_text()))
-    assert targets, "no _target_ found under conf/"
-    assert targets <= TRUSTED_TARGETS, (
-        f"add to multidiff.checkpoint.TRUSTED_TARGETS: {sorted(targets - TRUSTED_TARGETS)}"
+        text = f.read_text()
+        tree = yaml.safe_load(text) or {}
+        # a group file fills the section named after its folder; a global one names its sections
+        rooted = tree if "@package _global_" in text else {f.parent.name: tree}
+        for key, node in _walk(rooted, ""):
+            if isinstance(node, dict) and isinstance(node.get("_target_"), str):
+                found.append((f.relative_to(ROOT), key.split(".")[0], node["_target_"]))
+    assert found, "no _target_ found under conf/"
+    missing = [(str(f), slot, t) for f, slot, t in found if t not in TRUSTED.get(slot, ())]
+    assert not missing, f"add to multidiff.checkpoint.TRUSTED (file, section, target): {missing}"
+    assert {t for _, _, t in found} <= TRUSTED_TARGETS
+
+
+def test_a_trusted_component_in_the_wrong_section_is_refused(good_ckpt, tmp_path):
+    # a Trainer is trusted as the trainer, never as the domain a checkpoint builds
+    ckpt = hostile(good_ckpt, tmp_path / "h.ckpt", lambda c: c.update(domain={"_target_": "pytorch_lightning.Trainer"}))
+    with pytest.raises(UntrustedCheckpointError, match="does not trust in 'domain'"):
+        load_checkpoint(ckpt)
+
+
+def test_a_package_pattern_does_not_reach_what_the_package_imports(good_ckpt, tmp_path):
+    # user_components imports UNet1d from multidiff: the name user_components.UNet1d exists, but trusting
+    # user_components.* must only cover what that module defines
+    ckpt = hostile(good_ckpt, tmp_path / "h.ckpt", lambda c: c["net"].update(_target_="user_components.UNet1d"))
+    with pytest.raises(UntrustedCheckpointError, match="user_components.UNet1d"):
+        load_checkpoint(ckpt, trust_targets=["user_components.*"])
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    ckpt = hostile(
+        good_ckpt,
+        tmp_path / "t.ckpt",
+        lambda c: c.update(net={"_target_": "user_components.torch.save", "obj": 1, "f": str(victim)}),
     )
+    with pytest.raises(UntrustedCheckpointError):
+        load_checkpoint(ckpt, trust_targets=["user_components.*"])
+    assert victim.read_text() == "precious"
+    with pytest.raises(ValueError, match="package pattern"):
+        load_checkpoint(ckpt, trust_targets=["*"])

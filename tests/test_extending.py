@@ -58,7 +58,7 @@ class MixtureDomain(Domain):
     def template(self, n: int, cond: Tensor | None, generator: torch.Generator) -> State:
         return State(torch.zeros(n, self.info["dim"]), cond)
 
-    def decode(self, state: State) -> list[np.ndarray]:
+    def decode(self, state: State, observation=None) -> list[np.ndarray]:
         return list(state.x.numpy())
 
     def export(self, items: list[np.ndarray], out_dir: Path, meta: dict) -> list[Path]:

@@ -10,7 +10,7 @@ import torch
 from gmm import GaussianMixture, conditional_denoiser, conditional_errors
 
 from multidiff.core.observation import Observation, replacement_denoiser, sample_with_resampling
-from multidiff.core.samplers import sample_ddpm, sample_dpmpp_2m, sample_heun
+from multidiff.core.samplers import sample_ddpm, sample_dpmpp_2m, sample_euler, sample_heun
 from multidiff.core.schedules import KarrasSchedule
 
 N, A = 20_000, 0.2
@@ -77,3 +77,25 @@ def test_bad_observations_are_refused():
         Observation(torch.zeros(2, 3), torch.ones(2, 3))
     with pytest.raises(ValueError, match="NaN"):
         Observation(torch.full((2, 3), float("nan")), torch.tensor([True, False, False]))
+
+
+def test_resampling_jumps_every_step_but_the_last(mix):
+    calls = []
+    obs = Observation(torch.zeros(4, 2, dtype=torch.float64), torch.tensor([True, False]).expand(4, 2))
+
+    def model(x, sigma):
+        calls.append(float(sigma))
+        return mix.denoise(x, sigma)
+
+    noise = lambda *_: torch.randn(4, 2, dtype=torch.float64)  # noqa: E731
+    sigmas = torch.tensor([2.0, 1.0, 0.5, 0.0], dtype=torch.float64)
+    out = sample_with_resampling(
+        sample_euler,
+        replacement_denoiser(model, obs, lambda x: noise()),
+        torch.randn(4, 2, dtype=torch.float64) * 2,
+        sigmas,
+        3,
+        noise,
+    )
+    assert calls == [2.0] * 3 + [1.0] * 3 + [0.5]  # the step onto sigma = 0 is taken once
+    assert (out[:, 0] == 0).all()

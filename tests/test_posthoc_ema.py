@@ -34,6 +34,7 @@ def test_reconstructed_length_matches_a_direct_ema(tmp_path):
     (tmp_path / "profiles.json").write_text(json.dumps({"gammas": list(snaps.gammas)}))
     direct = {s: KarrasEMA(model, sigma_rel=s, update_every=1) for s in (0.07, 0.15)}
     start = model.net.weight.detach().clone()
+    midway = None
     for step in range(1, 801):  # a drifting, noisy trajectory, like weights under SGD
         with torch.no_grad():
             for p in model.parameters():
@@ -43,6 +44,8 @@ def test_reconstructed_length_matches_a_direct_ema(tmp_path):
             ema.update()
         if step % 25 == 0:
             snaps.checkpoint()
+        if step == 400:
+            midway = direct[0.07].ema_model.net.weight.detach().clone()
     for sigma_rel, ema in direct.items():
         rebuilt = snapshot_weights(tmp_path, sigma_rel)["net.weight"]
         target = ema.ema_model.net.weight
@@ -51,6 +54,11 @@ def test_reconstructed_length_matches_a_direct_ema(tmp_path):
         assert rel < 0.02, (sigma_rel, rel)
         other = direct[0.15 if sigma_rel == 0.07 else 0.07].ema_model.net.weight
         assert (rebuilt - target).norm() < 0.2 * (other - target).norm()  # and it is not just any average
+    # an earlier checkpoint's EMA uses only the snapshots taken by then
+    rebuilt = snapshot_weights(tmp_path, 0.07, step=400)["net.weight"]
+    assert ((rebuilt - midway).norm() / (midway - start).norm()).item() < 0.02
+    with pytest.raises(ValueError, match="at or before step 10"):
+        snapshot_weights(tmp_path, 0.07, step=10)
 
 
 def test_bad_snapshot_requests_are_clear(tmp_path):

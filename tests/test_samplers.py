@@ -149,3 +149,27 @@ def test_restart_refuses_repeated_noise(gmm):
     brownian = make_noise("brownian", TensorSpace(), x, {}, sigmas, torch.Generator(), seed=0)
     with pytest.raises(ValueError, match="independent noise"):
         get_sampler("restart")(gmm.denoise, x, sigmas, noise_sampler=brownian)
+
+
+def test_restart_restarts_once_where_the_grid_crosses_t_min(gmm):
+    calls = []
+
+    def model(x, sigma):
+        calls.append(float(sigma))
+        return gmm.denoise(x, sigma)
+
+    x = torch.randn(8, 2, dtype=torch.float64)
+    noise = lambda *_: torch.randn(8, 2, dtype=torch.float64)  # noqa: E731
+    restart = get_sampler("restart")
+    restart(model, x * 0.05, torch.tensor([0.05, 0.02, 0.0], dtype=torch.float64), noise_sampler=noise)
+    assert len(calls) == 3  # entirely below t_min: Heun only (2 + 1 evaluations), no restart
+    calls.clear()
+    restart(
+        model,
+        x * 5,
+        torch.tensor([5.0, 1.0, 0.05, 0.0], dtype=torch.float64),
+        noise_sampler=noise,
+        restart_steps=2,
+        restarts=2,
+    )
+    assert len(calls) == 2 + 2 + 1 + 2 * 2 * 2  # three Heun steps and two restarts of two Heun steps each

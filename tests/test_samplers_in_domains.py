@@ -71,6 +71,8 @@ def test_autoguidance_with_the_model_itself_is_the_plain_model(modules):
         module.generate(2, steps=4, guidance=2.0, guide=modules["audio"], progress=False)
     with pytest.raises(ValueError, match="guide"):
         module.generate(2, steps=4, guidance=2.0, progress=False)  # unconditional and no guide
+    with pytest.raises(ValueError, match="observation only"):
+        module.generate(2, steps=4, resample=3, progress=False)
 
 
 @pytest.mark.slow
@@ -92,3 +94,5 @@ def test_sample_cli_guide_ckpt_and_interval(tiny_audio_ckpt, tmp_path):
         assert abs(a - b).max() < 1e-3
     for a, b in zip(wavs["cfg_outside"], wavs["cond"]):  # an interval outside the grid changes nothing
         assert (a == b).all()
+    with pytest.raises(ValueError, match="only when guidance"):  # a guide at guidance 1 would do nothing
+        sample.sample(compose("sample", [f"ckpt={tiny_audio_ckpt}", f"guide_ckpt={tiny_audio_ckpt}"], tmp_path))

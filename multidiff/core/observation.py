@@ -79,9 +79,10 @@ def sample_with_resampling(
         return sampler(model, x, sigmas, noise_sampler=noise_sampler, callback=callback)
     for i in range(len(sigmas) - 1):
         s, s_next = sigmas[i], sigmas[i + 1]
-        for j in range(resample):
+        passes = resample if s_next > 0 else 1  # the last step lands on a clean sample: nothing to redo
+        for j in range(passes):
             x = sampler(model, x, sigmas[i : i + 2], noise_sampler=noise_sampler)
-            if j < resample - 1 and s_next > 0:
+            if j < passes - 1:
                 up = noise_sampler(s_next, s)
                 x = x + up * (s**2 - s_next**2).sqrt()
         if callback is not None:

@@ -339,7 +339,7 @@ def sample_restart(
     done = False
     for i in range(len(sigmas) - 1):
         x = heun(x, sigmas[i], sigmas[i + 1], i)
-        if not done and sigmas[i + 1] <= t_min and sigmas[i + 1] > 0:
+        if not done and sigmas[i] > t_min >= sigmas[i + 1] > 0:  # the step that crosses t_min
             done = True  # restart once, from the first grid level at or below t_min
             low = sigmas[i + 1]
             grid = _karras_segment(t_max, float(low), restart_steps).to(sigmas)

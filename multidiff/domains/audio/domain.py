@@ -83,7 +83,7 @@ class AudioDomain(Domain):
         clip = fix_length(wav, int(self.info["length"]))
         scale = 1.0
         if self.info.get("normalize", "peak") == "peak":  # as the data module scaled its clips
-            scale = 0.95 / float(clip[mask[None]].abs().max().clamp(min=1e-4))
+            scale = 0.95 / float(clip.abs().max().clamp(min=1e-4))
         values = (clip * scale).expand(n, 1, -1).clone()
         return Observation(values, mask.expand(n, 1, -1), {"scale": scale, "path": str(path)})
 
