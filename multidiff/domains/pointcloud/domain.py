@@ -120,10 +120,9 @@ class PointCloudDomain(Domain):
         items = []
         for x, c in zip(state.x, conds):
             points = norm.inverse(x.detach().float().cpu().numpy())
-            if observation is not None:
-                given = observation.meta["points"]
-                points[: len(given)] = given  # the file's values, not their round trip through the normaliser
-            items.append({"points": points, "label": None if c is None else names[int(c)]})
+            given = np.zeros((0, 3), np.float32) if observation is None else observation.meta["points"]
+            points[: len(given)] = given  # the file's values, not their round trip through the normaliser
+            items.append({"points": points, "label": None if c is None else names[int(c)], "observed": len(given)})
         return items
 
     def observe(self, n: int, path: Path) -> Observation:
@@ -170,6 +169,7 @@ class PointCloudDomain(Domain):
                     titles,
                     self.preview_shapes,
                     up=self.up_axis or self.info.get("up_axis", "y"),
+                    observed=[int(it.get("observed", 0)) for it in items],
                 )
             )
         return paths

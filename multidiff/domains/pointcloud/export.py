@@ -17,9 +17,11 @@ def render_grid(
     up: str = "y",
     point_size: float = 1.0,
     dpi: int = 100,
+    observed: list[int] | None = None,
 ) -> Path:
     """Scatter-plot up to ``max_shapes`` clouds in a square-ish grid; ``up`` is the vertical axis
-    (ShapeNet and ModelNet PCD are y-up)."""
+    (ShapeNet and ModelNet PCD are y-up). ``observed``: per cloud, how many leading points were given (drawn
+    in red, the generated rest coloured by height)."""
     if up not in ("x", "y", "z"):
         raise ValueError(f"up must be x, y or z, got {up!r}")
     clouds = clouds[:max_shapes]
@@ -34,7 +36,10 @@ def render_grid(
         p = np.asarray(pts, dtype=np.float32)[:, order]
         centre = (p.max(0) + p.min(0)) / 2
         radius = float((p.max(0) - p.min(0)).max() / 2) or 1.0
-        ax.scatter(p[:, 0], p[:, 1], p[:, 2], s=point_size, c=p[:, 2], cmap="viridis", linewidths=0)
+        m = observed[k] if observed else 0
+        ax.scatter(p[m:, 0], p[m:, 1], p[m:, 2], s=point_size, c=p[m:, 2], cmap="viridis", linewidths=0)
+        if m:
+            ax.scatter(p[:m, 0], p[:m, 1], p[:m, 2], s=2 * point_size, c="tab:red", linewidths=0)
         for setter, c in zip((ax.set_xlim, ax.set_ylim, ax.set_zlim), centre):
             setter(c - radius, c + radius)
         ax.set_box_aspect((1, 1, 1), zoom=1.35)
