@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from multidiff.core.domain import Domain, State, check_info
+from multidiff.core.observation import Observation
 from multidiff.core.space import GraphSpace
 
 from .export import draw_grid, write_sdf, write_xyz
@@ -165,9 +166,11 @@ class MoleculeDomain(Domain):
             cols.append(((v - mean) / std).expand(n))
         return torch.stack(cols, dim=1)
 
-    def decode(self, state: State) -> list[Molecule]:
+    def decode(self, state: State, observation: Observation | None = None) -> list[Molecule]:
         """Rows -> molecules: positions, element by argmax of the one-hot block, charge rounded and
         clipped to the training data's range (an untrained net may emit any value)."""
+        if observation is not None:
+            raise ValueError("the molecule domain does not generate from observations (fragments) yet")
         k = len(self.elements)
         x = state.x.detach().float().cpu().numpy()
         if not np.isfinite(x).all():
