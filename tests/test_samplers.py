@@ -65,7 +65,11 @@ def test_every_sampler_is_covered():
     assert {c[0] for c in CASES} | {"ddpm"} == set(SAMPLERS)
 
 
-@pytest.mark.parametrize("schedule", [KarrasSchedule(), LinearSchedule()], ids=["karras", "linear"])
+# the linear schedule repeats the matrix in the full suite; the quick loop checks each sampler once
+@pytest.mark.parametrize(
+    "schedule",
+    [pytest.param(KarrasSchedule(), id="karras"), pytest.param(LinearSchedule(), id="linear", marks=pytest.mark.slow)],
+)
 @pytest.mark.parametrize(
     "name,steps,spacing,opts", CASES, ids=[f"{c[0]}-{c[1]}-{c[2]}{'-' + str(c[3]) if c[3] else ''}" for c in CASES]
 )
@@ -75,11 +79,13 @@ def test_sampler_matches_mixture(gmm, schedule, name, steps, spacing, opts):
         assert errs[k] < tol, f"{name} {k} error {errs[k]:.4f} >= {tol}"
 
 
+@pytest.mark.slow
 def test_ddpm_1000_matches_mixture(ddpm_1000):
     for k, tol in TOL.items():
         assert ddpm_1000[k] < tol, f"ddpm {k} error {ddpm_1000[k]:.4f} >= {tol}"
 
 
+@pytest.mark.slow  # against a 1,000-step reference run
 @pytest.mark.parametrize(
     "name,steps,spacing",
     [
