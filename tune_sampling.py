@@ -20,6 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from multidiff.build import build_sampler, load_checkpoint
+from multidiff.checkpoint import evaluation_data_config
 from multidiff.config import sampler_config
 from multidiff.core.options import call_strict
 from multidiff.core.state import State
@@ -60,10 +61,7 @@ def tune(cfg: DictConfig) -> list[dict[str, Any]]:
     guided = bool(request) or guide is not None
     has_ema = (snapshots / PROFILES).is_file() and any(snapshots.glob("*.pt"))
     options = OmegaConf.to_container(cfg.evaluate, resolve=True)
-    data = dict(module.run_config.get("data") or {})  # trust-checked with the checkpoint; never a download
-    if "download" in data:
-        data["download"] = False
-    options.setdefault("data_config", data)
+    options.setdefault("data_config", evaluation_data_config(module.run_config))
     if cfg.reference is not None:
         options["reference"] = Path(cfg.reference)
     out = Path(cfg.out or cfg.paths.output_dir)

@@ -15,7 +15,6 @@ from pathlib import Path
 import multidiff.env  # noqa: F401  (before torch)
 
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -39,7 +38,7 @@ def mixture_errors(name: str, steps: int, schedule, seed: int = 0) -> tuple[dict
     gen = torch.Generator().manual_seed(seed)
     sigmas = schedule.sigmas(steps, "karras").double()
     x = torch.randn(N, 2, generator=gen, dtype=torch.float64) * (sigmas[0] ** 2 + 1) ** 0.5
-    kind = yaml.safe_load((ROOT / "conf" / "sampler" / f"{name}.yaml").read_text())["noise"]
+    kind = sampler_config(name).noise
     calls = [0]
 
     def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -56,7 +55,7 @@ def mixture_table() -> None:
     )
     print("|---|---|---|---|---|")
     for name in SAMPLERS:
-        kind = yaml.safe_load((ROOT / "conf" / "sampler" / f"{name}.yaml").read_text())["noise"]
+        kind = sampler_config(name).noise
         found = None
         for steps in GRID:
             runs = [mixture_errors(name, steps, s) for s in (KarrasSchedule(), LinearSchedule())]

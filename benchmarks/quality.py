@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 import evaluate as evaluate_script  # noqa: E402
 import sample as sample_script  # noqa: E402
-from multidiff.checkpoint import check_trusted, checkpoint_meta, read_checkpoint  # noqa: E402
+from multidiff.checkpoint import check_trusted, checkpoint_meta, evaluation_data_config, read_checkpoint  # noqa: E402
 from multidiff.config import compose_run  # noqa: E402
 
 # metric (dotted path into evaluate's JSON) -> column title, per domain
@@ -154,10 +154,7 @@ def main() -> None:
     meta = checkpoint_meta(read_checkpoint(args.ckpt), args.ckpt)
     # the data config is instantiated for evaluation: the same trust check as sample.py, and never a download
     check_trusted(meta.config, args.ckpt, args.trust_targets)
-    domain, data_cfg = (
-        meta.domain,
-        {**meta.config["data"], **({"download": False} if "download" in meta.config["data"] else {})},
-    )
+    domain, data_cfg = meta.domain, evaluation_data_config(meta.config)
     options = {"progress": False}
     for item in args.eval:
         key, _, value = item.partition("=")

@@ -173,6 +173,16 @@ def checkpoint_meta(ckpt: dict[str, Any], path: str | Path) -> CheckpointMeta:
     return CheckpointMeta(meta["domain"], meta["domain_info"], meta["config"])
 
 
+def evaluation_data_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's stored data config (``config``: the stored run config), for tools that instantiate it to
+    find evaluation references (test splits, the audio classifier's data): trust-checked with the checkpoint,
+    and never allowed to download."""
+    data = dict(config.get("data") or {})
+    if "download" in data:
+        data["download"] = False
+    return data
+
+
 def check_trusted(config: Any, source: str | Path, trust_targets: Sequence[str] = ()) -> None:
     """Refuse ``config`` unless every ``_target_`` in it is trusted in its section and nothing in it is an
     interpolation.

@@ -7,10 +7,9 @@ sqrt(0.3 / 4,000) = 0.009 -> 0.035; covariance SE ~ var * sqrt(2 / N_k) = 0.007 
 
 import pytest
 import torch
-import yaml
 from gmm import GaussianMixture
-from helpers import ROOT
 
+from multidiff.config import sampler_config
 from multidiff.core.noise import BrownianNoise, make_noise
 from multidiff.core.samplers import SAMPLERS, get_sampler
 from multidiff.core.schedules import KarrasSchedule, LinearSchedule
@@ -50,7 +49,7 @@ def run(gmm, schedule, name, steps, spacing, opts, seed=0):
     gen = torch.Generator().manual_seed(seed)
     sigmas = schedule.sigmas(steps, spacing).double()
     x = torch.randn(N, 2, generator=gen, dtype=torch.float64) * (sigmas[0] ** 2 + 1) ** 0.5
-    kind = yaml.safe_load((ROOT / "conf" / "sampler" / f"{name}.yaml").read_text())["noise"]
+    kind = sampler_config(name).noise
     noise = make_noise(kind, TensorSpace(), x, {}, sigmas, gen, seed)
     return get_sampler(name)(gmm.denoise, x, sigmas, noise_sampler=noise, **opts)
 

@@ -17,6 +17,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .schedules import KarrasSchedule
+
 Denoiser = Callable[[Tensor, Tensor], Tensor]
 NoiseSampler = Callable[[Tensor, Tensor], Tensor]
 Callback = Callable[[int, Tensor, Tensor, Tensor], None] | None
@@ -304,11 +306,6 @@ def sample_unipc(
     return x
 
 
-def _karras_segment(sigma_max: float, sigma_min: float, steps: int, rho: float = 7.0) -> Tensor:
-    ramp = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
-    return (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
-
-
 @torch.no_grad()
 def sample_restart(
     model: Denoiser,
@@ -326,32 +323,20 @@ def sample_restart(
     Each restart needs an independent draw over the same interval: Gaussian noise, not a Brownian tree."""
     if not 0 < t_min < t_max:
         raise ValueError(f"restart needs 0 < t_min < t_max, got t_min={t_min}, t_max={t_max}")
-
-    def heun(x: Tensor, s: Tensor, s_next: Tensor, i: int) -> Tensor:
-        denoised = model(x, s)
-        _report(callback, i, x, s, denoised)
-        d = (x - denoised) / s
-        x_2 = x + d * (s_next - s)
-        if s_next == 0:
-            return x_2
-        return x + (d + (x_2 - model(x_2, s_next)) / s_next) / 2 * (s_next - s)
-
-    done = False
-    for i in range(len(sigmas) - 1):
-        x = heun(x, sigmas[i], sigmas[i + 1], i)
-        if not done and sigmas[i] > t_min >= sigmas[i + 1] > 0:  # the step that crosses t_min
-            done = True  # restart once, from the first grid level at or below t_min
-            low = sigmas[i + 1]
-            grid = _karras_segment(t_max, float(low), restart_steps).to(sigmas)
-            grid[-1] = low
-            draws = [noise_sampler(low, grid[0]) for _ in range(restarts)]
-            if restarts > 1 and torch.equal(draws[0], draws[1]):
-                raise ValueError("restart sampling needs independent noise per restart: use noise=gaussian")
-            for z in draws:
-                x = x + z * (grid[0] ** 2 - low**2).sqrt()
-                for j in range(restart_steps):
-                    x = heun(x, grid[j], grid[j + 1], i)
-    return x
+    crossing = [i for i in range(len(sigmas) - 1) if sigmas[i] > t_min >= sigmas[i + 1] > 0]
+    if not crossing:  # the grid never crosses t_min: plain Heun
+        return sample_heun(model, x, sigmas, callback=callback)
+    k = crossing[0] + 1  # the first grid level at or below t_min
+    x = sample_heun(model, x, sigmas[: k + 1], callback=callback)
+    low = sigmas[k]
+    grid = KarrasSchedule(sigma_min=float(low), sigma_max=t_max).sigmas(restart_steps + 1)[:-1].to(sigmas)
+    grid[-1] = low
+    draws = [noise_sampler(low, grid[0]) for _ in range(restarts)]
+    if restarts > 1 and torch.equal(draws[0], draws[1]):
+        raise ValueError("restart sampling needs independent noise per restart: use noise=gaussian")
+    for z in draws:
+        x = sample_heun(model, x + z * (grid[0] ** 2 - low**2).sqrt(), grid)
+    return sample_heun(model, x, sigmas[k:])
 
 
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
