@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+import signal
 import sys
 from pathlib import Path
 
@@ -10,11 +13,21 @@ import multidiff.env  # noqa: F401  (before torch)
 
 import hydra
 import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from multidiff.build import build_module
-from multidiff.checkpoint import check_trusted, checkpoint_meta, config_targets, read_checkpoint
+from multidiff.build import build_module, build_sampler
+from multidiff.checkpoint import (
+    check_trusted,
+    checkpoint_meta,
+    config_targets,
+    evaluation_data_config,
+    read_checkpoint,
+)
+from multidiff.objective import SAMPLE_QUALITY, generate_items, logged_metric, score_items
+from multidiff.preemption import AtomicCheckpointIO, find_resume
 
 log = logging.getLogger("multidiff.train")
 LIGHTNING_KEYWORDS = ("last", "hpc", "best")
@@ -28,7 +41,8 @@ def train(cfg: DictConfig) -> pl.Trainer:
     module = build_module(cfg, datamodule.info())
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c is not None]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    plugins = [AtomicCheckpointIO(), *[instantiate(p) for p in cfg.trainer.get("plugins") or []]]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins)
     log.info(
         "%s: %s, %.2fM parameters, outputs in %s",
         module.domain.name,
@@ -36,18 +50,61 @@ def train(cfg: DictConfig) -> pl.Trainer:
         sum(p.numel() for p in module.parameters()) / 1e6,
         cfg.paths.output_dir,
     )
-    if cfg.ckpt_path and str(cfg.ckpt_path) not in LIGHTNING_KEYWORDS:  # keywords name this run's own files
-        verify_resume(cfg, module.domain.name)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+    ckpt_path = resume_path(cfg)
+    if ckpt_path and str(ckpt_path) not in LIGHTNING_KEYWORDS:  # keywords name this run's own files
+        verify_resume(ckpt_path, cfg, module.domain.name)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     save_final(trainer)
     return trainer
 
 
-def verify_resume(cfg: DictConfig, domain: str) -> None:
+def resume_path(cfg: DictConfig) -> str | None:
+    """``ckpt_path``: a file, one of Lightning's keywords, null (a fresh run) or ``auto``: the newest readable
+    checkpoint in this run's directory (``last.ckpt``, a stopped run's ``interrupted.ckpt``, SLURM's
+    ``hpc_ckpt_*.ckpt``), so resubmitting the same command in the same run directory continues the run."""
+    if cfg.ckpt_path != "auto":
+        return cfg.ckpt_path
+    found = find_resume(Path(cfg.paths.output_dir))
+    if found is not None:
+        log.info("ckpt_path=auto: continuing from %s", found)
+    return str(found) if found else None
+
+
+def objective(cfg: DictConfig, trainer: pl.Trainer) -> float:
+    """The number named by ``optimized_metric`` (for a sweeper): a logged metric such as ``val/loss``, or
+    ``sample_quality``, the domain's score of items generated now with the run's sampler (higher is better;
+    e.g. -FID for audio). Written with the run's overrides to ``objective.json`` in the run directory."""
+    name = cfg.optimized_metric
+    module = trainer.lightning_module
+    if name == SAMPLE_QUALITY:
+        opts = cfg.sample_quality
+        options = OmegaConf.to_container(opts.evaluate, resolve=True)
+        options.setdefault("data_config", evaluation_data_config(module.run_config))
+        items, _ = generate_items(module, build_sampler(cfg.sampler), opts.n, opts.seed, opts.batch_size)
+        value, meaning, metrics = score_items(module.domain, items, options, Path(cfg.paths.output_dir))
+        value = value if math.isfinite(value) else math.nan
+    else:
+        value, meaning, metrics = logged_metric(trainer, name), name, {}
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    record = {
+        "optimized_metric": name,
+        "value": None if math.isnan(value) else value,
+        "meaning": meaning,
+        "step": trainer.global_step,
+        "overrides": overrides,
+        "metrics": metrics,
+    }
+    out = Path(cfg.paths.output_dir) / "objective.json"
+    out.write_text(json.dumps(record, indent=1, default=str) + "\n")
+    log.info("%s = %.6g (%s)", name, value, meaning)
+    return value
+
+
+def verify_resume(ckpt_path: str, cfg: DictConfig, domain: str) -> None:
     """Check a checkpoint to resume from as sample.py does (readable weights-only, multidiff metadata of this
     domain, a stored config naming only trusted targets) before Lightning restores from it. Targets in this
     run's own config are the user's and so trusted."""
-    path = Path(cfg.ckpt_path)
+    path = Path(ckpt_path)
     meta = checkpoint_meta(read_checkpoint(path), path)
     if meta.domain != domain:
         raise ValueError(f"ckpt_path={path} holds a {meta.domain!r} model; this run trains {domain!r}")
@@ -70,12 +127,17 @@ def save_final(trainer: pl.Trainer) -> Path | None:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float | None:
     try:
-        train(cfg)
+        trainer = train(cfg)
     except FloatingPointError as e:
         log.error("%s", e)
         sys.exit(1)
+    except SIGTERMException:
+        sys.exit(128 + signal.SIGTERM)  # stopped from outside: a failure to the scheduler, not a finished run
+    if not trainer.is_global_zero or not cfg.optimized_metric:
+        return None
+    return objective(cfg, trainer)
 
 
 if __name__ == "__main__":

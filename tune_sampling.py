@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from multidiff.build import build_sampler, load_checkpoint
 from multidiff.checkpoint import evaluation_data_config
 from multidiff.config import sampler_config
-from multidiff.core.options import call_strict
-from multidiff.core.state import State
+from multidiff.objective import generate_items, score_items
 from multidiff.posthoc_ema import PROFILES, load_ema_length
 
 log = logging.getLogger("multidiff.tune_sampling")
@@ -78,28 +76,12 @@ def tune(cfg: DictConfig) -> list[dict[str, Any]]:
         if ema_length is not None:
             load_ema_length(module, snapshots, ema_length, step=module.checkpoint_step or None)
         sampling = build_sampler(sampler_config(name), steps=steps)
-        counter.calls, batches, items = 0, 0, []
-        for start in range(0, cfg.n, cfg.batch_size):
-            state = module.generate(
-                min(cfg.batch_size, cfg.n - start),
-                sampler=sampling.fn,
-                steps=sampling.steps,
-                spacing=sampling.spacing,
-                noise=sampling.noise,
-                seed=cfg.seed + start,
-                guidance=guidance,
-                condition=request,
-                guide=guide,
-                progress=False,
-            )
-            batches += 1
-            items += module.domain.decode(State(state.x.cpu(), state.cond, state.ctx))
+        counter.calls = 0
+        items, batches = generate_items(
+            module, sampling, cfg.n, cfg.seed, cfg.batch_size, guidance=guidance, condition=request, guide=guide
+        )
         nfe = counter.calls / batches
-        with tempfile.TemporaryDirectory(dir=out) as folder:
-            module.domain.export(items, Path(folder), {"trial": trial.number})
-            label = f"{module.domain.name} evaluation option"
-            metrics = call_strict(module.domain.evaluate, label, options, Path(folder))
-        quality, meaning = module.domain.quality(metrics)
+        quality, meaning, metrics = score_items(module.domain, items, options, out)
         row = {
             "trial": trial.number,
             "sampler": name,

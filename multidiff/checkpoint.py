@@ -101,6 +101,8 @@ TRUSTED: dict[str, frozenset[str]] = {
             "multidiff.training.LossCurves",
             "multidiff.training.SampleCallback",
             "multidiff.posthoc_ema.PostHocEMASnapshots",
+            "multidiff.preemption.InterruptCheckpoint",
+            "datetime.timedelta",  # the wall-clock checkpoint interval
             "pytorch_lightning.callbacks.LearningRateMonitor",
             "pytorch_lightning.callbacks.ModelCheckpoint",
             "pytorch_lightning.callbacks.TQDMProgressBar",

@@ -1,0 +1,110 @@
+"""Surviving preemption, signals and crashes: atomic checkpoint writes, a checkpoint when the run is stopped
+(SIGTERM, SIGUSR1, Ctrl-C, a scheduler's exit), and finding the checkpoint a resubmitted run continues from."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import OnExceptionCheckpoint
+from pytorch_lightning.plugins.environments import SLURMEnvironment
+
+from multidiff.checkpoint import CheckpointFormatError, checkpoint_meta, read_checkpoint
+
+log = logging.getLogger(__name__)
+
+INTERRUPTED = "interrupted"  # the file name (without .ckpt) a stopped run leaves
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write each checkpoint to a temporary file in its own folder, flush it to disk, then rename it into place:
+    a process killed mid-write leaves the previous file whole. (Lightning's transaction writes the temporary
+    file in the system's temp folder; moving it onto another file system, as from a node's /tmp to shared
+    storage, is a copy that a kill can truncate.)"""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None or "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def is_interrupt(exception: BaseException) -> bool:
+    """A stop from outside (a signal, Ctrl-C, a scheduler's exit), not a failure of the run itself: the weights
+    are those of a finished step and worth keeping. A NaN guard or any other error is not one: its weights may
+    be the reason it failed, and the last periodic checkpoint stays the one to resume from."""
+    return isinstance(exception, KeyboardInterrupt | SystemExit)
+
+
+class InterruptCheckpoint(OnExceptionCheckpoint):
+    """Lightning's on-exception checkpoint, written only when the run is stopped from outside (see
+    :func:`is_interrupt`). Lightning turns SIGTERM into a stop after the current batch; SIGUSR1 (what SLURM
+    sends ahead of a preemption or time limit, with ``--signal``) is made to do the same unless Lightning's
+    SLURM auto-requeue handles it (then Lightning saves ``hpc_ckpt_*.ckpt`` and requeues). The file is removed
+    when the run later finishes normally."""
+
+    def __init__(self, dirpath: str, filename: str = INTERRUPTED):
+        super().__init__(dirpath, filename)
+        self.stopped_at: int | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        env = trainer._accelerator_connector.cluster_environment
+        slurm_requeue = isinstance(env, SLURMEnvironment) and env.auto_requeue
+        if (
+            not slurm_requeue
+            and threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGUSR1) in (None, signal.SIG_DFL)
+        ):
+            # Lightning restores the original handler at teardown
+            signal.signal(signal.SIGUSR1, signal.getsignal(signal.SIGTERM))
+
+    def on_exception(self, trainer: pl.Trainer, module: pl.LightningModule, exception: BaseException) -> None:
+        if not is_interrupt(exception) or trainer.global_step == 0:
+            return
+        super().on_exception(trainer, module, exception)
+        self.stopped_at = trainer.global_step
+        if trainer.is_global_zero:
+            log.warning(
+                "stopped (%s) at step %d: checkpoint %s; the same command with ckpt_path=auto and the same run "
+                "directory continues from it",
+                type(exception).__name__,
+                trainer.global_step,
+                self.ckpt_path,
+            )
+
+
+def resume_candidates(run_dir: Path) -> list[Path]:
+    """Checkpoints a run directory may continue from, newest first: ``last.ckpt`` (step and time intervals),
+    ``interrupted.ckpt`` (a stop), Lightning's ``hpc_ckpt_*.ckpt`` (SLURM requeue) and the periodic ones."""
+    folder = run_dir / "checkpoints"
+    found = [*folder.glob("*.ckpt"), *run_dir.glob("hpc_ckpt_*.ckpt")]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def find_resume(run_dir: Path) -> Path | None:
+    """The newest readable multidiff checkpoint under ``run_dir``; a corrupt or truncated one is passed over
+    with a warning naming it, so the previous good one is used. None when there is none (a fresh run)."""
+    for path in resume_candidates(run_dir):
+        try:
+            checkpoint_meta(read_checkpoint(path), path)
+        except (CheckpointFormatError, ValueError) as e:
+            log.warning("ckpt_path=auto: passing over %s: %s", path, e)
+            continue
+        return path
+    return None
