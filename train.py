@@ -70,12 +70,18 @@ def resume_path(cfg: DictConfig) -> str | None:
     return str(found) if found else None
 
 
-def objective(cfg: DictConfig, trainer: pl.Trainer) -> float:
-    """The number named by ``optimized_metric`` (for a sweeper): a logged metric such as ``val/loss``, or
+def objective(cfg: DictConfig, trainer: pl.Trainer) -> float | None:
+    """The number named by ``optimized_metric`` (for a sweeper): a logged metric such as ``val/loss`` (a
+    validation metric is measured again on the final weights, as training may end between two validations), or
     ``sample_quality``, the domain's score of items generated now with the run's sampler (higher is better;
-    e.g. -FID for audio). Written with the run's overrides to ``objective.json`` in the run directory."""
+    e.g. -FID for audio). Written with the run's overrides to ``objective.json`` in the run directory. Called on
+    every rank (validation is collective); returns the value on rank zero and None on the others."""
     name = cfg.optimized_metric
     module = trainer.lightning_module
+    if name.startswith("val/"):
+        trainer.validate(module, datamodule=trainer.datamodule, verbose=False)
+    if not trainer.is_global_zero:
+        return None
     if name == SAMPLE_QUALITY:
         opts = cfg.sample_quality
         options = OmegaConf.to_container(opts.evaluate, resolve=True)
@@ -135,9 +141,7 @@ def main(cfg: DictConfig) -> float | None:
         sys.exit(1)
     except SIGTERMException:
         sys.exit(128 + signal.SIGTERM)  # stopped from outside: a failure to the scheduler, not a finished run
-    if not trainer.is_global_zero or not cfg.optimized_metric:
-        return None
-    return objective(cfg, trainer)
+    return objective(cfg, trainer) if cfg.optimized_metric else None
 
 
 if __name__ == "__main__":

@@ -109,7 +109,13 @@ TRUSTED: dict[str, frozenset[str]] = {
             *_SAMPLERS,  # the preview callback's sampler
         }
     ),
-    "logger": frozenset({"pytorch_lightning.loggers.CSVLogger", "pytorch_lightning.loggers.TensorBoardLogger"}),
+    "logger": frozenset(
+        {
+            "multidiff.training.ResumableCSVLogger",
+            "pytorch_lightning.loggers.CSVLogger",
+            "pytorch_lightning.loggers.TensorBoardLogger",
+        }
+    ),
     "trainer": frozenset({"pytorch_lightning.Trainer"}),
 }
 #: every trusted target, whatever its section

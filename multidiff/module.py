@@ -69,7 +69,8 @@ class DiffusionModule(pl.LightningModule):
         state = self.domain.unpack(batch)
         losses, sigma = self.diffusion_loss(state)
         loss = losses.mean()
-        if not torch.isfinite(loss):
+        # decided together: a rank that stopped alone would leave the others waiting in the gradient all-reduce
+        if self.trainer.strategy.reduce_boolean_decision(not torch.isfinite(loss).item(), all=False):
             raise FloatingPointError(
                 f"non-finite training loss ({loss.item()}) at step {self.global_step} "
                 f"(sigma in [{sigma.min().item():.3g}, {sigma.max().item():.3g}]); the run stops here and "

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from filelock import FileLock
 
 log = logging.getLogger(__name__)
 
@@ -46,3 +50,13 @@ def writable_dir(preferred: str | Path, name: str) -> Path:
     fallback.mkdir(parents=True, exist_ok=True)
     log.warning("%s is not writable; writing the %s cache to %s instead", preferred, name, fallback)
     return fallback
+
+
+@contextmanager
+def exclusive(path: str | Path) -> Iterator[None]:
+    """Hold the lock ``<path>.lock`` while building ``path``: of several processes that need it at once (the
+    ranks of a distributed run, the jobs of a sweep) one builds it while the others wait, then find it built."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock"):
+        yield

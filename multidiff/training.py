@@ -3,6 +3,7 @@ loss curves."""
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 from collections.abc import Mapping
@@ -11,8 +12,11 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.loggers.logger import rank_zero_experiment
 from pytorch_lightning.callbacks import EMAWeightAveraging
 from pytorch_lightning.callbacks.weight_averaging import WeightAveraging
+from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
 log = logging.getLogger(__name__)
 
@@ -138,3 +142,26 @@ class LossCurves(pl.Callback):
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=100)
         return path
+
+
+class ContinuingWriter(ExperimentWriter):
+    """Lightning's CSV writer, keeping an existing ``metrics.csv`` (its rows and header) instead of deleting it."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                header = next(csv.reader(f), [])
+            self.metrics_keys = sorted(header)
+
+
+class ResumableCSVLogger(CSVLogger):
+    """Lightning's CSV logger that continues ``metrics.csv`` when a run resumes in its own folder (after a
+    preemption, or ``ckpt_path=auto``): Lightning's starts the file afresh, losing the curves before the stop."""
+
+    @property
+    @rank_zero_experiment  # other ranks get a no-op writer, as with Lightning's
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = ContinuingWriter(log_dir=self.log_dir)
+        return self._experiment

@@ -20,6 +20,9 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
+from multidiff.distributed import per_device_batch
+from multidiff.paths import exclusive
+
 from .io import load_clip
 
 log = logging.getLogger(__name__)
@@ -164,11 +167,12 @@ class AudioDataModule(pl.LightningDataModule):
             self.val_set = self._load(records, "val") if has_val else None
 
     def train_dataloader(self) -> DataLoader:
+        batch = per_device_batch(self.batch_size, self.trainer)
         return DataLoader(
             self.train_set,
-            self.batch_size,
+            batch,
             shuffle=True,
-            drop_last=len(self.train_set) > self.batch_size,
+            drop_last=len(self.train_set) > batch,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
@@ -176,7 +180,7 @@ class AudioDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader | list:
         if self.val_set is None:
             return []
-        return DataLoader(self.val_set, self.batch_size, num_workers=self.num_workers)
+        return DataLoader(self.val_set, per_device_batch(self.batch_size, self.trainer), num_workers=self.num_workers)
 
     def info(self) -> dict[str, Any]:
         return {
@@ -203,7 +207,9 @@ class FSDDDataModule(AudioDataModule):
 
     def prepare_data(self) -> None:
         if not any(fsdd_recordings(self.root).glob("*.wav")) and self.download:
-            download_fsdd(self.root)
+            with exclusive(self.root):  # one process downloads; the others wait, then find the clips
+                if not any(fsdd_recordings(self.root).glob("*.wav")):
+                    download_fsdd(self.root)
 
     def records(self) -> list[tuple[Path, int, str]]:
         split = fsdd_files(self.root)

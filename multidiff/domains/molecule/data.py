@@ -21,7 +21,8 @@ from torch.utils.data import Dataset
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
-from multidiff.paths import writable_dir
+from multidiff.distributed import per_device_batch
+from multidiff.paths import exclusive, writable_dir
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -125,11 +126,13 @@ class MoleculeDataModule(pl.LightningDataModule):
         from .reference import reference_stats  # reference.py imports this module's cache reader: no cycle at import
 
         path = self.cache_path
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            arrays = self._build_arrays()
-            arrays["stats"] = reference_stats(arrays, arrays["splits"]["train"])
-            save_arrays(arrays, path)
+        if path.exists():
+            return
+        with exclusive(path):  # one process builds it; the others wait and then find it
+            if not path.exists():
+                arrays = self._build_arrays()
+                arrays["stats"] = reference_stats(arrays, arrays["splits"]["train"])
+                save_arrays(arrays, path)
 
     def load(self) -> dict[str, Any]:
         if self.arrays is None:
@@ -185,7 +188,7 @@ class MoleculeDataModule(pl.LightningDataModule):
             self.setup()
         return DataLoader(
             self.sets[split],
-            batch_size=self.batch_size,
+            batch_size=per_device_batch(self.batch_size, self.trainer),
             shuffle=shuffle,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -17,6 +17,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from multidiff.distributed import per_device_batch
+
 from .files import (
     SHAPENET_SYNSETS,
     LoadResult,
@@ -156,12 +158,13 @@ class PointCloudDataModule(pl.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()
         ds = self.datasets[split]
+        batch = per_device_batch(self.batch_size, self.trainer)
         return DataLoader(
             ds,
-            batch_size=self.batch_size,
+            batch_size=batch,
             shuffle=shuffle,
             num_workers=self.num_workers,
-            drop_last=shuffle and len(ds) >= self.batch_size,
+            drop_last=shuffle and len(ds) >= batch,
             persistent_workers=self.num_workers > 0,
         )
 

@@ -9,6 +9,7 @@ read points only.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import urllib.request
 import zipfile
@@ -81,5 +82,7 @@ def mesh_points(off: Path, cache_root: Path, mesh_root: Path, n: int, seed: int 
     except ValueError as e:
         raise PointCloudReadError(off, str(e)) from e
     cached.parent.mkdir(parents=True, exist_ok=True)
-    np.save(cached, pts)
+    tmp = cached.with_name(f".{cached.stem}.{os.getpid()}.npy")
+    np.save(tmp, pts)
+    os.replace(tmp, cached)  # atomic: processes sampling the same mesh at once never read half a file
     return pts
