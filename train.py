@@ -14,8 +14,11 @@ import multidiff.env  # noqa: F401  (before torch)
 import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+from pytorch_lightning.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from multidiff.build import build_module, build_sampler
@@ -34,6 +37,7 @@ LIGHTNING_KEYWORDS = ("last", "hpc", "best")
 
 
 def train(cfg: DictConfig) -> pl.Trainer:
+    check_strategy(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
@@ -58,6 +62,22 @@ def train(cfg: DictConfig) -> pl.Trainer:
     return trainer
 
 
+def check_strategy(cfg: DictConfig) -> None:
+    """Lightning's ``ddp`` starts the other processes by running this command line again; under a local
+    multirun (``-m``) each would start the whole sweep again. Where srun or torchrun starts them, it is right."""
+    t = cfg.trainer
+    several = t.get("devices", 1) not in (1, "1", [0]) or t.get("num_nodes", 1) > 1
+    if t.get("strategy") != "ddp" or not several or not HydraConfig.initialized():
+        return
+    if HydraConfig.get().mode != RunMode.MULTIRUN or SLURMEnvironment.detect() or TorchElasticEnvironment.detect():
+        return
+    raise ValueError(
+        "trainer.strategy=ddp re-runs the command line to start its processes, which under a local multirun (-m) "
+        "would start the sweep again: use trainer.strategy=ddp_spawn for local sweeps, or "
+        "hydra/launcher=submitit_slurm (srun starts one process per device)"
+    )
+
+
 def resume_path(cfg: DictConfig) -> str | None:
     """``ckpt_path``: a file, one of Lightning's keywords, null (a fresh run) or ``auto``: the newest readable
     checkpoint in this run's directory (``last.ckpt``, a stopped run's ``interrupted.ckpt``, SLURM's
@@ -78,7 +98,8 @@ def objective(cfg: DictConfig, trainer: pl.Trainer) -> float | None:
     every rank (validation is collective); returns the value on rank zero and None on the others."""
     name = cfg.optimized_metric
     module = trainer.lightning_module
-    if name.startswith("val/"):
+    if name.startswith("val/") and not isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
+        # (under ddp_spawn the processes are gone: the metrics they sent back are used as they are)
         trainer.validate(module, datamodule=trainer.datamodule, verbose=False)
     if not trainer.is_global_zero:
         return None

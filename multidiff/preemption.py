@@ -56,23 +56,35 @@ class InterruptCheckpoint(OnExceptionCheckpoint):
     """Lightning's on-exception checkpoint, written only when the run is stopped from outside (see
     :func:`is_interrupt`). Lightning turns SIGTERM into a stop after the current batch; SIGUSR1 (what SLURM
     sends ahead of a preemption or time limit, with ``--signal``) is made to do the same unless Lightning's
-    SLURM auto-requeue handles it (then Lightning saves ``hpc_ckpt_*.ckpt`` and requeues). The file is removed
-    when the run later finishes normally."""
+    SLURM auto-requeue handles it (then Lightning saves ``hpc_ckpt_*.ckpt`` and requeues); so is submitit's
+    preemption signal, whose requeue then follows the save. The file is removed when the run later finishes
+    normally."""
 
     def __init__(self, dirpath: str, filename: str = INTERRUPTED):
         super().__init__(dirpath, filename)
         self.stopped_at: int | None = None
+        self._requeue: Any = None
+        self._requeue_pending = False
 
     def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+        stop = signal.getsignal(signal.SIGTERM)  # Lightning's: stop after the current step, all ranks together
         env = trainer._accelerator_connector.cluster_environment
         slurm_requeue = isinstance(env, SLURMEnvironment) and env.auto_requeue
-        if (
-            not slurm_requeue
-            and threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGUSR1) in (None, signal.SIG_DFL)
-        ):
-            # Lightning restores the original handler at teardown
-            signal.signal(signal.SIGUSR1, signal.getsignal(signal.SIGTERM))
+        if not slurm_requeue and signal.getsignal(signal.SIGUSR1) in (None, signal.SIG_DFL):
+            signal.signal(signal.SIGUSR1, stop)  # Lightning restores the original handlers at teardown
+        # submitit's preemption handler (SIGUSR2 by default) requeues the job and exits at once, wherever the
+        # step and the other processes are; instead stop as for SIGTERM, save, then let it requeue
+        submitit = signal.getsignal(signal.SIGUSR2)
+        if getattr(submitit, "__name__", "") == "checkpoint_and_try_requeue":
+            self._requeue = submitit
+
+            def stop_then_requeue(signum: int, frame: Any) -> None:
+                self._requeue_pending = True
+                stop(signum, frame)
+
+            signal.signal(signal.SIGUSR2, stop_then_requeue)
 
     def on_exception(self, trainer: pl.Trainer, module: pl.LightningModule, exception: BaseException) -> None:
         if not is_interrupt(exception) or trainer.global_step == 0:
@@ -87,6 +99,11 @@ class InterruptCheckpoint(OnExceptionCheckpoint):
                 trainer.global_step,
                 self.ckpt_path,
             )
+        if self._requeue_pending and trainer.is_global_zero:
+            try:
+                self._requeue(signal.SIGUSR2, None)
+            except SystemExit:  # submitit exits once the job is requeued; the stop goes on as for SIGTERM
+                pass
 
 
 def resume_candidates(run_dir: Path) -> list[Path]:

@@ -31,17 +31,19 @@ class Warmup:
         return min(1.0, (step + 1) / max(1, self.steps))
 
 
-def ramped_ema(decay: float, warmup: float = 10.0):
+class ramped_ema:  # noqa: N801  (used as a function: ``avg_fn=ramped_ema(decay, warmup)``)
     """``avg_fn`` for ``AveragedModel``: EMA whose decay after ``n`` updates is
     ``min(decay, (1 + n) / (warmup + n))``, so the weights the average started from fade out within
-    a few hundred steps instead of lingering (at 0.999, 15 % of them are still in after 1,900 updates)."""
+    a few hundred steps instead of lingering (at 0.999, 15 % of them are still in after 1,900 updates).
+    A class, not a closure, so that it pickles (ddp_spawn sends the callbacks to its processes)."""
+
+    def __init__(self, decay: float, warmup: float = 10.0):
+        self.decay, self.warmup = decay, warmup
 
     @torch.no_grad()
-    def update(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
-        d = torch.clamp((1.0 + num_averaged) / (warmup + num_averaged), max=decay).to(averaged.dtype)
+    def __call__(self, averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
+        d = torch.clamp((1.0 + num_averaged) / (self.warmup + num_averaged), max=self.decay).to(averaged.dtype)
         return d * averaged + (1.0 - d) * current
-
-    return update
 
 
 class EMA(EMAWeightAveraging):

@@ -103,3 +103,23 @@ def test_in_training_previews_use_the_runs_sampler_with_its_options(tmp_path):
     sampling = build_sampler(cfg.sampler)
     assert preview.sampling.name == sampling.name == "ddim"
     assert preview.sampling.options == sampling.options == {"eta": 0.7} and preview.sampling.steps == 12
+
+
+def test_multi_node_preset_sizes_the_slurm_job_from_the_trainer(tmp_path):
+    cfg = compose("train", ["hardware=multi_node", "hydra.launcher.partition=gpu", "trainer.num_nodes=4"], tmp_path)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher") and launcher.partition == "gpu"
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (4, 8, 8)
+    assert cfg.trainer.strategy == "ddp" and launcher.max_num_timeout > 0 and launcher.signal_delay_s > 0
+
+
+@pytest.mark.parametrize("search", options("hparams_search"))
+def test_hparams_search_names_real_config_keys(search, tmp_path):
+    from omegaconf import OmegaConf
+
+    cfg = compose("train", [f"hparams_search={search}"], tmp_path)
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper") and sweeper.sampler._target_ == "optuna.samplers.TPESampler"
+    assert cfg.domain._target_.split(".")[2] == search.split("_")[0]  # the domain the search is for
+    for key in sweeper.params:  # a typo in the search space would otherwise fail only inside each trial
+        assert OmegaConf.select(cfg, key, default="<missing>") != "<missing>", f"{search}: no config key {key}"

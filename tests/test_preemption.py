@@ -1,6 +1,7 @@
 """Runs that survive preemption: a checkpoint on a wall-clock interval, one at the current step when the run is
 stopped by a signal, atomic writes, and ckpt_path=auto continuing from the newest good checkpoint."""
 
+import os
 import re
 import signal
 import subprocess
@@ -19,9 +20,23 @@ from multidiff.preemption import AtomicCheckpointIO
 INTERVAL_S = 2  # the wall-clock checkpoint interval of these runs
 
 
-def start(run: Path, data: Path, *overrides: str) -> subprocess.Popen:
+# submitit installs its preemption handler (named so) before the job runs; this one stands in for it, leaving a
+# mark where submitit would requeue the job, and exiting as submitit does
+SUBMITIT_STANDIN = """
+import os, runpy, signal, sys
+def checkpoint_and_try_requeue(signum, frame):
+    open(os.environ["REQUEUE_MARK"], "w").write("requeued")
+    sys.exit(-1)
+signal.signal(signal.SIGUSR2, checkpoint_and_try_requeue)
+sys.argv = sys.argv[1:]
+runpy.run_path("train.py", run_name="__main__")
+"""
+
+
+def start(run: Path, data: Path, *overrides: str, under_submitit: bool = False, env=None) -> subprocess.Popen:
     cmd = [
         sys.executable,
+        *(["-c", SUBMITIT_STANDIN] if under_submitit else []),
         "train.py",
         "domain=audio",
         f"paths.data_dir={data}",
@@ -31,7 +46,7 @@ def start(run: Path, data: Path, *overrides: str) -> subprocess.Popen:
         f"+callbacks.checkpoint_time.train_time_interval.seconds={INTERVAL_S}",
         *overrides,
     ]
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120, after: float = 0.0) -> float:
@@ -82,6 +97,21 @@ def test_signal_saves_the_current_step_and_resubmitting_continues(shared_dataset
     assert f"continuing from {interrupted}" in log
     assert step_of(run / "checkpoints" / "last.ckpt") == at + 3
     assert not interrupted.exists()  # the finished run removes it: the next resubmission starts from last.ckpt
+
+
+def test_submitit_preemption_saves_the_step_then_requeues(shared_datasets, tmp_path):
+    run, mark = tmp_path / "run", tmp_path / "requeued"
+    env = {**os.environ, "REQUEUE_MARK": str(mark)}
+    proc = start(run, shared_datasets, "trainer.max_steps=100000", under_submitit=True, env=env)
+    wait_for(run / "checkpoints" / "last.ckpt", proc)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGUSR2)
+    out, _ = proc.communicate(timeout=120)
+    stopped = re.search(r"stopped \((\w+)\) at step (\d+)", out)
+    assert stopped and proc.returncode == 128 + signal.SIGTERM, out[-3000:]
+    # the checkpoint of the step it was at came first (at a step boundary), then submitit's requeue
+    assert step_of(run / "checkpoints" / "interrupted.ckpt") == int(stopped.group(2))
+    assert mark.read_text() == "requeued"
 
 
 def test_sigkill_loses_at_most_one_interval(shared_datasets, tmp_path):
