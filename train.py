@@ -29,7 +29,7 @@ from multidiff.checkpoint import (
     evaluation_data_config,
     read_checkpoint,
 )
-from multidiff.objective import SAMPLE_QUALITY, generate_items, logged_metric, score_items
+from multidiff.objective import SAMPLE_QUALITY, check_objective, generate_items, logged_metric, score_items
 from multidiff.preemption import AtomicCheckpointIO, find_resume
 
 log = logging.getLogger("multidiff.train")
@@ -43,6 +43,7 @@ def train(cfg: DictConfig) -> pl.Trainer:
     datamodule.prepare_data()
     datamodule.setup("fit")
     module = build_module(cfg, datamodule.info())
+    check_objective(cfg.optimized_metric, module.domain, cfg.sample_quality.evaluate)
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c is not None]
     plugins = [AtomicCheckpointIO(), *[instantiate(p) for p in cfg.trainer.get("plugins") or []]]

@@ -4,6 +4,7 @@ Shared by train.py (what it returns to a sweeper) and tune_sampling.py (what it 
 
 from __future__ import annotations
 
+import inspect
 import math
 import tempfile
 from collections.abc import Mapping
@@ -13,10 +14,28 @@ from typing import Any
 import pytorch_lightning as pl
 
 from multidiff.build import Sampling
-from multidiff.core.options import call_strict
+from multidiff.core.options import accepted_keywords, call_strict, check_keys
 from multidiff.core.state import State
 
 SAMPLE_QUALITY = "sample_quality"
+LOGGED_PREFIXES = ("val/", "train/", "samples/")  # what the module and its callbacks log
+
+
+def check_objective(name: str | None, domain: Any, evaluate_options: Mapping[str, Any]) -> None:
+    """Before training: a misspelt objective, or an evaluation option the domain does not take, fails now
+    rather than after the run."""
+    if not name:
+        return
+    if name == SAMPLE_QUALITY:
+        first = next(iter(inspect.signature(domain.evaluate).parameters))  # the samples folder
+        valid = accepted_keywords(domain.evaluate, [first])
+        if valid is not None:
+            check_keys(evaluate_options, valid, f"{domain.name} evaluation option (sample_quality.evaluate)")
+    elif not name.startswith(LOGGED_PREFIXES):
+        raise ValueError(
+            f"optimized_metric={name!r}: valid are {SAMPLE_QUALITY} or a metric the run logs, such as val/loss, "
+            "train/loss or val/loss_sigma_1e-1_1e0"
+        )
 
 
 def generate_items(

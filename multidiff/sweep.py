@@ -56,6 +56,7 @@ def write_report(sweep_dir: Path, direction: str = "minimize", metric: str = "ob
 
 def plot_trials(rows: list[dict[str, Any]], direction: str, metric: str, path: Path) -> None:
     from matplotlib.figure import Figure  # no pyplot: no GUI backend
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(6, 3.5))
     ax = fig.subplots()
@@ -71,7 +72,8 @@ def plot_trials(rows: list[dict[str, Any]], direction: str, metric: str, path: P
     failed = [x for x, y in zip(xs, ys) if not math.isfinite(y)]
     if failed:
         ax.plot(failed, [min((y for y in ys if math.isfinite(y)), default=0)] * len(failed), "rx", label="failed")
-    ax.set(xlabel="trial (job)", ylabel=f"{metric} ({direction})", title="sweep")
+    ax.set(xlabel="trial (job)", ylabel=f"{metric} ({direction})", title=f"sweep {path.parent.name}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

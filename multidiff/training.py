@@ -105,6 +105,13 @@ class LossCurves(pl.Callback):
         self.every_n_steps, self.filename = every_n_steps, filename
         self.history: dict[str, list[tuple[int, float]]] = {}
 
+    # the curves so far travel in checkpoints, so a resumed run plots them from its start
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": {k: [list(p) for p in v] for k, v in self.history.items()}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = {k: [tuple(p) for p in v] for k, v in state_dict.get("history", {}).items()}
+
     def _record(self, trainer: pl.Trainer, keep) -> None:
         for key, value in trainer.callback_metrics.items():
             if keep(key) and not key.endswith("_epoch") and value.numel() == 1:

@@ -1,6 +1,7 @@
 """Runs that survive preemption: a checkpoint on a wall-clock interval, one at the current step when the run is
 stopped by a signal, atomic writes, and ckpt_path=auto continuing from the newest good checkpoint."""
 
+import csv
 import os
 import re
 import signal
@@ -97,6 +98,12 @@ def test_signal_saves_the_current_step_and_resubmitting_continues(shared_dataset
     assert f"continuing from {interrupted}" in log
     assert step_of(run / "checkpoints" / "last.ckpt") == at + 3
     assert not interrupted.exists()  # the finished run removes it: the next resubmission starts from last.ckpt
+    # the curves go on from before the stop: metrics.csv and the loss plot's history in the checkpoint
+    steps = {int(r["step"]) for r in csv.DictReader((run / "csv" / "metrics.csv").open()) if r.get("train/loss")}
+    assert min(steps) < at < max(steps)
+    callbacks = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]
+    history = next(v["history"] for k, v in callbacks.items() if k.startswith("LossCurves"))
+    assert min(p[0] for p in history["train/loss"]) < at
 
 
 def test_submitit_preemption_saves_the_step_then_requeues(shared_datasets, tmp_path):
