@@ -150,7 +150,7 @@ def save_final(trainer: pl.Trainer) -> Path | None:
     if trainer.interrupted or trainer.global_step == 0:
         return None
     path = Path(callback.dirpath) / "last.ckpt"
-    trainer.save_checkpoint(path)
+    trainer.save_checkpoint(path, weights_only=False)  # the full training state, to resume from
     return path
 
 
