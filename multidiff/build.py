@@ -56,6 +56,24 @@ class Sampling:
     def options(self) -> dict[str, Any]:
         return dict(self.fn.keywords) if isinstance(self.fn, functools.partial) else {}
 
+    def evaluations(self) -> int:
+        """Network evaluations per item: the sampler run with its options on one number, counting the calls
+        (second-order steps, restarts and the last step's shortcut included; the grid's values do not matter)."""
+        from multidiff.core.noise import GaussianNoise
+        from multidiff.core.schedules import KarrasSchedule
+        from multidiff.core.space import TensorSpace
+
+        calls = [0]
+
+        def denoise(x: Tensor, sigma: Tensor) -> Tensor:
+            calls[0] += 1
+            return x * 0
+
+        x = torch.zeros(1, 1)
+        sigmas = KarrasSchedule().sigmas(self.steps, self.spacing)
+        self.fn(denoise, x, sigmas, noise_sampler=GaussianNoise(TensorSpace(), x, {}, torch.Generator()))
+        return calls[0]
+
 
 def build_sampler(
     cfg: DictConfig | Mapping[str, Any], steps: int | None = None, spacing: str | None = None

@@ -178,3 +178,22 @@ def test_restart_restarts_once_where_the_grid_crosses_t_min(gmm):
         restarts=2,
     )
     assert len(calls) == 2 + 2 + 1 + 2 * 2 * 2  # three Heun steps and two restarts of two Heun steps each
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_evaluations_count_what_a_run_calls(gmm, name):
+    from multidiff.build import build_sampler
+
+    sampling = build_sampler(sampler_config(name), steps=6)
+    calls = [0]
+
+    def denoise(x, sigma):
+        calls[0] += 1
+        return gmm.denoise(x, sigma)
+
+    x = torch.randn(8, 2, dtype=torch.float64) * 80
+    sigmas = KarrasSchedule().sigmas(6, sampling.spacing).double()
+    noise = make_noise(sampling.noise, TensorSpace(), x, {}, sigmas, torch.Generator().manual_seed(0), seed=0)
+    sampling.fn(denoise, x, sigmas, noise_sampler=noise)
+    assert sampling.evaluations() == calls[0]
+    assert calls[0] >= 6 and (name != "heun" or calls[0] == 11)  # Heun: two per step but the last
