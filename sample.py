@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from multidiff.build import build_sampler, load_checkpoint
 from multidiff.core.observation import Observation
-from multidiff.core.options import call_strict
+from multidiff.core.options import accepted_keywords, call_strict
 from multidiff.core.state import State
 from multidiff.posthoc_ema import load_ema_length
 
@@ -40,22 +40,26 @@ def sample(cfg: DictConfig) -> list[Path]:
     if cfg.guidance == 1.0 and (guide is not None or interval is not None):
         raise ValueError("guide_ckpt= and guidance_interval= act only when guidance != 1: set guidance, e.g. 2")
     request = OmegaConf.to_container(cfg.condition, resolve=True)
-    observe_options = {k: v for k in ("keep", "keep_unit") if (v := _plain(cfg.get(k))) is not None}
+    observe_options = {k: v for k in ("keep", "keep_unit", "n_atoms") if (v := _plain(cfg.get(k))) is not None}
 
-    def observation(n: int) -> Observation | None:
+    # an observation that draws something (molecules' atom counts) takes the batch's seed
+    seeded = "seed" in (accepted_keywords(module.domain.observe) or [])
+
+    def observation(n: int, start: int) -> Observation | None:
         if cfg.observe is None:
             if observe_options:
                 raise ValueError(f"{', '.join(observe_options)} need observe=FILE")
             return None
+        options = {**observe_options, **({"seed": batch_seed(cfg.seed, start)} if seeded else {})}
         return call_strict(
-            module.domain.observe, f"{module.domain.name} observation option", observe_options, n, Path(cfg.observe)
+            module.domain.observe, f"{module.domain.name} observation option", options, n, Path(cfg.observe)
         )
 
-    observation(1)  # a bad request fails here, before anything is generated or written
+    observation(1, 0)  # a bad request fails here, before anything is generated or written
     states, observations = [], []
     for start in range(0, cfg.n, cfg.batch_size):
         n = min(cfg.batch_size, cfg.n - start)
-        observations.append(observation(n))
+        observations.append(observation(n, start))
         states.append(
             module.generate(
                 n,

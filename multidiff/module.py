@@ -155,7 +155,12 @@ class DiffusionModule(pl.LightningModule):
         if guide is not None and guide.domain.name != self.domain.name:
             raise ValueError(f"guide model is a {guide.domain.name!r} model; this one is {self.domain.name!r}")
         gen = torch.Generator().manual_seed(seed)
-        state = self.domain.template(n, cond, gen).to(self.device)
+        if observation is not None and observation.ctx is not None:  # the observation fixes the items' sizes
+            if self.domain.space.num_items(observation.values, observation.ctx) != n:
+                raise ValueError(f"the observation holds {observation.ctx.get('num_items')} items; {n} requested")
+            state = State(torch.zeros_like(observation.values), cond, observation.ctx).to(self.device)
+        else:
+            state = self.domain.template(n, cond, gen).to(self.device)
         sigmas = self.process.schedule.sigmas(steps, spacing).to(self.device)
         noise_fn = make_noise(noise, self.domain.space, state.x, state.ctx, sigmas, gen, seed)
         x = self.domain.space.noise(state.x, state.ctx, generator=gen) * self.process.prior_std()
@@ -188,11 +193,12 @@ class DiffusionModule(pl.LightningModule):
                 x = sample_fn(denoise, x, sigmas, noise_sampler=noise_fn, callback=lambda *a: bar.update(1))
             else:
                 fresh = lambda like: self.domain.space.noise(like, state.ctx, generator=gen)  # noqa: E731
-                denoise = replacement_denoiser(denoise, observation, fresh)
+                space = self.domain.space
+                denoise = replacement_denoiser(denoise, observation, fresh, space, state.ctx)
                 x = sample_with_resampling(
                     sample_fn, denoise, x, sigmas, resample, noise_fn, callback=lambda *a: bar.update(1)
                 )
-                x = observation.impose(x)
+                x = observation.impose(x, space, state.ctx)
         finally:
             bar.close()
             for m, mode in zip(modules, was_training):

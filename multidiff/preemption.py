@@ -62,7 +62,6 @@ class InterruptCheckpoint(OnExceptionCheckpoint):
 
     def __init__(self, dirpath: str, filename: str = INTERRUPTED):
         super().__init__(dirpath, filename)
-        self.stopped_at: int | None = None
         self._requeue: Any = None
         self._requeue_pending = False
 
@@ -90,7 +89,6 @@ class InterruptCheckpoint(OnExceptionCheckpoint):
         if not is_interrupt(exception) or trainer.global_step == 0:
             return
         super().on_exception(trainer, module, exception)
-        self.stopped_at = trainer.global_step
         if trainer.is_global_zero:
             log.warning(
                 "stopped (%s) at step %d: checkpoint %s; the same command with ckpt_path=auto and the same run "

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from .protocols import Space
+
 Denoiser = Callable[[Tensor, Tensor], Tensor]
 NoiseSampler = Callable[[Tensor, Tensor], Tensor]
 
@@ -22,12 +24,15 @@ NoiseSampler = Callable[[Tensor, Tensor], Tensor]
 @dataclass
 class Observation:
     """``values`` (shaped like the state's ``x``; anything where ``mask`` is False) and a boolean ``mask``
-    broadcastable to it: True where the value is known. ``meta``: what the domain needs to map samples back
-    to the user's file (a scale, a frame); the core never reads it."""
+    broadcastable to it: True where the value is known. ``ctx``: the state context the values are laid out in,
+    for domains whose items vary in size (the atom counts of molecules grown from a fragment); None lets the
+    domain's template draw it. ``meta``: what the domain needs to map samples back to the user's file (a scale,
+    a frame); the core never reads it."""
 
     values: Tensor
     mask: Tensor
     meta: dict = field(default_factory=dict)
+    ctx: dict | None = None
 
     def __post_init__(self) -> None:
         if self.mask.dtype != torch.bool:
@@ -41,22 +46,37 @@ class Observation:
             raise ValueError("the observed values hold NaN or infinity")
 
     def to(self, device: torch.device | str) -> Observation:
-        return Observation(self.values.to(device), self.mask.to(device), self.meta)
+        ctx = None if self.ctx is None else {k: v.to(device) if torch.is_tensor(v) else v for k, v in self.ctx.items()}
+        return Observation(self.values.to(device), self.mask.to(device), self.meta, ctx)
 
-    def impose(self, x: Tensor) -> Tensor:
-        """``x`` with its known part replaced by the observation."""
-        return torch.where(self.mask, self.values.to(x.dtype), x)
+    def aligned(self, x: Tensor, space: Space | None = None, ctx: dict | None = None) -> Tensor:
+        """The observed values in ``x``'s frame: as they are for plain tensors; in a space with a free frame
+        (zero centre of mass) moved so that the known part sits where ``x`` has it (:meth:`Space.align`)."""
+        values = self.values.to(x.dtype)
+        return values if space is None else space.align(values, x, self.mask, ctx or {})
+
+    def impose(self, x: Tensor, space: Space | None = None, ctx: dict | None = None) -> Tensor:
+        """``x`` with its known part replaced by the observation (in ``x``'s frame, see :meth:`aligned`)."""
+        return torch.where(self.mask, self.aligned(x, space, ctx), x)
 
 
-def replacement_denoiser(denoise: Denoiser, obs: Observation, noise: Callable[[Tensor], Tensor]) -> Denoiser:
+def replacement_denoiser(
+    denoise: Denoiser,
+    obs: Observation,
+    noise: Callable[[Tensor], Tensor],
+    space: Space | None = None,
+    ctx: dict | None = None,
+) -> Denoiser:
     """``D'(x, sigma)``: the known part of ``x`` replaced by the observation plus ``sigma`` times fresh noise
-    (``noise(x)``), then the denoiser, whose estimate of the known part is the observation. For spaces in which
-    replacing entries stays in the space (plain tensors: audio, point clouds); a zero centre-of-mass space needs
-    the observation's frame handled by its domain."""
+    (``noise(x)``), then the denoiser, whose estimate of the known part is the observation. ``space``: for a
+    space with a free frame (molecules' zero centre of mass) the observation is aligned to the state first and
+    the replaced state projected back into the space; None for plain tensors (audio, point clouds)."""
 
     def wrapped(x: Tensor, sigma: Tensor) -> Tensor:
-        noisy_obs = obs.values.to(x.dtype) + sigma * noise(x)
-        return obs.impose(denoise(torch.where(obs.mask, noisy_obs, x), sigma))
+        noisy = torch.where(obs.mask, obs.aligned(x, space, ctx) + sigma * noise(x), x)
+        if space is not None:
+            noisy = space.project(noisy, ctx or {})
+        return obs.impose(denoise(noisy, sigma), space, ctx)
 
     return wrapped
 

@@ -28,6 +28,11 @@ class Space(Protocol):
         """Mean of an elementwise tensor over each item: ``(B,)``."""
         ...
 
+    def align(self, values: Tensor, x: Tensor, mask: Tensor, ctx: dict[str, Any]) -> Tensor:
+        """Observed ``values`` (known where ``mask``) moved into ``x``'s frame where the space leaves one free
+        (a translation for zero centre of mass), so that replacing ``x``'s known part keeps it in the space."""
+        ...
+
 
 @runtime_checkable
 class DenoiserNet(Protocol):

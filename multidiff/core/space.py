@@ -38,6 +38,10 @@ class TensorSpace:
         """Mean of an elementwise tensor over each item: ``(B, ...) -> (B,)``."""
         return e.reshape(e.shape[0], -1).mean(1)
 
+    def align(self, values: Tensor, x: Tensor, mask: Tensor, ctx: dict) -> Tensor:
+        """No free frame: observed values are where they are."""
+        return values
+
 
 class GraphSpace:
     """Variable-size items (molecules) as node rows grouped by ``ctx["batch"]``.
@@ -75,3 +79,19 @@ class GraphSpace:
 
     def item_mean(self, e: Tensor, ctx: dict) -> Tensor:
         return self._scatter_mean(e, ctx).mean(1)
+
+    def align(self, values: Tensor, x: Tensor, mask: Tensor, ctx: dict) -> Tensor:
+        """Translate each item's observed coordinates so that the centroid of its known rows (those whose
+        coordinates ``mask`` marks) matches ``x``'s centroid of the same rows; the shape they form is kept
+        exactly. Features other than coordinates are left as they are."""
+        d = self.com_dims
+        known = torch.broadcast_to(mask, values.shape)[:, :d].all(1, keepdim=True).to(values.dtype)
+        b, n = ctx["batch"], self.num_items(x, ctx)
+        count = torch.zeros(n, 1, dtype=values.dtype, device=values.device).index_add_(0, b, known).clamp(min=1)
+
+        def centroid(v: Tensor) -> Tensor:
+            total = torch.zeros(n, d, dtype=values.dtype, device=values.device).index_add_(0, b, v[:, :d] * known)
+            return total / count
+
+        shift = (centroid(x.to(values.dtype)) - centroid(values))[b]
+        return torch.cat([values[:, :d] + shift, values[:, d:]], dim=1)

@@ -16,6 +16,7 @@ from multidiff.core.observation import Observation
 from multidiff.core.space import GraphSpace
 
 from .export import draw_grid, write_sdf, write_xyz
+from .fragments import fragment_metrics
 from .io import read_molecules
 from .metrics import MoleculeAnalysis, evaluate_molecules
 from .reference import reference_from_molecules, training_smiles
@@ -166,12 +167,64 @@ class MoleculeDomain(Domain):
             cols.append(((v - mean) / std).expand(n))
         return torch.stack(cols, dim=1)
 
+    # -- observations: growing molecules from a fragment ----------------------------------------------
+    def observe(self, n: int, path: Path, *, n_atoms: int | None = None, seed: int = 0) -> Observation:
+        """The first molecule of ``path`` (SDF or XYZ) as a fragment every one of ``n`` molecules starts from:
+        its atoms come first in each molecule, with their elements, charges and coordinates. ``n_atoms``: the
+        total per molecule; None draws it per molecule from the training histogram above the fragment's size
+        (``seed`` fixes the draw). Errors name the file and what would be valid: an element outside the
+        model's vocabulary, a fragment as large as the model's largest molecules, an ``n_atoms`` not above
+        the fragment's size."""
+        path = Path(path)
+        try:
+            result = read_molecules(path, self.elements)
+        except ValueError as e:
+            raise ValueError(f"observe={path}: {e} (this model knows {', '.join(self.elements)})") from e
+        result.require_molecules()
+        fragment = result.molecules[0]
+        k = len(fragment)
+        largest = max(self.info["node_counts"]["values"])
+        if n_atoms is None:
+            if k >= largest:
+                raise ValueError(
+                    f"observe={path}: the fragment has {k} atoms; this model's molecules have at most {largest}, "
+                    f"so it can add none (give n_atoms= above {k} to grow it anyway)"
+                )
+            counts = self._counts_above(n, k, seed)
+        else:
+            if not isinstance(n_atoms, int) or isinstance(n_atoms, bool) or n_atoms <= k:
+                raise ValueError(f"n_atoms={n_atoms!r}: the total must be an integer above the fragment's {k} atoms")
+            counts = torch.full((n,), n_atoms, dtype=torch.long)
+        batch = torch.repeat_interleave(torch.arange(n), counts)
+        start = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)[:-1]])
+        given = torch.arange(len(batch)) - start[batch] < k  # the first k rows of every molecule
+        row = torch.zeros(self.num_features)
+        frag = torch.zeros(k, self.num_features)
+        centre = fragment.positions.mean(0)
+        frag[:, :3] = torch.as_tensor(fragment.positions - centre, dtype=torch.float32)
+        frag[torch.arange(k), 3 + torch.tensor([self.elements.index(e) for e in fragment.elements])] = self.onehot_scale
+        if self.include_charges:
+            frag[:, 3 + len(self.elements)] = torch.as_tensor(fragment.charges, dtype=torch.float32) * self.charge_scale
+        values = row.repeat(len(batch), 1)
+        values[given] = frag.repeat(n, 1)
+        meta = {"path": str(path), "fragment": fragment, "centre": centre, "given": k}
+        return Observation(values, given.unsqueeze(1), meta, {"batch": batch, "num_items": n})
+
+    def _counts_above(self, n: int, k: int, seed: int) -> Tensor:
+        hist = self.info["node_counts"]
+        values = torch.tensor(hist["values"], dtype=torch.long)
+        probs = torch.tensor(hist["counts"], dtype=torch.float64) * (values > k)
+        gen = torch.Generator().manual_seed(seed)
+        return values[torch.multinomial(probs, n, replacement=True, generator=gen)]
+
     def decode(self, state: State, observation: Observation | None = None) -> list[Molecule]:
         """Rows -> molecules: positions, element by argmax of the one-hot block, charge rounded and
-        clipped to the training data's range (an untrained net may emit any value)."""
-        if observation is not None:
-            raise ValueError("the molecule domain does not generate from observations (fragments) yet")
+        clipped to the training data's range (an untrained net may emit any value). Grown from a fragment
+        (``observation``), each molecule is moved into the fragment file's frame (its given atoms land on the
+        fragment's coordinates) and lists them in the ``given_atoms`` property (1-based atom numbers)."""
         k = len(self.elements)
+        if observation is not None:
+            state = self._into_fragment_frame(state, observation)
         x = state.x.detach().float().cpu().numpy()
         if not np.isfinite(x).all():
             log.warning("decode: %d non-finite values set to 0", int((~np.isfinite(x)).sum()))
@@ -196,7 +249,31 @@ class MoleculeDomain(Domain):
                     x[rows, :3], [self.elements[t] for t in types[rows]], charges[rows], props[i], name=f"sample_{i}"
                 )
             )
+        if observation is not None:
+            given = " ".join(str(j + 1) for j in range(int(observation.meta["given"])))
+            for mol in molecules:
+                mol.properties["given_atoms"] = given
+                mol.properties["fragment"] = observation.meta["path"]
         return molecules
+
+    def _into_fragment_frame(self, state: State, observation: Observation) -> State:
+        """Translate every molecule so that its given atoms' centroid is the fragment's, in float64: the given
+        atoms then sit on the fragment's coordinates (they hold its shape exactly, see Space.align)."""
+        x = state.x.detach().double().cpu()
+        batch = state.ctx["batch"].cpu()
+        values = observation.values.double().cpu()
+        known = torch.broadcast_to(observation.mask.cpu(), x.shape)[:, 0]
+        n = int(state.ctx["num_items"])
+        centroid = torch.zeros(n, 3, dtype=torch.float64).index_add_(0, batch[known], x[known, :3])
+        centroid /= torch.bincount(batch[known], minlength=n).clamp(min=1).unsqueeze(1)
+        # every atom moves with the given ones: the generated ones keep their place relative to them
+        offset = torch.as_tensor(observation.meta["centre"], dtype=torch.float64)
+        moved = x.clone()
+        moved[:, :3] += offset - centroid[batch]
+        # the given rows exactly as observed: the file's coordinates, not their float32 round trip
+        moved[known] = values[known]
+        moved[known, :3] = torch.as_tensor(observation.meta["fragment"].positions, dtype=torch.float64).repeat(n, 1)
+        return State(moved, state.cond, state.ctx)
 
     def _raw_condition(self, cond: Tensor | None, n: int) -> list[dict[str, float]]:
         info = self._condition_info()
@@ -257,13 +334,16 @@ class MoleculeDomain(Domain):
         novelty: bool = True,
         reference: Path | str | None = None,
         data_config: dict | None = None,
+        fragment: Path | str | None = None,
         progress: bool = True,
     ) -> dict[str, Any]:
         """Metrics of an SDF/XYZ file (or a folder holding one), as a JSON-able dict.
 
         ``strain``: MMFF strain of up to ``strain_max_molecules`` valid molecules; ``novelty``: against the
         training SMILES from the cache named in ``info['data_root']`` (computed once); ``reference``: see
-        :meth:`reference`; ``data_config``: a data config used to bind an unbound domain. Malformed records are
+        :meth:`reference`; ``data_config``: a data config used to bind an unbound domain; ``fragment``: the file
+        the molecules were grown from (``observe=``), adding how well they keep it
+        (:func:`~.fragments.fragment_metrics`). Malformed records are
         listed in ``malformed_records`` and skipped; a file without any readable molecule is a ValueError. An
         undefined metric is None, with its reason under ``null_reasons``.
         """
@@ -290,6 +370,10 @@ class MoleculeDomain(Domain):
             where = f"no processed {self.info.get('dataset')} cache in {root}" if root else "info names no data_root"
             reasons = metrics.setdefault("null_reasons", {})
             reasons["novelty"] = "novelty=false" if not novelty else f"no training SMILES: {where}"
+        if fragment is not None:
+            given = read_molecules(Path(fragment))
+            given.require_molecules()
+            metrics.update(fragment_metrics(result.molecules, given.molecules[0]))
         metrics.update(
             {"file": str(result.path), "num_records": result.num_records, "malformed_records": result.errors}
         )
