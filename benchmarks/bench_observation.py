@@ -2,6 +2,7 @@
 a Gaussian mixture, and the cost of an observation per sampling step on the audio model.
 
 python benchmarks/bench_observation.py --mixture     # errors of x2 | x1 = 0.2 vs the exact conditional
+python benchmarks/bench_observation.py --fragment    # zero centre of mass: atoms around a given fragment
 python benchmarks/bench_observation.py --speed [--batch 8 --steps 20 --threads 2]
 """
 
@@ -19,7 +20,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from gmm import GaussianMixture, conditional_denoiser, conditional_errors  # noqa: E402
+from gmm import FragmentGaussian, GaussianMixture, conditional_denoiser, conditional_errors  # noqa: E402
 
 from multidiff.build import build_module  # noqa: E402
 from multidiff.config import compose_run  # noqa: E402
@@ -60,6 +61,25 @@ def mixture_table() -> None:
             )
 
 
+def fragment_table(steps: int = 50) -> None:
+    frag = FragmentGaussian(4000)
+    print("| sampler | resample r | fragment shape error | other atoms: mean error (s.e.) | variance / exact |")
+    print("|---|---|---|---|---|")
+    for sampler in (sample_ddpm, sample_dpmpp_2m):
+        for r in (1, 10):
+            gen = torch.Generator().manual_seed(0)
+            sigmas = KarrasSchedule().sigmas(steps, "karras").double()
+            x = frag.space.noise(frag.rows, frag.ctx, gen) * (sigmas[0] ** 2 + frag.tau**2) ** 0.5
+            obs = frag.observation()
+            fresh = lambda like, gen=gen: frag.space.noise(like, frag.ctx, gen)  # noqa: E731
+            denoise = replacement_denoiser(frag.denoise, obs, fresh, frag.space, frag.ctx)
+            noise = lambda *_, f=fresh, like=x: f(like)  # noqa: E731
+            out = sample_with_resampling(sampler, denoise, x, sigmas, r, noise_sampler=noise)
+            e = frag.errors(obs.impose(out, frag.space, frag.ctx))
+            name = sampler.__name__.removeprefix("sample_")
+            print(f"| {name} | {r} | {e['shape']:.1e} | {e['mean']:.2f} | {e['var']:.3f} |", flush=True)
+
+
 def speed(batch: int, steps: int) -> None:
     cfg = compose_run("train", ["domain=audio", "paths.data_dir=."], Path("/tmp/multidiff-bench-observation"))
     module = build_module(cfg, {"sample_rate": 8000, "length": 8192, "num_classes": 0}).eval()
@@ -89,6 +109,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mixture", action="store_true")
     ap.add_argument("--speed", action="store_true")
+    ap.add_argument("--fragment", action="store_true")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -96,6 +117,8 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     if a.mixture:
         mixture_table()
+    if a.fragment:
+        fragment_table()
     if a.speed:
         speed(a.batch, a.steps)
 

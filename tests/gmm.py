@@ -114,3 +114,46 @@ def conditional_errors(g: GaussianMixture, x: torch.Tensor, a: float) -> dict[st
         errs["mean"] = max(errs["mean"], abs(xs.mean().item() - m[j].item()))
         errs["var"] = max(errs["var"], abs(xs.var().item() - v[j].item()))
     return errs
+
+
+class FragmentGaussian:
+    """``m`` molecules of four atoms in the zero centre-of-mass space: a shape ``p0`` plus ``tau`` times zero-CoM
+    Gaussian noise, with an exact (linear) denoiser. The first ``k`` atoms are given in another frame; relative to
+    their centroid the others are N(p0_U - mean(p0_K), tau^2 (1 + 1/k)) per coordinate, whatever the frame."""
+
+    def __init__(self, m: int, k: int = 2, tau: float = 0.5):
+        from multidiff.core.space import GraphSpace
+
+        self.m, self.k, self.tau, self.atoms = m, k, tau, 4
+        p0 = torch.tensor([[0.0, 0, 0], [1.5, 0, 0], [1.5, 1.5, 0], [0, 1.5, 1.0]], dtype=torch.float64)
+        self.p0 = p0 - p0.mean(0)
+        self.space = GraphSpace(com_dims=3)
+        self.ctx = {"batch": torch.arange(m).repeat_interleave(self.atoms), "num_items": m}
+        self.rows = self.p0.repeat(m, 1)
+
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return self.rows + self.tau**2 / (self.tau**2 + sigma**2) * (x - self.rows)
+
+    def observation(self, shift=(5.0, -3.0, 2.0)):
+        from multidiff.core.observation import Observation
+
+        known = (torch.arange(len(self.rows)) % self.atoms) < self.k
+        values = torch.zeros_like(self.rows)
+        values[known] = (self.p0[: self.k] + torch.tensor(shift, dtype=torch.float64)).repeat(self.m, 1)
+        return Observation(values, known.unsqueeze(1))
+
+    def errors(self, out: torch.Tensor) -> dict[str, float]:
+        """``shape``: the largest deviation of the given atoms from the fragment's shape; ``com``: the largest
+        centre of mass; ``mean``: of the others relative to the given centroid, in standard errors; ``var``: their
+        variance over the exact one (1 is exact)."""
+        k, tau = self.k, self.tau
+        out = out.reshape(self.m, self.atoms, 3)
+        centroid = out[:, :k].mean(1, keepdim=True)
+        rel = out[:, k:] - centroid
+        se = (tau**2 * (1 + 1 / k) / self.m) ** 0.5
+        return {
+            "shape": (out[:, :k] - centroid - (self.p0[:k] - self.p0[:k].mean(0))).abs().max().item(),
+            "com": out.mean(1).abs().max().item(),
+            "mean": ((rel.mean(0) - (self.p0[k:] - self.p0[:k].mean(0))).abs().max() / se).item(),
+            "var": (rel.var(0) / (tau**2 * (1 + 1 / k))).mean().item(),
+        }

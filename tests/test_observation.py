@@ -7,7 +7,7 @@ training-free replacement (RePaint), which is known to be biased: the figures ar
 
 import pytest
 import torch
-from gmm import GaussianMixture, conditional_denoiser, conditional_errors
+from gmm import FragmentGaussian, GaussianMixture, conditional_denoiser, conditional_errors
 
 from multidiff.core.observation import Observation, replacement_denoiser, sample_with_resampling
 from multidiff.core.samplers import sample_ddpm, sample_dpmpp_2m, sample_euler, sample_heun
@@ -102,34 +102,16 @@ def test_resampling_jumps_every_step_but_the_last(mix):
 
 
 def test_zero_com_replacement_keeps_the_fragment_shape_and_recovers_its_surroundings():
-    """Molecules: atoms in the zero centre-of-mass space, two of four given in another frame. Data: a shape P0
-    plus tau times zero-CoM Gaussian noise, whose exact denoiser is linear. Relative to the given atoms' centroid
-    the other atoms are then N(P0_U - mean(P0_K), tau^2 (1 + 1/k)) per coordinate, whatever the frame."""
-    from multidiff.core.space import GraphSpace
-
-    m, atoms, k, tau = 4000, 4, 2, 0.5
-    space = GraphSpace(com_dims=3)
-    p0 = torch.tensor([[0.0, 0, 0], [1.5, 0, 0], [1.5, 1.5, 0], [0, 1.5, 1.0]], dtype=torch.float64)
-    p0 = p0 - p0.mean(0)
-    ctx = {"batch": torch.arange(m).repeat_interleave(atoms), "num_items": m}
-    rows = p0.repeat(m, 1)
-    denoise = lambda x, sigma: rows + tau**2 / (tau**2 + sigma**2) * (x - rows)  # noqa: E731
+    """Molecules: four atoms in the zero centre-of-mass space, two given in another frame (gmm.FragmentGaussian)."""
+    frag = FragmentGaussian(4000)
     gen = torch.Generator().manual_seed(0)
     sigmas = KarrasSchedule().sigmas(50, "karras").double()
-    x = space.noise(rows, ctx, gen) * (sigmas[0] ** 2 + tau**2) ** 0.5
-    known = (torch.arange(m * atoms) % atoms) < k
-    values = torch.zeros_like(rows)
-    values[known] = (p0[:k] + torch.tensor([5.0, -3.0, 2.0], dtype=torch.float64)).repeat(m, 1)  # the file's frame
-    obs = Observation(values, known.unsqueeze(1))
-    fresh = lambda like: space.noise(like, ctx, gen)  # noqa: E731
-    out = sample_dpmpp_2m(replacement_denoiser(denoise, obs, fresh, space, ctx), x, sigmas, noise_sampler=fresh)
-    out = obs.impose(out, space, ctx)
-    assert out.reshape(m, atoms, 3).mean(1).abs().max() < 1e-9  # still in the zero centre-of-mass space
-    out = out.reshape(m, atoms, 3)
-    centroid = out[:, :k].mean(1, keepdim=True)
-    torch.testing.assert_close(out[:, :k] - centroid, (p0[:k] - p0[:k].mean(0)).expand(m, k, 3))  # shape exact
-    rel = out[:, k:] - centroid
-    se = (tau**2 * (1 + 1 / k) / m) ** 0.5
-    assert (rel.mean(0) - (p0[k:] - p0[:k].mean(0))).abs().max() < 4 * se
-    # replacement is approximate: its variance bias here is a few percent (exact would be 1)
-    assert 0.9 < (rel.var(0) / (tau**2 * (1 + 1 / k))).mean() < 1.1
+    x = frag.space.noise(frag.rows, frag.ctx, gen) * (sigmas[0] ** 2 + frag.tau**2) ** 0.5
+    obs = frag.observation()
+    fresh = lambda like: frag.space.noise(like, frag.ctx, gen)  # noqa: E731
+    denoise = replacement_denoiser(frag.denoise, obs, fresh, frag.space, frag.ctx)
+    out = obs.impose(sample_dpmpp_2m(denoise, x, sigmas, noise_sampler=fresh), frag.space, frag.ctx)
+    errs = frag.errors(out)
+    assert errs["shape"] < 1e-9 and errs["com"] < 1e-9  # the fragment's shape exact, still zero centre of mass
+    assert errs["mean"] < 4  # standard errors
+    assert 0.9 < errs["var"] < 1.1  # replacement is approximate: a few percent here (README)
