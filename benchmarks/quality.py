@@ -94,7 +94,7 @@ def fmt(value) -> str:
 # the metrics drawn against network evaluations, per domain
 PLOTTED = {
     "audio": ("fid.samples", "is.samples"),
-    "molecule": ("mol_stable", "validity"),
+    "molecule": ("atom_stable", "valid_unique"),  # validity alone rewards collapsed, fragmented samples
     "pointcloud": ("1-NNA-CD", "COV-CD"),
 }
 
@@ -167,6 +167,7 @@ def main() -> None:
     p.add_argument("--steps", nargs="+", type=int, default=[10, 20, 50, 200])
     p.add_argument("--cells", nargs="+", help="explicit SAMPLER:STEPS cells instead of the grid")
     p.add_argument("--nfe", nargs="+", type=int, help="budgets of network evaluations per item instead of steps")
+    p.add_argument("--replot", action="store_true", help="only redraw quality_vs_nfe.png from --out's results.json")
     p.add_argument("--spacing", default=None, help="time | karras | log_snr (default: the sampler config's)")
     p.add_argument("--n", type=int, default=100, help="items per cell")
     p.add_argument("--batch-size", type=int, default=50)
@@ -184,6 +185,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     meta = checkpoint_meta(read_checkpoint(args.ckpt), args.ckpt)
+    if args.replot:
+        rows = json.loads((args.out / "results.json").read_text())
+        plot_against_nfe(rows, meta.domain, args.out / "quality_vs_nfe.png", f"{args.ckpt}, {args.n} items per point")
+        return
     # the data config is instantiated for evaluation: the same trust check as sample.py, and never a download
     check_trusted(meta.config, args.ckpt, args.trust_targets)
     domain, data_cfg = meta.domain, evaluation_data_config(meta.config)

@@ -72,21 +72,32 @@ def write_xyz(molecules: Sequence[Molecule], path: Path) -> Path:
 
 
 def draw_grid(molecules: Sequence[Molecule], path: Path, max_molecules: int = 48, per_row: int = 6) -> Path:
-    """2D depictions (hydrogens hidden) of the valid molecules, legends = SMILES of the largest fragment."""
+    """2D depictions (hydrogens hidden) of the valid molecules, legends = SMILES of the largest fragment; the
+    atoms a molecule was given (its ``given_atoms`` property, when grown from a fragment) are highlighted."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    drawn, legends = [], []
+    drawn, legends, highlights = [], [], []
     for mol, (orders, smiles) in zip(molecules, annotate(molecules)):
         if smiles is None:
             continue
-        rd = Chem.RemoveHs(to_rdkit(mol, orders, with_conformer=False), sanitize=True)
+        rd = to_rdkit(mol, orders, with_conformer=False)
+        for number in str(mol.properties.get("given_atoms", "")).split():
+            rd.GetAtomWithIdx(int(float(number)) - 1).SetBoolProp("given", True)
+        rd = Chem.RemoveHs(rd, sanitize=True)  # atom properties survive; indices shift
         AllChem.Compute2DCoords(rd)
         drawn.append(rd)
         legends.append(smiles if len(smiles) <= 40 else smiles[:37] + "...")
+        highlights.append([a.GetIdx() for a in rd.GetAtoms() if a.HasProp("given")])
         if len(drawn) == max_molecules:
             break
     if drawn:
-        img = Draw.MolsToGridImage(drawn, molsPerRow=min(per_row, len(drawn)), subImgSize=(220, 220), legends=legends)
+        img = Draw.MolsToGridImage(
+            drawn,
+            molsPerRow=min(per_row, len(drawn)),
+            subImgSize=(220, 220),
+            legends=legends,
+            highlightAtomLists=highlights if any(highlights) else None,
+        )
         img.save(str(path))
     else:
         from PIL import Image, ImageDraw

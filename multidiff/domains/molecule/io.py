@@ -67,11 +67,18 @@ def _properties(rd: Chem.Mol) -> dict[str, object]:
     return props
 
 
+def _record(block: str) -> Chem.Mol | None:
+    """One SDF record with its data fields (``MolFromMolBlock`` alone drops them), unsanitised, hydrogens kept."""
+    supplier = Chem.SDMolSupplier()
+    supplier.SetData(block + "\n$$$$\n", sanitize=False, removeHs=False, strictParsing=True)
+    return next(iter(supplier), None)
+
+
 def read_sdf(path: Path) -> ReadResult:
     records = _sdf_records(Path(path).read_text())
     molecules, errors, numbers = [], [], []
     for k, block in enumerate(records, start=1):
-        rd = Chem.MolFromMolBlock(block, sanitize=False, removeHs=False, strictParsing=True)
+        rd = _record(block)
         if rd is None or rd.GetNumConformers() == 0:
             errors.append(f"record {k}: not a readable MDL mol block")
             continue
