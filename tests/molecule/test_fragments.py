@@ -66,7 +66,9 @@ def test_grown_molecules_keep_the_fragment_exactly_in_its_frame(module, real, tm
     for rd in Chem.SDMolSupplier(str(out), sanitize=False, removeHs=False):
         assert rd.GetProp("given_atoms") == "1 2 3 4 5"
         np.testing.assert_allclose(rd.GetConformer().GetPositions()[:k], fragment.positions, atol=1e-4)
-    metrics = fragment_metrics(read_molecules(out).molecules, fragment)
+    back = read_molecules(out).molecules  # the SDF's data fields come back as properties
+    assert all(m.properties["given_atoms"] == "1 2 3 4 5" for m in back)
+    metrics = fragment_metrics(back, fragment)
     assert metrics["fragment_rmsd"] < 1e-4 and metrics["fragment_elements_kept"] == 1.0
 
 
