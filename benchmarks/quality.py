@@ -112,11 +112,19 @@ def steps_within(name: str, budget: int) -> int | None:
 def parse_cells(args: argparse.Namespace) -> list[tuple[str, int]]:
     if args.nfe:
         names = list(SAMPLERS) if args.samplers == ["all"] else args.samplers
-        cells = [(name, steps_within(name, budget)) for name in names for budget in args.nfe]
-        skipped = sorted({name for name, steps in cells if steps is None})
+        cells, skipped = [], []
+        for name in names:
+            for budget in args.nfe:
+                steps = steps_within(name, budget)
+                # a sampler that cannot run meaningfully within the budget (Restart's restarts alone need 40
+                # evaluations: one plain step is all that fits in 10) is left out of that budget
+                if steps is None or build_sampler(sampler_config(name), steps=steps).evaluations() < budget / 2:
+                    skipped.append(f"{name} at {budget}")
+                else:
+                    cells.append((name, steps))
         if skipped:
-            print(f"over every budget at one step, left out of some cells: {', '.join(skipped)}", flush=True)
-        return list(dict.fromkeys((name, steps) for name, steps in cells if steps is not None))  # once each
+            print(f"left out (the sampler needs more evaluations): {', '.join(skipped)}", flush=True)
+        return list(dict.fromkeys(cells))  # once each
     if args.cells:
         cells = []
         for cell in args.cells:
@@ -186,7 +194,9 @@ def main() -> None:
 
     meta = checkpoint_meta(read_checkpoint(args.ckpt), args.ckpt)
     if args.replot:
+        cells = set(parse_cells(args))
         rows = json.loads((args.out / "results.json").read_text())
+        rows = [r for r in rows if (r.get("sampler"), r.get("steps")) in cells]
         plot_against_nfe(rows, meta.domain, args.out / "quality_vs_nfe.png", f"{args.ckpt}, {args.n} items per point")
         return
     # the data config is instantiated for evaluation: the same trust check as sample.py, and never a download
