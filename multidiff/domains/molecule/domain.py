@@ -225,7 +225,7 @@ class MoleculeDomain(Domain):
         k = len(self.elements)
         if observation is not None:
             state = self._into_fragment_frame(state, observation)
-        x = state.x.detach().float().cpu().numpy()
+        x = state.x.detach().double().cpu().numpy()  # float64: a fragment keeps its file coordinates
         if not np.isfinite(x).all():
             log.warning("decode: %d non-finite values set to 0", int((~np.isfinite(x)).sum()))
             x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
