@@ -7,6 +7,7 @@ import logging
 import math
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import multidiff.env  # noqa: F401  (before torch)
@@ -55,9 +56,7 @@ def train(cfg: DictConfig) -> pl.Trainer:
         sum(p.numel() for p in module.parameters()) / 1e6,
         cfg.paths.output_dir,
     )
-    ckpt_path = resume_path(cfg)
-    if ckpt_path and str(ckpt_path) not in LIGHTNING_KEYWORDS:  # keywords name this run's own files
-        verify_resume(ckpt_path, cfg, module.domain.name)
+    ckpt_path = resume_path(cfg, lambda path: verify_resume(path, cfg, module.domain.name))
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     save_final(trainer)
     return trainer
@@ -79,13 +78,16 @@ def check_strategy(cfg: DictConfig) -> None:
     )
 
 
-def resume_path(cfg: DictConfig) -> str | None:
+def resume_path(cfg: DictConfig, verify: Callable[[Path], None]) -> str | None:
     """``ckpt_path``: a file, one of Lightning's keywords, null (a fresh run) or ``auto``: the newest readable
     checkpoint in this run's directory (``last.ckpt``, a stopped run's ``interrupted.ckpt``, SLURM's
-    ``hpc_ckpt_*.ckpt``), so resubmitting the same command in the same run directory continues the run."""
+    ``hpc_ckpt_*.ckpt``), so resubmitting the same command in the same run directory continues the run.
+    A file (given or found) passes ``verify`` first; keywords name this run's own files."""
     if cfg.ckpt_path != "auto":
+        if cfg.ckpt_path and str(cfg.ckpt_path) not in LIGHTNING_KEYWORDS:
+            verify(Path(cfg.ckpt_path))
         return cfg.ckpt_path
-    found = find_resume(Path(cfg.paths.output_dir))
+    found = find_resume(Path(cfg.paths.output_dir), verify)
     if found is not None:
         log.info("ckpt_path=auto: continuing from %s", found)
     return str(found) if found else None
@@ -128,7 +130,7 @@ def objective(cfg: DictConfig, trainer: pl.Trainer) -> float | None:
     return value
 
 
-def verify_resume(ckpt_path: str, cfg: DictConfig, domain: str) -> None:
+def verify_resume(ckpt_path: str | Path, cfg: DictConfig, domain: str) -> None:
     """Check a checkpoint to resume from as sample.py does (readable weights-only, multidiff metadata of this
     domain, a stored config naming only trusted targets) before Lightning restores from it. Targets in this
     run's own config are the user's and so trusted."""

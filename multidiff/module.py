@@ -70,9 +70,11 @@ class DiffusionModule(pl.LightningModule):
         losses, sigma = self.diffusion_loss(state)
         loss = losses.mean()
         # decided together: a rank that stopped alone would leave the others waiting in the gradient all-reduce
-        if self.trainer.strategy.reduce_boolean_decision(not torch.isfinite(loss).item(), all=False):
+        finite = bool(torch.isfinite(loss))
+        if self.trainer.strategy.reduce_boolean_decision(not finite, all=False):
+            where = f"({loss.item()})" if not finite else "(on another process)"
             raise FloatingPointError(
-                f"non-finite training loss ({loss.item()}) at step {self.global_step} "
+                f"non-finite training loss {where} at step {self.global_step} "
                 f"(sigma in [{sigma.min().item():.3g}, {sigma.max().item():.3g}]); the run stops here and "
                 "the last good checkpoint is kept. Lower the learning rate or enable gradient clipping."
             )

@@ -53,6 +53,21 @@ def writable_dir(preferred: str | Path, name: str) -> Path:
 
 
 @contextmanager
+def replaced(path: str | Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` to write, renamed onto ``path`` when the block ends without error and
+    removed otherwise: a process killed mid-write leaves the previous file (or none) whole, and concurrent
+    writers never expose half a file. In the same folder because a rename across file systems is a copy."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
 def exclusive(path: str | Path) -> Iterator[None]:
     """Hold the lock ``<path>.lock`` while building ``path``: of several processes that need it at once (the
     ranks of a distributed run, the jobs of a sweep) one builds it while the others wait, then find it built."""

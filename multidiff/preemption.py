@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import OnExceptionCheckpoint
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
-from multidiff.checkpoint import CheckpointFormatError, checkpoint_meta, read_checkpoint
+from multidiff.checkpoint import CheckpointFormatError
+from multidiff.paths import replaced
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +34,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None or "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with replaced(path) as tmp, open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename makes it the checkpoint
 
 
 def is_interrupt(exception: BaseException) -> bool:
@@ -112,13 +107,14 @@ def resume_candidates(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
-def find_resume(run_dir: Path) -> Path | None:
-    """The newest readable multidiff checkpoint under ``run_dir``; a corrupt or truncated one is passed over
-    with a warning naming it, so the previous good one is used. None when there is none (a fresh run)."""
+def find_resume(run_dir: Path, verify: Callable[[Path], None]) -> Path | None:
+    """The newest checkpoint under ``run_dir`` that ``verify`` accepts (the checks any resume gets); one that is
+    not a readable checkpoint (corrupt, truncated) is passed over with a warning naming it, so the previous good
+    one is used. Any other refusal (another domain, an untrusted config) is raised. None: a fresh run."""
     for path in resume_candidates(run_dir):
         try:
-            checkpoint_meta(read_checkpoint(path), path)
-        except (CheckpointFormatError, ValueError) as e:
+            verify(path)
+        except CheckpointFormatError as e:
             log.warning("ckpt_path=auto: passing over %s: %s", path, e)
             continue
         return path

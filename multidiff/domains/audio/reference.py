@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from multidiff.domains.audio.classifier import FORMAT_VERSION, ClassifierConfig, DigitClassifier
 from multidiff.domains.audio.data import fsdd_files
 from multidiff.domains.audio.io import load_clip
-from multidiff.paths import data_dir, user_cache_dir, writable_dir
+from multidiff.paths import data_dir, replaced, user_cache_dir, writable_dir
 
 CACHE_NAME = "fsdd_classifier"
 CACHE_FILE = "classifier.pt"
@@ -175,9 +175,8 @@ def save_classifier(model: DigitClassifier, cache_dir: str | Path) -> Path:
         "state_dict": model.state_dict(),
         "reference": model.reference,
     }
-    tmp = cache / (CACHE_FILE + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(cache / CACHE_FILE)  # atomic: a crashed run never leaves a half-written cache
+    with replaced(cache / CACHE_FILE) as tmp:  # a crashed run never leaves a half-written cache
+        torch.save(payload, tmp)
     scalars = {k: v for k, v in model.reference.items() if not isinstance(v, Tensor)}
     summary = {"config_hash": model.config.hash(), "config": model.config.to_dict(), **scalars}
     (cache / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")

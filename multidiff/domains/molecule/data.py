@@ -22,7 +22,7 @@ from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
 from multidiff.distributed import per_device_batch
-from multidiff.paths import exclusive, writable_dir
+from multidiff.paths import exclusive, replaced, writable_dir
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -32,9 +32,8 @@ def save_arrays(arrays: dict[str, Any], path: Path) -> None:
     """Packed arrays -> one torch file, written atomically."""
     tensors = {k: torch.from_numpy(np.array(v)) if isinstance(v, np.ndarray) else v for k, v in arrays.items()}
     tensors["splits"] = {k: torch.from_numpy(np.asarray(v)) for k, v in arrays["splits"].items()}
-    tmp = path.with_suffix(".tmp")
-    torch.save(tensors, tmp)
-    tmp.replace(path)  # atomic: an interrupted run never leaves a half-written cache
+    with replaced(path) as tmp:  # an interrupted run never leaves a half-written cache
+        torch.save(tensors, tmp)
 
 
 def load_arrays(path: Path) -> dict[str, Any]:

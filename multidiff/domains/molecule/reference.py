@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from multidiff.paths import replaced
+
 from .bonds import BondTable
 from .data import load_arrays
 from .metrics import MoleculeAnalysis, atom_type_frequencies, histogram
@@ -91,7 +93,6 @@ def training_smiles(data_root: str | Path, dataset: str, progress: bool = True) 
             smi = sanitized_smiles(to_rdkit(m, o, with_conformer=False))
             if smi is not None:
                 smiles.add(smi)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(sorted(smiles)) + "\n")
-    tmp.replace(path)
+    with replaced(path) as tmp:
+        tmp.write_text("\n".join(sorted(smiles)) + "\n")
     return smiles

@@ -9,7 +9,6 @@ read points only.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import urllib.request
 import zipfile
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+
+from multidiff.paths import replaced
 
 from .io import PointCloudReadError, read_off
 
@@ -81,8 +82,6 @@ def mesh_points(off: Path, cache_root: Path, mesh_root: Path, n: int, seed: int 
         pts = sample_surface(verts, faces, n, np.random.default_rng(seed))
     except ValueError as e:
         raise PointCloudReadError(off, str(e)) from e
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_name(f".{cached.stem}.{os.getpid()}.npy")
-    np.save(tmp, pts)
-    os.replace(tmp, cached)  # atomic: processes sampling the same mesh at once never read half a file
+    with replaced(cached) as tmp, open(tmp, "wb") as f:  # processes sampling one mesh never read half a file
+        np.save(f, pts)
     return pts
