@@ -56,6 +56,9 @@ def sample(cfg: DictConfig) -> list[Path]:
         )
 
     observation(1, 0)  # a bad request fails here, before anything is generated or written
+    if cfg.observe is None and cfg.observe_with != "auto":
+        raise ValueError(f"observe_with={cfg.observe_with} needs observe=FILE")
+    observed_by = module.observed_by(cfg.observe_with) if cfg.observe is not None else None
     states, observations = [], []
     for start in range(0, cfg.n, cfg.batch_size):
         n = min(cfg.batch_size, cfg.n - start)
@@ -74,6 +77,7 @@ def sample(cfg: DictConfig) -> list[Path]:
                 guide=guide,
                 observation=observations[-1],
                 resample=cfg.resample,
+                observe_with=cfg.observe_with,
             )
         )
     items = [
@@ -98,6 +102,7 @@ def sample(cfg: DictConfig) -> list[Path]:
         "observe": None if cfg.observe is None else str(cfg.observe),
         **observe_options,
         "resample": cfg.resample,
+        "observed_by": observed_by,
     }
     paths = module.domain.export(items, out, meta)
     (out / "sampling.json").write_text(json.dumps(meta, indent=2))

@@ -34,6 +34,7 @@ def build_module(cfg: DictConfig | dict, info: dict[str, Any] | None = None) -> 
         optimizer=instantiate(cfg.model.optimizer),
         lr_scheduler=instantiate(cfg.model.lr_scheduler) if cfg.model.get("lr_scheduler") else None,
         cond_drop_prob=cfg.model.cond_drop_prob,
+        masks=instantiate(cfg.mask) if cfg.get("mask") else None,
         run_config=OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True),
     )
 

@@ -69,6 +69,13 @@ TRUSTED: dict[str, frozenset[str]] = {
         }
     ),
     "schedule": frozenset(_SCHEDULES),
+    "mask": frozenset(
+        {
+            "multidiff.domains.audio.masks.SpanMasks",
+            "multidiff.domains.molecule.masks.FragmentMasks",
+            "multidiff.domains.pointcloud.masks.HalfSpaceMasks",
+        }
+    ),
     "sampler": frozenset(_SAMPLERS),
     "model": frozenset(
         {

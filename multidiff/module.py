@@ -16,10 +16,23 @@ from multidiff.checkpoint import CHECKPOINT_KEY
 from multidiff.core.denoiser import Preconditioned, sampling_denoiser
 from multidiff.core.domain import Domain, State
 from multidiff.core.noise import make_noise
-from multidiff.core.observation import Observation, replacement_denoiser, sample_with_resampling
+from multidiff.core.observation import (
+    Observation,
+    conditioned_denoiser,
+    masked_item_mean,
+    observed_input,
+    replacement_denoiser,
+    sample_with_resampling,
+)
 from multidiff.core.options import call_strict
 from multidiff.core.processes import Process
+from multidiff.core.protocols import MaskSampler
 from multidiff.core.samplers import get_sampler
+
+#: how ``generate`` honours an observation: ``auto`` (the model if it was trained with observations, else
+#: replacement), ``model`` (observation-conditioned network, with replacement of the state's known part) or
+#: ``replacement`` (RePaint, for any model)
+OBSERVE_WITH = ("auto", "model", "replacement")
 
 #: noise-level buckets for the per-level loss log, as log10(sigma) edges
 SIGMA_BUCKETS = (-math.inf, -1.0, 0.0, 1.0, math.inf)
@@ -31,6 +44,8 @@ class DiffusionModule(pl.LightningModule):
     ``optimizer`` and ``lr_scheduler`` are partials (Hydra ``_partial_: true``) taking the
     parameters / the optimizer. ``run_config`` is the resolved run configuration; it is stored
     in every checkpoint together with the domain's ``info`` so that sampling needs no dataset.
+    ``masks``: observation-conditioned training (a mask drawn per item, the network given the mask and the
+    clean observed values, the loss taken on the unknown part); needs a net built with ``observable``.
     """
 
     def __init__(
@@ -42,10 +57,21 @@ class DiffusionModule(pl.LightningModule):
         lr_scheduler: Callable[..., Any] | None = None,
         cond_drop_prob: float = 0.1,
         run_config: dict | None = None,
+        masks: MaskSampler | None = None,
     ):
         super().__init__()
         self.domain, self.process = domain, process
         self.model = Preconditioned(net, process, domain.space)
+        if masks is not None and masks.domain != domain.name:
+            raise ValueError(
+                f"mask config {type(masks).__name__} is for {masks.domain!r} models; this one is {domain.name!r}"
+            )
+        if masks is not None and not self.model.observable:
+            raise ValueError(
+                f"mask config {type(masks).__name__} needs a net built with observable=true "
+                f"(net {type(net).__name__} has observable={getattr(net, 'observable', False)})"
+            )
+        self.masks = masks
         self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
         self.cond_drop_prob = cond_drop_prob
         self.run_config = run_config or {}
@@ -61,9 +87,15 @@ class DiffusionModule(pl.LightningModule):
         drop = None
         if state.cond is not None and self.training and self.cond_drop_prob > 0:
             drop = torch.rand(n, device=x0.device) < self.cond_drop_prob
-        pred = self.model.raw(x0 + s * noise, sigma, state, cond_drop=drop)
+        x = x0 + s * noise
+        known = None
+        if self.masks is not None:
+            known = torch.broadcast_to(self.masks(state, generator), x0.shape)
+            x = observed_input(x0, x, known, space, state.ctx)
+        pred = self.model.raw(x, sigma, state, cond_drop=drop, known=known)
         err = (pred.float() - self.process.target(x0, noise, s).float()) ** 2
-        return space.item_mean(err, state.ctx) * self.process.loss_weight(sigma), sigma
+        per_item = space.item_mean(err, state.ctx) if known is None else masked_item_mean(err, known, space, state.ctx)
+        return per_item * self.process.loss_weight(sigma), sigma
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         state = self.domain.unpack(batch)
@@ -128,6 +160,18 @@ class DiffusionModule(pl.LightningModule):
         }
 
     # -- generation -------------------------------------------------------------------------
+    def observed_by(self, observe_with: str = "auto") -> str:
+        """How an observation is honoured for ``observe_with`` (:data:`OBSERVE_WITH`): ``model`` or
+        ``replacement``; asking for ``model`` of a model not trained with observations is an error."""
+        if observe_with not in OBSERVE_WITH:
+            raise ValueError(f"observe_with={observe_with!r}; valid: {', '.join(OBSERVE_WITH)}")
+        if observe_with == "model" and not self.model.observable:
+            raise ValueError(
+                "observe_with=model needs a model trained with observations (train.py mask=...); this one was "
+                "not: use observe_with=replacement (or auto)"
+            )
+        return "model" if observe_with != "replacement" and self.model.observable else "replacement"
+
     @torch.no_grad()
     def generate(
         self,
@@ -144,6 +188,7 @@ class DiffusionModule(pl.LightningModule):
         guide: DiffusionModule | None = None,
         observation: Observation | None = None,
         resample: int = 1,
+        observe_with: str = "auto",
     ) -> State:
         """Draw ``n`` items. ``sampler``: a name or a sampler function (options bound, e.g. by
         :func:`multidiff.build.build_sampler`); ``condition``: the request for :meth:`Domain.condition`
@@ -151,7 +196,9 @@ class DiffusionModule(pl.LightningModule):
         or ``brownian`` (:mod:`multidiff.core.noise`); ``guidance``, ``guidance_interval``, ``guide``: see
         :func:`~multidiff.core.denoiser.sampling_denoiser` (``guide``: a weaker module of the same domain);
         ``observation``: known values and mask (:meth:`Domain.observe`), honoured by replacement with ``resample``
-        jumps per step (:mod:`multidiff.core.observation`)."""
+        jumps per step, and by the network itself if it was trained with observations (``observe_with``, one of
+        :data:`OBSERVE_WITH`; :mod:`multidiff.core.observation`)."""
+        by_model = self.observed_by(observe_with) == "model"
         sample_fn = get_sampler(sampler) if isinstance(sampler, str) else sampler
         cond = call_strict(self.domain.condition, "condition", condition or {}, n)
         if guide is not None and guide.domain.name != self.domain.name:
@@ -188,14 +235,18 @@ class DiffusionModule(pl.LightningModule):
             leave=False,
         )
         try:
+            by_model = by_model and observation is not None
+            known = torch.broadcast_to(observation.mask, state.x.shape) if by_model else None
             denoise = sampling_denoiser(
-                self.model, state, guidance, guidance_interval, None if guide is None else guide.model
+                self.model, state, guidance, guidance_interval, None if guide is None else guide.model, known
             )
             if observation is None:
                 x = sample_fn(denoise, x, sigmas, noise_sampler=noise_fn, callback=lambda *a: bar.update(1))
             else:
                 fresh = lambda like: self.domain.space.noise(like, state.ctx, generator=gen)  # noqa: E731
                 space = self.domain.space
+                if by_model:
+                    denoise = conditioned_denoiser(denoise, observation, space, state.ctx)
                 denoise = replacement_denoiser(denoise, observation, fresh, space, state.ctx)
                 x = sample_with_resampling(
                     sample_fn, denoise, x, sigmas, resample, noise_fn, callback=lambda *a: bar.update(1)

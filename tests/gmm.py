@@ -60,16 +60,24 @@ class MixtureModel:
     """The exact denoiser of a :class:`GaussianMixture` in the shape the sampling code calls a trained model:
     ``model(x, sigma_per_item, state, cond_drop=None)`` with ``state.cond`` a component index per item
     (class-conditional: that component's Gaussian) or None / dropped (the whole mixture). ``scale`` widens
-    every covariance: a weaker model of the same data, for autoguidance."""
+    every covariance: a weaker model of the same data, for autoguidance. ``observable``: the model an
+    observation-conditioned training converges to: given ``known`` (x1 observed, x2 not), it reads the clean x1
+    from ``x`` and returns the exact denoiser of x2 given it."""
 
-    def __init__(self, gmm: GaussianMixture, scale: float = 1.0):
+    def __init__(self, gmm: GaussianMixture, scale: float = 1.0, observable: bool = False):
         from multidiff.core.space import TensorSpace
 
         self.gmm = GaussianMixture(gmm.w.tolist(), gmm.mu.tolist(), (gmm.cov * scale).tolist())
         self.space = TensorSpace()
+        self.observable = observable
 
-    def __call__(self, x: Tensor, sigma: Tensor, state, cond_drop: Tensor | None = None) -> Tensor:
+    def __call__(
+        self, x: Tensor, sigma: Tensor, state, cond_drop: Tensor | None = None, known: Tensor | None = None
+    ) -> Tensor:
         g = self.gmm
+        if known is not None:
+            assert self.observable and state.cond is None and known[:, 0].all() and not known[:, 1].any()
+            return denoise_given_x1(g, x[:, 0].double(), x[:, 1:].double(), sigma[0]).to(x.dtype)
         uncond = g.denoise(x, sigma[:1])
         if state.cond is None:
             return uncond
@@ -83,28 +91,35 @@ class MixtureModel:
 
 
 # -- conditioning on x1 = a: the closed-form answer for generation from an observation --------------------
-def conditional(g: GaussianMixture, a: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Weights, means and variances of x2 given x1 = a."""
+def conditional(g: GaussianMixture, a: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Weights, means and variances of x2 given x1 = a (per component; ``(n, K)`` for a vector ``a``)."""
+    a = torch.as_tensor(a, dtype=torch.float64).reshape(-1, 1)
     c11, c12, c22 = g.cov[:, 0, 0], g.cov[:, 0, 1], g.cov[:, 1, 1]
     logw = g.w.log() - 0.5 * ((a - g.mu[:, 0]) ** 2 / c11 + c11.log())
-    return torch.softmax(logw, 0), g.mu[:, 1] + c12 / c11 * (a - g.mu[:, 0]), c22 - c12**2 / c11
+    return torch.softmax(logw, -1), g.mu[:, 1] + c12 / c11 * (a - g.mu[:, 0]), (c22 - c12**2 / c11).expand_as(logw)
+
+
+def denoise_given_x1(g: GaussianMixture, a: torch.Tensor, x2: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """E[x0 | x2 + sigma * noise = x2, x1 = a] for per-item ``a`` and ``x2`` ``(n, 1)``: ``(n, 2)``."""
+    w, m, v = conditional(g, a)
+    s2 = sigma.double().reshape(-1)[0] ** 2
+    logr = w.log() - 0.5 * ((x2 - m) ** 2 / (v + s2) + (v + s2).log())
+    out = (torch.softmax(logr, 1) * (m + v / (v + s2) * (x2 - m))).sum(1)
+    return torch.stack([a.expand_as(out), out], 1)
 
 
 def conditional_denoiser(g: GaussianMixture, a: float):
     """The exact denoiser of x2 given x1 = a (x1 is returned as a)."""
-    w, m, v = conditional(g, a)
 
     def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        s2, x2 = sigma.double().reshape(-1)[0] ** 2, x[:, 1:].double()
-        logr = w.log() - 0.5 * ((x2 - m) ** 2 / (v + s2) + (v + s2).log())
-        out = (torch.softmax(logr, 1) * (m + v / (v + s2) * (x2 - m))).sum(1)
-        return torch.stack([torch.full_like(out, a), out], 1).to(x.dtype)
+        return denoise_given_x1(g, torch.full((len(x),), a, dtype=torch.float64), x[:, 1:].double(), sigma).to(x.dtype)
 
     return denoise
 
 
 def conditional_errors(g: GaussianMixture, x: torch.Tensor, a: float) -> dict[str, float]:
     w, m, v = conditional(g, a)
+    w, m, v = w[0], m[0], v[0]
     x2 = x[:, 1].double()
     k = (w.log() - 0.5 * ((x2[:, None] - m) ** 2 / v + v.log())).argmax(1)
     errs = {"weight": 0.0, "mean": 0.0, "var": 0.0}

@@ -61,10 +61,11 @@ def condition(net, n: int, gen: torch.Generator) -> torch.Tensor:
     return torch.randn(n, 2, generator=gen)
 
 
-def build(name: str, conditional: bool, tmp_path):
+def build(name: str, conditional: bool, tmp_path, extra: tuple[str, ...] = ()):
     domain, small, cond = NETS[name]
     uncond = ["net.cond_features=null"] if name == "egnn" else ["net.num_classes=0"]
-    cfg = compose("train", [f"domain={domain}", f"net={name}", *small, *(cond if conditional else uncond)], tmp_path)
+    overrides = [f"domain={domain}", f"net={name}", *small, *(cond if conditional else uncond), *extra]
+    cfg = compose("train", overrides, tmp_path)
     torch.manual_seed(0)
     net = instantiate(cfg.net).eval()
     with torch.no_grad():  # zero-initialised output layers would hide every effect checked below
@@ -139,3 +140,44 @@ def test_declared_equivariance_holds(name, tmp_path):
             torch.testing.assert_close(net(x[:, perm], c_noise, **ctx), out[:, perm], atol=1e-5, rtol=1e-4)
         else:
             assert net.equivariance is None
+
+
+def known_mask(domain: str, x: torch.Tensor, ctx: dict, gen: torch.Generator) -> torch.Tensor:
+    """A mask in the domain's layout, whole points / atoms / time steps at a time, broadcast to ``x``."""
+    if domain == "audio":
+        return (torch.rand(x.shape[0], 1, x.shape[2], generator=gen) < 0.5).expand_as(x)
+    if domain == "pointcloud":
+        return (torch.rand(*x.shape[:2], 1, generator=gen) < 0.5).expand_as(x)
+    return (torch.rand(x.shape[0], 1, generator=gen) < 0.5).expand_as(x)
+
+
+@pytest.mark.parametrize("name", list(NETS))
+def test_observable_net_contract(name, tmp_path):
+    """mask=...: the net takes the observation mask; nothing known is the same as no mask; symmetries hold."""
+    domain, net = build(name, False, tmp_path, ("net.observable=true",))
+    gen = torch.Generator().manual_seed(4)
+    x, ctx = example(domain, 3, gen)
+    c_noise = torch.randn(3, generator=gen)
+    known = known_mask(domain, x, ctx, gen)
+    assert net.observable is True
+    with torch.no_grad():
+        out = net(x, c_noise, known=known, **ctx)
+        assert out.shape == x.shape and torch.isfinite(out).all()
+        assert not torch.allclose(out, net(x, c_noise, **ctx))  # the mask reaches the output
+        torch.testing.assert_close(net(x, c_noise, known=torch.zeros_like(known), **ctx), net(x, c_noise, **ctx))
+        if net.equivariance == "E(3)":
+            rot = _rotation(gen)
+            x2 = x.clone()
+            x2[:, :3] = x[:, :3] @ rot.T + torch.randn(3, 3, generator=gen)[ctx["batch"]]
+            out2 = net(x2, c_noise, known=known, **ctx)
+            torch.testing.assert_close(out2[:, :3], out[:, :3] @ rot.T, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(out2[:, 3:], out[:, 3:], atol=1e-4, rtol=1e-4)
+        elif net.equivariance == "permutation":
+            perm = torch.randperm(x.shape[1], generator=gen)
+            permuted = net(x[:, perm], c_noise, known=known[:, perm], **ctx)
+            torch.testing.assert_close(permuted, out[:, perm], atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="observation mask of shape"):
+        net(x, c_noise, known=known[:1], **ctx)
+    _, plain = build(name, False, tmp_path)
+    with pytest.raises(ValueError, match="without observable=true"):
+        plain(x, c_noise, known=known, **ctx)

@@ -7,9 +7,16 @@ training-free replacement (RePaint), which is known to be biased: the figures ar
 
 import pytest
 import torch
-from gmm import FragmentGaussian, GaussianMixture, conditional_denoiser, conditional_errors
+from gmm import FragmentGaussian, GaussianMixture, MixtureModel, conditional_denoiser, conditional_errors
 
-from multidiff.core.observation import Observation, replacement_denoiser, sample_with_resampling
+from multidiff.core.denoiser import sampling_denoiser
+from multidiff.core.observation import (
+    Observation,
+    conditioned_denoiser,
+    replacement_denoiser,
+    sample_with_resampling,
+)
+from multidiff.core.state import State
 from multidiff.core.samplers import sample_ddpm, sample_dpmpp_2m, sample_euler, sample_heun
 from multidiff.core.schedules import KarrasSchedule
 
@@ -66,6 +73,35 @@ def test_replacement_is_biased_and_resampling_reduces_the_bias(mix):
     # ... ten resampling jumps per step remove most of that, but not the bias in the component weights
     assert resampled["mean"] < 0.5 * plain["mean"], (plain, resampled)
     assert min(plain["weight"], resampled["weight"]) > 0.015, (plain, resampled)
+
+
+def through_the_seam(mix, observe_by_model: bool, sampler, steps: int = 50, seed: int = 2) -> torch.Tensor:
+    """Sampling as DiffusionModule.generate does: the sampling denoiser with the mask for an observation-trained
+    model (the exact one here, which reads the observed x1 from its input), clean observation in, replacement."""
+    _, sigmas, x, noise = start(seed, steps)
+    obs = observation()
+    model = MixtureModel(mix, observable=True)
+    state = State(torch.zeros(N, 2, dtype=torch.float64))
+    denoise = sampling_denoiser(model, state, known=obs.mask if observe_by_model else None)
+    if observe_by_model:
+        denoise = conditioned_denoiser(denoise, obs)
+    denoise = replacement_denoiser(denoise, obs, lambda x: noise())
+    return obs.impose(sampler(denoise, x, sigmas, noise_sampler=noise))
+
+
+@pytest.mark.parametrize("sampler", [sample_ddpm, sample_dpmpp_2m])
+def test_observation_trained_model_samples_the_exact_conditional(mix, sampler):
+    # the model sees the clean observation, so it can be the conditional's exact denoiser: the seam samples what
+    # that denoiser samples on its own (DDPM's own 50-step error included), where replacement alone is biased
+    trained = conditional_errors(mix, through_the_seam(mix, True, sampler), A)
+    _, sigmas, x, noise = start(2, 50)
+    alone = conditional_errors(mix, sampler(conditional_denoiser(mix, A), x, sigmas, noise_sampler=noise), A)
+    for key, tol in (("weight", 0.01), ("mean", 0.015), ("var", 0.015)):  # ~3 Monte-Carlo standard errors
+        assert abs(trained[key] - alone[key]) < tol, (trained, alone)
+    if sampler is sample_dpmpp_2m:
+        assert trained["weight"] < 0.015 and trained["mean"] < 0.02 and trained["var"] < 0.02, trained
+    replaced = conditional_errors(mix, through_the_seam(mix, False, sampler), A)
+    assert replaced["weight"] > 0.025 and replaced["weight"] > 2 * trained["weight"], (trained, replaced)
 
 
 def test_bad_observations_are_refused():

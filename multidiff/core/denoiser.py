@@ -16,16 +16,29 @@ class Preconditioned(nn.Module):
         super().__init__()
         self.net, self.process, self.space = net, process, space
 
-    def raw(self, x: Tensor, sigma: Tensor, state: State, cond_drop: Tensor | None = None) -> Tensor:
-        """The network output F for per-item ``sigma`` (B,)."""
+    @property
+    def observable(self) -> bool:
+        """Whether the network was trained to take an observation mask (observation-conditioned training)."""
+        return bool(getattr(self.net, "observable", False))
+
+    def raw(
+        self, x: Tensor, sigma: Tensor, state: State, cond_drop: Tensor | None = None, known: Tensor | None = None
+    ) -> Tensor:
+        """The network output F for per-item ``sigma`` (B,). ``known``: where ``x`` holds clean observed values
+        (an observable net only; passed on only when given, so other nets keep their signature)."""
         s = self.space.per_item(sigma, x, state.ctx)
         _, _, c_in = self.process.scalings(s)
-        return self.net(c_in * x, self.process.c_noise(sigma), cond=state.cond, cond_drop=cond_drop, **state.ctx)
+        extra = {} if known is None else {"known": known}
+        return self.net(
+            c_in * x, self.process.c_noise(sigma), cond=state.cond, cond_drop=cond_drop, **extra, **state.ctx
+        )
 
-    def forward(self, x: Tensor, sigma: Tensor, state: State, cond_drop: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, sigma: Tensor, state: State, cond_drop: Tensor | None = None, known: Tensor | None = None
+    ) -> Tensor:
         s = self.space.per_item(sigma, x, state.ctx)
         c_skip, c_out, _ = self.process.scalings(s)
-        return c_skip * x + c_out * self.raw(x, sigma, state, cond_drop)
+        return c_skip * x + c_out * self.raw(x, sigma, state, cond_drop, known)
 
 
 def sampling_denoiser(
@@ -34,6 +47,7 @@ def sampling_denoiser(
     guidance: float = 1.0,
     interval: tuple[float, float] | None = None,
     guide: Preconditioned | None = None,
+    known: Tensor | None = None,
 ):
     """A closure ``D(x, sigma_scalar)`` for the samplers, with guidance.
 
@@ -41,13 +55,19 @@ def sampling_denoiser(
     (classifier-free guidance, Ho & Salimans 2022; guidance 0 is unconditional, 1 the plain model) or, with
     ``guide``, a weaker model of the same data given the same condition (autoguidance, Karras et al. 2024;
     also for unconditional models). ``interval=(lo, hi)``: guide only at noise levels lo <= sigma <= hi and
-    use the plain model elsewhere (Kynkaanniemi et al. 2024).
+    use the plain model elsewhere (Kynkaanniemi et al. 2024). ``known``: the observation mask for a model
+    trained with observations (``x`` then holds the clean observed values there); the guide gets it too.
     """
     n = model.space.num_items(state.x, state.ctx)
     if guidance != 1.0 and state.cond is None and guide is None:
         raise ValueError(
             f"guidance={guidance} needs a condition (classifier-free guidance) or a guide model (autoguidance); "
             "this request has neither: use guidance=1, a condition, or guide_ckpt="
+        )
+    if known is not None and guide is not None and not guide.observable:
+        raise ValueError(
+            "the guide model was not trained with observations (mask=...): an observation-conditioned model "
+            "needs an observation-conditioned guide"
         )
     if interval is not None and not (len(interval) == 2 and 0 <= interval[0] <= interval[1]):
         raise ValueError(f"guidance interval must be [lo, hi] with 0 <= lo <= hi, got {list(interval)}")
@@ -56,13 +76,13 @@ def sampling_denoiser(
         sig = sigma.to(x.dtype).expand(n).to(x.device)
         active = guidance != 1.0 and (interval is None or interval[0] <= float(sigma) <= interval[1])
         if not active:
-            return model(x, sig, state)
+            return model(x, sig, state, known=known)
         if guide is not None:
-            ref = guide(x, sig, state)
+            ref = guide(x, sig, state, known=known)
         else:
-            ref = model(x, sig, state, cond_drop=torch.ones(n, dtype=torch.bool, device=x.device))
+            ref = model(x, sig, state, cond_drop=torch.ones(n, dtype=torch.bool, device=x.device), known=known)
         if guidance == 0.0:
             return ref
-        return ref + guidance * (model(x, sig, state) - ref)
+        return ref + guidance * (model(x, sig, state, known=known) - ref)
 
     return denoise

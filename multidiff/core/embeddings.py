@@ -30,6 +30,23 @@ def reject_condition(net: nn.Module, cond: Tensor | None) -> None:
         )
 
 
+def known_input(net: nn.Module, known: Tensor | None, x: Tensor) -> Tensor | None:
+    """The observation mask as a float input feature shaped like ``x`` (zeros: nothing known), or None for a net
+    built without ``observable``, which raises when given a mask (it would otherwise be silently ignored)."""
+    if not getattr(net, "observable", False):
+        if known is not None:
+            raise ValueError(
+                f"{type(net).__name__} was built without observable=true but received an observation mask; "
+                "train with a mask config (mask=...) for observation-conditioned sampling, or observe by replacement"
+            )
+        return None
+    if known is None:
+        return x.new_zeros(x.shape)
+    if known.shape != x.shape:
+        raise ValueError(f"observation mask of shape {tuple(known.shape)} for input of shape {tuple(x.shape)}")
+    return known.to(x.dtype)
+
+
 class NoiseEmbedding(nn.Module):
     """Sinusoidal features of ``c_noise`` followed by an MLP."""
 

@@ -5,6 +5,12 @@ Training-free, for any trained model and any sampler: replacement with resamplin
 level, and the denoiser's estimate of the known part is the observation itself, so every sampler's last step
 lands on the observation exactly. With ``r > 1`` each step is taken ``r`` times, noising back up in between,
 which lets the unknown part agree better with the known part (replacement alone is biased).
+
+Trained for it: observation-conditioned training draws a mask per item (the ``mask`` config group, a
+:class:`~.protocols.MaskSampler`), gives the network the clean observed values in place of the noisy ones
+together with the mask (:func:`observed_input`), and scores the prediction on the unknown part only
+(:func:`masked_item_mean`). Such a network estimates the conditional denoiser itself, so sampling with it
+(:func:`conditioned_denoiser`) is exact where the network is, with no resampling.
 """
 
 from __future__ import annotations
@@ -77,6 +83,31 @@ def replacement_denoiser(
         if space is not None:
             noisy = space.project(noisy, ctx or {})
         return obs.impose(denoise(noisy, sigma), space, ctx)
+
+    return wrapped
+
+
+def observed_input(x0: Tensor, x: Tensor, known: Tensor, space: Space, ctx: dict) -> Tensor:
+    """The network's input in observation-conditioned training: ``x`` (noisy) with its known part replaced by
+    the clean ``x0`` there, moved into ``x``'s frame (:meth:`Space.align`) as at sampling time."""
+    return torch.where(known, space.align(x0, x, known, ctx), x)
+
+
+def masked_item_mean(e: Tensor, known: Tensor, space: Space, ctx: dict) -> Tensor:
+    """Mean of ``e`` over each item's unknown entries: the loss of observation-conditioned training (the known
+    part is given, there is nothing to learn there). Items with nothing unknown would divide by zero, and masks
+    never produce them."""
+    free = (~known).to(e.dtype)
+    return space.item_mean(e * free, ctx) / space.item_mean(free, ctx)
+
+
+def conditioned_denoiser(denoise: Denoiser, obs: Observation, space: Space | None = None, ctx: dict | None = None):
+    """For a model trained with observations (``denoise`` already given the mask): it sees the clean observation
+    in ``x``'s frame where it is known, as in training. Wrap the result in :func:`replacement_denoiser`, which
+    keeps the state's known part on the noised observation and the estimate's on the observation."""
+
+    def wrapped(x: Tensor, sigma: Tensor) -> Tensor:
+        return denoise(obs.impose(x, space, ctx), sigma)
 
     return wrapped
 

@@ -36,19 +36,44 @@ class Space(Protocol):
 
 @runtime_checkable
 class DenoiserNet(Protocol):
-    """A domain's network F: ``net(x, c_noise, *, cond=None, cond_drop=None, **ctx) -> same shape as x``.
+    """A domain's network F: ``net(x, c_noise, *, cond=None, cond_drop=None, known=None, **ctx) -> like x``.
 
     ``c_noise``: the process's noise conditioning, per item ``(B,)``. ``cond``: the per-item condition or
     None; a net built without a condition raises when given one. ``cond_drop``: ``(B,)`` bool, items to treat
-    as unconditional (classifier-free guidance). ``ctx``: the state's context tensors, as keyword arguments
+    as unconditional (classifier-free guidance). ``known``: None, or a boolean tensor of ``x``'s shape, True
+    where ``x`` holds observed clean values instead of noisy ones (observation-conditioned training, see
+    :mod:`.observation`); a net built without ``observable`` raises when given one. ``ctx``: the state's context tensors, as keyword arguments
     the net names explicitly (e.g. ``batch`` and ``num_items`` for graphs); a net of a domain without
-    context takes none. ``conditional`` says whether the net accepts a condition; ``equivariance`` names the
+    context takes none. ``conditional`` says whether the net accepts a condition, ``observable`` whether it
+    accepts ``known``; ``equivariance`` names the
     symmetry the net guarantees (``"E(3)"``, ``"permutation"``) or is None.
     """
 
     conditional: bool
+    observable: bool
     equivariance: str | None
 
     def __call__(
-        self, x: Tensor, c_noise: Tensor, *, cond: Tensor | None = None, cond_drop: Tensor | None = None, **ctx: Any
+        self,
+        x: Tensor,
+        c_noise: Tensor,
+        *,
+        cond: Tensor | None = None,
+        cond_drop: Tensor | None = None,
+        known: Tensor | None = None,
+        **ctx: Any,
     ) -> Tensor: ...
+
+
+@runtime_checkable
+class MaskSampler(Protocol):
+    """A distribution of observation masks for observation-conditioned training (the ``mask`` config group).
+
+    ``masks(state, generator)``: a boolean mask broadcastable to ``state.x``, True where a value counts as
+    observed, drawn per item; an item may be left with nothing known (so the model also learns to generate
+    unconditionally), never with everything known. ``domain`` names the domain whose state layout it knows.
+    """
+
+    domain: str
+
+    def __call__(self, state: Any, generator: torch.Generator | None = None) -> Tensor: ...

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from multidiff.core.embeddings import ConditionEmbedding, NoiseEmbedding, per_item, reject_condition
+from multidiff.core.embeddings import ConditionEmbedding, NoiseEmbedding, known_input, per_item, reject_condition
 
 
 def _count(value: int | str | Sequence[str] | None) -> int:
@@ -145,8 +145,10 @@ class EGNN(nn.Module):
         cond_features: int | str | Sequence[str] | None = None,
         cond_dim: int = 64,
         checkpointing: bool = False,
+        observable: bool = False,
     ):
         super().__init__()
+        self.observable = observable
         self.checkpointing = checkpointing
         self.node_features = _count(num_atom_types) + int(charges)
         self.radius = radius
@@ -154,7 +156,8 @@ class EGNN(nn.Module):
         n_cond = _count(cond_features)
         self.conditional = n_cond > 0
         self.cond_embed = ConditionEmbedding(cond_dim, num_features=n_cond) if n_cond else None
-        self.embed = nn.Linear(self.node_features + time_dim + (cond_dim if n_cond else 0), hidden)
+        # observable: one more invariant node feature, whether the atom is observed (a given fragment atom)
+        self.embed = nn.Linear(self.node_features + int(observable) + time_dim + (cond_dim if n_cond else 0), hidden)
         self.blocks = nn.ModuleList(
             EquivariantBlock(hidden, attention, tanh, coords_range / max(layers, 1), norm_constant, aggregation_norm)
             for _ in range(layers)
@@ -175,10 +178,12 @@ class EGNN(nn.Module):
         *,
         cond: Tensor | None = None,
         cond_drop: Tensor | None = None,
+        known: Tensor | None = None,
         batch: Tensor,
         num_items: int | None = None,
     ) -> Tensor:
         reject_condition(self, cond)
+        mask = known_input(self, known, x_in)
         n_items = int(num_items) if num_items is not None else int(batch.max()) + 1
         if x_in.shape[1] != 3 + self.node_features:
             raise ValueError(f"EGNN expects {3 + self.node_features} columns (3 + node features), got {x_in.shape[1]}")
@@ -190,6 +195,8 @@ class EGNN(nn.Module):
         pos, feats = x_in[:, :3], x_in[:, 3:]
         c_noise = per_item(c_noise, n_items)
         parts = [feats, self.noise_embed(c_noise)[batch]]
+        if mask is not None:
+            parts.insert(1, mask[:, :1])  # an atom is observed as a whole
         if self.cond_embed is not None:
             parts.append(self.cond_embed(cond, n_items, cond_drop)[batch])
         h = self.embed(torch.cat(parts, dim=1))

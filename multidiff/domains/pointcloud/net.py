@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from multidiff.core.embeddings import ConditionEmbedding, NoiseEmbedding, per_item, reject_condition
+from multidiff.core.embeddings import ConditionEmbedding, NoiseEmbedding, known_input, per_item, reject_condition
 
 
 class Attention(nn.Module):
@@ -228,12 +228,15 @@ class PointRINDenoiser(nn.Module):
         num_features: int = 0,
         activation: str = "gelu",
         inference_chunk: int = 8,
+        observable: bool = False,
     ):
         super().__init__()
         self.in_dim, self.inference_chunk = in_dim, inference_chunk
+        self.observable = observable
         self.fourier = FourierFeatures(in_dim, num_freqs)
         self.point_in = nn.Sequential(
-            nn.Linear(self.fourier.out_dim, point_dim),
+            # observable: one more per-point feature, whether the point is observed
+            nn.Linear(self.fourier.out_dim + int(observable), point_dim),
             make_activation(activation),
             nn.Linear(point_dim, point_dim),
         )
@@ -270,10 +273,13 @@ class PointRINDenoiser(nn.Module):
         *,
         cond: Tensor | None = None,
         cond_drop: Tensor | None = None,
+        known: Tensor | None = None,
     ) -> Tensor:
         reject_condition(self, cond)
         if x_in.dim() != 3 or x_in.shape[-1] != self.in_dim:
             raise ValueError(f"expected points of shape (B, N, {self.in_dim}), got {tuple(x_in.shape)}")
+        mask = known_input(self, known, x_in)
+        observed = None if mask is None else mask[..., :1]  # a point is observed as a whole
         b = x_in.shape[0]
         c_noise = per_item(c_noise, b)
         if not torch.is_grad_enabled() and self.inference_chunk and b > self.inference_chunk:
@@ -286,19 +292,23 @@ class PointRINDenoiser(nn.Module):
                         c_noise[i : i + k],
                         None if cond is None else cond[i : i + k],
                         None if cond_drop is None else cond_drop[i : i + k],
+                        None if observed is None else observed[i : i + k],
                     )
                     for i in range(0, b, k)
                 ]
             )
-        return self._forward(x_in, c_noise, cond, cond_drop)
+        return self._forward(x_in, c_noise, cond, cond_drop, observed)
 
-    def _forward(self, x_in: Tensor, c_noise: Tensor, cond: Tensor | None, cond_drop: Tensor | None) -> Tensor:
+    def _forward(
+        self, x_in: Tensor, c_noise: Tensor, cond: Tensor | None, cond_drop: Tensor | None, observed: Tensor | None
+    ) -> Tensor:
         b = x_in.shape[0]
         emb = self.noise_embed(c_noise)
         if self.cond_embed is not None:
             emb = emb + self.cond_embed(cond, b, cond_drop)
         emb = F.silu(emb)
-        h = self.point_in(self.fourier(x_in))
+        feats = self.fourier(x_in)
+        h = self.point_in(feats if observed is None else torch.cat([feats, observed], dim=-1))
         z = self.latents.unsqueeze(0) + self.latent_in(emb).unsqueeze(1)
         for block in self.blocks:
             h, z = block(h, z, emb)

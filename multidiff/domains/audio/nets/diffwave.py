@@ -17,7 +17,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from multidiff.core.embeddings import ConditionEmbedding, NoiseEmbedding, per_item, reject_condition
+from multidiff.core.embeddings import ConditionEmbedding, NoiseEmbedding, known_input, per_item, reject_condition
 
 
 class ResidualLayer(nn.Module):
@@ -51,6 +51,7 @@ class DiffWave(nn.Module):
         num_classes: int = 0,
         in_channels: int = 1,
         embed_dim: int = 512,
+        observable: bool = False,
     ):
         super().__init__()
         if layers < 1 or dilation_cycle < 1 or residual_channels < 1:
@@ -59,8 +60,9 @@ class DiffWave(nn.Module):
                 f"{dilation_cycle}, {residual_channels}"
             )
         self.num_classes = num_classes
-        self.conditional = num_classes > 0
-        self.input = nn.Conv1d(in_channels, residual_channels, 1)
+        self.conditional, self.observable = num_classes > 0, observable
+        # observable: the observation mask enters as extra input channels beside the waveform
+        self.input = nn.Conv1d(in_channels * (1 + observable), residual_channels, 1)
         self.noise_embed = NoiseEmbedding(embed_dim)
         self.cond_embed = ConditionEmbedding(embed_dim, num_classes=num_classes) if num_classes > 0 else None
         self.layers = nn.ModuleList(
@@ -84,15 +86,17 @@ class DiffWave(nn.Module):
         *,
         cond: Tensor | None = None,
         cond_drop: Tensor | None = None,
+        known: Tensor | None = None,
     ) -> Tensor:
         b = x_in.shape[0]
         if x_in.dim() != 3:
             raise ValueError(f"DiffWave expects (B, C, T) input, got shape {tuple(x_in.shape)}")
         reject_condition(self, cond)
+        mask = known_input(self, known, x_in)
         c_noise = per_item(c_noise, b)
         noise_emb = self.noise_embed(c_noise.to(x_in.dtype))
         cond_emb = None if self.cond_embed is None else self.cond_embed(cond, b, cond_drop)
-        x = torch.relu(self.input(x_in))
+        x = torch.relu(self.input(x_in if mask is None else torch.cat([x_in, mask], dim=1)))
         skip = torch.zeros_like(x)
         for layer in self.layers:
             x, s = layer(x, noise_emb, cond_emb)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from multidiff.core.embeddings import ConditionEmbedding, NoiseEmbedding, per_item, reject_condition
+from multidiff.core.embeddings import ConditionEmbedding, NoiseEmbedding, known_input, per_item, reject_condition
 
 
 def _norm(c: int) -> nn.GroupNorm:
@@ -68,16 +68,18 @@ class UNet1d(nn.Module):
         emb_dim: int = 256,
         num_classes: int = 0,
         dropout: float = 0.0,
+        observable: bool = False,
     ):
         super().__init__()
         channels, factors = tuple(channels), tuple(factors)
         if len(factors) != len(channels) - 1:
             raise ValueError(f"UNet1d needs len(factors) == len(channels) - 1, got {factors} for {channels}")
         self.patch, self.in_channels = patch, in_channels
-        self.conditional = num_classes > 0
+        self.conditional, self.observable = num_classes > 0, observable
         self.noise_embed = NoiseEmbedding(emb_dim)
         self.cond_embed = ConditionEmbedding(emb_dim, num_classes=num_classes) if num_classes else None
-        self.stem = nn.Conv1d(in_channels * patch, channels[0], 3, padding=1)
+        # observable: the observation mask enters as extra input channels beside the waveform
+        self.stem = nn.Conv1d(in_channels * patch * (1 + observable), channels[0], 3, padding=1)
 
         self.down, self.up = nn.ModuleList(), nn.ModuleList()
         skips = []
@@ -140,18 +142,29 @@ class UNet1d(nn.Module):
         return h
 
     def forward(
-        self, x: Tensor, c_noise: Tensor, *, cond: Tensor | None = None, cond_drop: Tensor | None = None
+        self,
+        x: Tensor,
+        c_noise: Tensor,
+        *,
+        cond: Tensor | None = None,
+        cond_drop: Tensor | None = None,
+        known: Tensor | None = None,
     ) -> Tensor:
         if x.dim() != 3:
             raise ValueError(f"UNet1d expects (B, C, T) input, got shape {tuple(x.shape)}")
         reject_condition(self, cond)
+        mask = known_input(self, known, x)
         b, c, t = x.shape
         if t % self.total_factor:
             raise ValueError(f"UNet1d input length {t} must be a multiple of {self.total_factor} (patch x factors)")
         emb = self.noise_embed(per_item(c_noise, b))
         if self.cond_embed is not None:
             emb = emb + self.cond_embed(cond, b, cond_drop)
-        h = self.stem(x.reshape(b, c, t // self.patch, self.patch).permute(0, 1, 3, 2).reshape(b, c * self.patch, -1))
+        inp = x if mask is None else torch.cat([x, mask], dim=1)
+        ci = inp.shape[1]
+        h = self.stem(
+            inp.reshape(b, ci, t // self.patch, self.patch).permute(0, 1, 3, 2).reshape(b, ci * self.patch, -1)
+        )
         skips: list[Tensor] = []
         for i, level in enumerate(self.down):
             h = self._run(level, h, emb, push=skips)
