@@ -16,9 +16,9 @@ from multidiff.core.observation import (
     replacement_denoiser,
     sample_with_resampling,
 )
-from multidiff.core.state import State
 from multidiff.core.samplers import sample_ddpm, sample_dpmpp_2m, sample_euler, sample_heun
 from multidiff.core.schedules import KarrasSchedule
+from multidiff.core.state import State
 
 N, A = 20_000, 0.2
 

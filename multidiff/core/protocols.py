@@ -42,11 +42,11 @@ class DenoiserNet(Protocol):
     None; a net built without a condition raises when given one. ``cond_drop``: ``(B,)`` bool, items to treat
     as unconditional (classifier-free guidance). ``known``: None, or a boolean tensor of ``x``'s shape, True
     where ``x`` holds observed clean values instead of noisy ones (observation-conditioned training, see
-    :mod:`.observation`); a net built without ``observable`` raises when given one. ``ctx``: the state's context tensors, as keyword arguments
-    the net names explicitly (e.g. ``batch`` and ``num_items`` for graphs); a net of a domain without
-    context takes none. ``conditional`` says whether the net accepts a condition, ``observable`` whether it
-    accepts ``known``; ``equivariance`` names the
-    symmetry the net guarantees (``"E(3)"``, ``"permutation"``) or is None.
+    :mod:`.observation`); a net built without ``observable`` raises when given one. ``ctx``: the state's
+    context tensors, as keyword arguments the net names explicitly (e.g. ``batch`` and ``num_items`` for
+    graphs); a net of a domain without context takes none. ``conditional`` says whether the net accepts a
+    condition, ``observable`` whether it accepts ``known``; ``equivariance`` names the symmetry the net
+    guarantees (``"E(3)"``, ``"permutation"``) or is None.
     """
 
     conditional: bool
