@@ -164,7 +164,7 @@ class DiffusionModule(pl.LightningModule):
         """How an observation is honoured for ``observe_with`` (:data:`OBSERVE_WITH`): ``model`` or
         ``replacement``; asking for ``model`` of a model not trained with observations is an error."""
         if observe_with not in OBSERVE_WITH:
-            raise ValueError(f"observe_with={observe_with!r}; valid: {', '.join(OBSERVE_WITH)}")
+            raise ValueError(f"observe_with={observe_with}; valid: {', '.join(OBSERVE_WITH)}")
         if observe_with == "model" and not self.model.observable:
             raise ValueError(
                 "observe_with=model needs a model trained with observations (train.py mask=...); this one was "

@@ -48,3 +48,14 @@ def tiny_audio_ckpt(tmp_path_factory, shared_datasets) -> Path:
     )
     train.train(cfg)
     return run / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="session")
+def tiny_audio_masked_ckpt(tmp_path_factory, shared_datasets) -> Path:
+    """The tiny audio model trained with observation masks (mask=spans) for two steps."""
+    import train
+
+    run = tmp_path_factory.mktemp("tiny_audio_masked") / "run"
+    overrides = ["domain=audio", "mask=spans", f"paths.data_dir={shared_datasets}", *TINY_AUDIO, "trainer.max_steps=2"]
+    train.train(compose("train", overrides, run))
+    return run / "checkpoints" / "last.ckpt"

@@ -1,5 +1,7 @@
 """sample.py observe=clip.wav keep=...: infilling and continuation keep the observed samples exactly."""
 
+import json
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -26,9 +28,15 @@ def run(ckpt, tmp_path, *overrides, name="out"):
     return out
 
 
-def test_infilling_keeps_the_observed_samples(tiny_audio_ckpt, clip, tmp_path):
+@pytest.mark.parametrize(
+    "ckpt, by",
+    [("tiny_audio_ckpt", "replacement"), ("tiny_audio_masked_ckpt", "model")],
+    ids=["replacement", "trained"],
+)
+def test_infilling_keeps_the_observed_samples(ckpt, by, clip, tmp_path, request):
     original = sf.read(clip, dtype="int16")[0]
-    out = run(tiny_audio_ckpt, tmp_path, f"observe={clip}", "keep=[[0,0.3],[0.7,1]]")
+    out = run(request.getfixturevalue(ckpt), tmp_path, f"observe={clip}", "keep=[[0,0.3],[0.7,1]]")
+    assert json.loads((out / "sampling.json").read_text())["observed_by"] == by
     wavs = sorted(out.glob("*.wav"))
     assert len(wavs) == 2 and (out / "preview.png").is_file()
     kept = np.zeros(1024, bool)
@@ -84,3 +92,19 @@ def test_wrong_files_are_named(tiny_audio_ckpt, clip, tmp_path):
     with pytest.raises(ValueError, match="need observe"):
         run(tiny_audio_ckpt, tmp_path, "keep=[0,0.5]")
     assert not (tmp_path / "out").exists()
+
+
+def test_observing_by_the_model_needs_a_model_trained_with_masks(
+    tiny_audio_ckpt, tiny_audio_masked_ckpt, clip, tmp_path
+):
+    with pytest.raises(ValueError, match="observe_with=model needs a model trained with observations"):
+        run(tiny_audio_ckpt, tmp_path, f"observe={clip}", "keep=[0,0.5]", "observe_with=model", name="refused")
+    with pytest.raises(ValueError, match="observe_with=nope; valid: auto, model, replacement"):
+        run(tiny_audio_masked_ckpt, tmp_path, f"observe={clip}", "keep=[0,0.5]", "observe_with=nope", name="refused")
+    with pytest.raises(ValueError, match="needs observe=FILE"):
+        run(tiny_audio_masked_ckpt, tmp_path, "observe_with=model", name="refused")
+    assert not (tmp_path / "refused").exists()
+    # the trained model also observes by replacement when asked, and generates from nothing
+    out = run(tiny_audio_masked_ckpt, tmp_path, f"observe={clip}", "keep=[0,0.5]", "observe_with=replacement")
+    assert json.loads((out / "sampling.json").read_text())["observed_by"] == "replacement"
+    assert len(list(run(tiny_audio_masked_ckpt, tmp_path, name="free").glob("*.wav"))) == 2

@@ -16,18 +16,34 @@ from multidiff.domains.molecule.io import read_molecules
 from multidiff.domains.molecule.structures import Molecule
 
 
-@pytest.fixture(scope="module")
-def module(qm9_root, tmp_path_factory):
-    """An untrained tiny EGNN model bound to QM9 (generation mechanics do not need a trained net)."""
-    run = tmp_path_factory.mktemp("mol")
+def tiny_module(qm9_root, run, *overrides: str):
     cfg = compose(
         "train",
-        ["domain=molecule", f"data.root={qm9_root}", "data.max_molecules=64", "net.hidden=16", "net.layers=2"],
+        [
+            "domain=molecule",
+            f"data.root={qm9_root}",
+            "data.max_molecules=64",
+            "net.hidden=16",
+            "net.layers=2",
+            *overrides,
+        ],
         run,
     )
     dm = instantiate(cfg.data)
     dm.setup()
     return build_module(cfg, dm.info()).eval()
+
+
+@pytest.fixture(scope="module")
+def module(qm9_root, tmp_path_factory):
+    """An untrained tiny EGNN model bound to QM9 (generation mechanics do not need a trained net)."""
+    return tiny_module(qm9_root, tmp_path_factory.mktemp("mol"))
+
+
+@pytest.fixture(scope="module")
+def masked_module(qm9_root, tmp_path_factory):
+    """The same, built for observation-conditioned training (mask=fragment): it grows fragments by its net."""
+    return tiny_module(qm9_root, tmp_path_factory.mktemp("mol_masked"), "mask=fragment")
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +63,10 @@ def fragment_file(mol: Molecule, k: int, path):
     return write_sdf([frag], path) if path.suffix == ".sdf" else write_xyz([frag], path)
 
 
-@pytest.mark.parametrize("suffix", [".sdf", ".xyz"])
-def test_grown_molecules_keep_the_fragment_exactly_in_its_frame(module, real, tmp_path, suffix):
+@pytest.mark.parametrize("suffix, model", [(".sdf", "module"), (".xyz", "module"), (".sdf", "masked_module")])
+def test_grown_molecules_keep_the_fragment_exactly_in_its_frame(model, real, tmp_path, suffix, request):
+    module = request.getfixturevalue(model)
+    assert module.observed_by() == ("model" if model == "masked_module" else "replacement")
     k = 5
     path = fragment_file(real, k, tmp_path / f"fragment{suffix}")
     fragment = read_molecules(path).molecules[0]

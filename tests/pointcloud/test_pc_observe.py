@@ -1,5 +1,7 @@
 """sample.py observe=partial.ply: shape completion keeps the observed points unchanged."""
 
+import json
+
 import numpy as np
 import pytest
 from helpers import TINY_PC, compose
@@ -18,6 +20,15 @@ def ckpt(shared_datasets, tmp_path_factory):
     return run / "checkpoints" / "last.ckpt"
 
 
+@pytest.fixture(scope="module")
+def masked_ckpt(shared_datasets, tmp_path_factory):
+    """The tiny model trained with half-space observation masks (mask=halfspace)."""
+    run = tmp_path_factory.mktemp("pc_observe_masked") / "run"
+    overrides = [f"paths.data_dir={shared_datasets}", *TINY_PC, "mask=halfspace", "trainer.max_steps=2"]
+    train.train(compose("train", overrides, run))
+    return run / "checkpoints" / "last.ckpt"
+
+
 @pytest.fixture
 def partial(shared_datasets, tmp_path):
     """A half-space cut of a real test airplane (the points with z above the median), 100 of them."""
@@ -27,10 +38,14 @@ def partial(shared_datasets, tmp_path):
     return write_ply(tmp_path / "partial.ply", pts), pts
 
 
-def test_completion_keeps_the_observed_points(ckpt, partial, tmp_path):
+@pytest.mark.parametrize(
+    "model, by", [("ckpt", "replacement"), ("masked_ckpt", "model")], ids=["replacement", "trained"]
+)
+def test_completion_keeps_the_observed_points(model, by, partial, tmp_path, request):
     path, pts = partial
-    out = tmp_path / "out"
+    out, ckpt = tmp_path / "out", request.getfixturevalue(model)
     sample.sample(compose("sample", [f"ckpt={ckpt}", "n=2", "steps=5", f"out={out}", f"observe={path}"], tmp_path))
+    assert json.loads((out / "sampling.json").read_text())["observed_by"] == by
     clouds = [read_points(p) for p in sorted(out.glob("*.ply"))]
     assert len(clouds) == 2
     for cloud in clouds:
