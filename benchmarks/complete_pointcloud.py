@@ -30,6 +30,7 @@ from multidiff.core.state import State  # noqa: E402
 from multidiff.domains.pointcloud.chamfer import chamfer  # noqa: E402
 from multidiff.domains.pointcloud.emd import emd_multiscale  # noqa: E402
 from multidiff.domains.pointcloud.normalize import resample  # noqa: E402
+from multidiff.module import OBSERVE_WITH  # noqa: E402
 
 
 def main() -> None:
@@ -41,6 +42,9 @@ def main() -> None:
     ap.add_argument("--sampler", default="dpmpp_2m")
     ap.add_argument("--emd-points", type=int, default=512)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--observe-with", default="auto", choices=OBSERVE_WITH, help="the trained conditional or replacement"
+    )
     ap.add_argument("--out", type=Path, default=Path("quality/completion"))
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     a = ap.parse_args()
@@ -64,7 +68,13 @@ def main() -> None:
             truth = torch.from_numpy(resample(shape, total, rng)[0])[None]
             for name, observation in (("completion", obs), ("unconditional", None)):
                 state = module.generate(
-                    1, sampler=a.sampler, steps=a.steps, seed=a.seed + i, observation=observation, progress=False
+                    1,
+                    sampler=a.sampler,
+                    steps=a.steps,
+                    seed=a.seed + i,
+                    observation=observation,
+                    progress=False,
+                    observe_with=a.observe_with,
                 )
                 cloud = module.domain.decode(State(state.x, state.cond, state.ctx), observation)[0]["points"]
                 if observation is not None:
@@ -78,7 +88,8 @@ def main() -> None:
     print("|---|---|---|")
     for name, values in rows.items():
         cd, emd = np.mean([v["cd"] for v in values]), np.mean([v["emd"] for v in values])
-        print(f"| {name} | {cd:.4g} | {emd:.4g} |")
+        label = f"completion ({module.observed_by(a.observe_with)})" if name == "completion" else name
+        print(f"| {label} | {cd:.4g} | {emd:.4g} |")
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "results.json").write_text(json.dumps(rows, indent=1))
 

@@ -23,6 +23,7 @@ from multidiff.core.state import State  # noqa: E402
 from multidiff.domains.audio.data import fsdd_files  # noqa: E402
 from multidiff.domains.audio.io import fix_length, load_clip, write_wav  # noqa: E402
 from multidiff.domains.audio.metrics import evaluate_folder  # noqa: E402
+from multidiff.module import OBSERVE_WITH  # noqa: E402
 
 
 def main() -> None:
@@ -34,6 +35,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--sampler", default="dpmpp_2m")
     ap.add_argument("--resample", type=int, default=1)
+    ap.add_argument(
+        "--observe-with", default="auto", choices=OBSERVE_WITH, help="the trained conditional or replacement"
+    )
     ap.add_argument("--out", type=Path, default=Path("quality/infill"))
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     a = ap.parse_args()
@@ -52,7 +56,14 @@ def main() -> None:
         lo, hi = (round(f * length) for f in a.gap)
         obs = module.domain.observe(1, observed, keep=[[0, a.gap[0]], [a.gap[1], 1]])
         state = module.generate(
-            1, sampler=a.sampler, steps=a.steps, seed=i, observation=obs, resample=a.resample, progress=False
+            1,
+            sampler=a.sampler,
+            steps=a.steps,
+            seed=i,
+            observation=obs,
+            resample=a.resample,
+            progress=False,
+            observe_with=a.observe_with,
         )
         item = module.domain.decode(State(state.x, state.cond, state.ctx), obs)[0]
         write_wav(folders["infilled"] / f"{digit}_sample_{i:04d}.wav", item["wav"], rate)
@@ -71,7 +82,8 @@ def main() -> None:
     for name in ("observed", "infilled", "silence", "noise"):
         m = evaluate_folder(folders[name], data_root=a.data_root, progress=False)
         rows[name] = m
-        print(f"| {name} | {m['fid']['samples']:.2f} | {m['accuracy']['samples']:.3f} | {m['is']['samples']:.2f} |")
+        label = f"infilled ({module.observed_by(a.observe_with)})" if name == "infilled" else name
+        print(f"| {label} | {m['fid']['samples']:.2f} | {m['accuracy']['samples']:.3f} | {m['is']['samples']:.2f} |")
     (a.out / "results.json").write_text(json.dumps(rows, indent=1, default=str))
 
 
