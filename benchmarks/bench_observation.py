@@ -3,7 +3,9 @@ a Gaussian mixture, and the cost of an observation per sampling step on the audi
 
 python benchmarks/bench_observation.py --mixture     # errors of x2 | x1 = 0.2 vs the exact conditional
 python benchmarks/bench_observation.py --fragment    # zero centre of mass: atoms around a given fragment
+python benchmarks/bench_observation.py --trained     # an MLP trained with observation masks vs replacement
 python benchmarks/bench_observation.py --speed [--batch 8 --steps 20 --threads 2]
+python benchmarks/bench_observation.py --speed-ckpt CKPT --observe FILE [--batch 16 --steps 50]
 """
 
 from __future__ import annotations
@@ -21,12 +23,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from gmm import FragmentGaussian, GaussianMixture, conditional_denoiser, conditional_errors  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
 
-from multidiff.build import build_module  # noqa: E402
+from multidiff.build import build_module, load_checkpoint  # noqa: E402
 from multidiff.config import compose_run  # noqa: E402
+from multidiff.core.domain import Domain  # noqa: E402
+from multidiff.core.embeddings import NoiseEmbedding, known_input, per_item  # noqa: E402
 from multidiff.core.observation import Observation, replacement_denoiser, sample_with_resampling  # noqa: E402
+from multidiff.core.processes import EDMProcess  # noqa: E402
 from multidiff.core.samplers import sample_ddpm, sample_dpmpp_2m  # noqa: E402
 from multidiff.core.schedules import KarrasSchedule  # noqa: E402
+from multidiff.core.space import TensorSpace  # noqa: E402
+from multidiff.core.state import State  # noqa: E402
+from multidiff.module import DiffusionModule  # noqa: E402
 
 N, A = 20_000, 0.2
 MIX = GaussianMixture(
@@ -80,6 +89,108 @@ def fragment_table(steps: int = 50) -> None:
             print(f"| {name} | {r} | {e['shape']:.1e} | {e['mean']:.2f} | {e['var']:.3f} |", flush=True)
 
 
+class Points(Domain):
+    """2-D points, for training a small model on the mixture."""
+
+    name = "points"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.space = TensorSpace()
+
+    def template(self, n: int, cond: Tensor | None, generator: torch.Generator) -> State:
+        return State(torch.zeros(n, 2))
+
+
+class ObservedX1:
+    """x1 known for a fraction ``p`` of the items, nothing for the others."""
+
+    domain = "points"
+
+    def __init__(self, p: float = 0.8):
+        self.p = p
+
+    def __call__(self, state: State, generator: torch.Generator | None = None) -> Tensor:
+        known = torch.zeros_like(state.x, dtype=torch.bool)
+        known[:, 0] = torch.rand(len(known), generator=generator) < self.p
+        return known
+
+
+class MLP(nn.Module):
+    conditional, observable, equivariance = False, True, None
+
+    def __init__(self, hidden: int = 256):
+        super().__init__()
+        self.embed = NoiseEmbedding(hidden)
+        self.inp = nn.Linear(4, hidden)
+        self.body = nn.Sequential(
+            nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 2)
+        )
+
+    def forward(self, x: Tensor, c_noise: Tensor, *, cond=None, cond_drop=None, known=None) -> Tensor:
+        mask = known_input(self, known, x)
+        return self.body(self.inp(torch.cat([x, mask], 1)) + self.embed(per_item(c_noise, len(x))))
+
+
+def trained_table(train_steps: int = 6000, batch: int = 2048) -> None:
+    """One network trained with observation masks (x1 known for 80 % of the items), sampled two ways."""
+    torch.manual_seed(0)
+    module = DiffusionModule(Points(), MLP(), EDMProcess(KarrasSchedule()), torch.optim.Adam, masks=ObservedX1())
+    opt = torch.optim.Adam(module.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, train_steps)
+    gen = torch.Generator().manual_seed(0)
+    t0 = time.perf_counter()
+    for step in range(train_steps):
+        losses, _ = module.diffusion_loss(State(MIX.sample(batch, gen).float()))
+        opt.zero_grad()
+        losses.mean().backward()
+        opt.step()
+        sched.step()
+        if (step + 1) % 1000 == 0:
+            print(f"step {step + 1}: loss {losses.mean().item():.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    module.eval()
+    values = torch.zeros(N, 2)
+    values[:, 0] = A
+    obs = Observation(values, torch.tensor([True, False]).expand(N, 2))
+    print(f"MLP 4 -> 256 x 3 -> 2, {train_steps} steps of {batch}; {N} samples of x2 | x1 = {A}")
+    print("| method | sampler, steps | weight error | mean error | variance error |")
+    print("|---|---|---|---|---|")
+    for label, sampler, observe_with in (
+        ("trained with observations (observe_with=model)", "dpmpp_2m", "model"),
+        ("trained with observations (observe_with=model)", "ddpm", "model"),
+        ("same network, replacement", "dpmpp_2m", "replacement"),
+        ("same network, replacement", "ddpm", "replacement"),
+    ):
+        out = module.generate(N, sampler=sampler, steps=50, seed=1, observation=obs, observe_with=observe_with)
+        e = conditional_errors(MIX, out.x, A)
+        print(f"| {label} | {sampler}, 50 | {e['weight']:.4f} | {e['mean']:.4f} | {e['var']:.4f} |", flush=True)
+
+
+def speed_ckpt(ckpt: Path, observe: Path, batch: int, steps: int, sampler: str) -> None:
+    """Seconds per item of a trained checkpoint at ``steps`` with and without an observation, each way."""
+    module = load_checkpoint(ckpt).eval()
+    seeded = module.domain.name == "molecule"  # atom counts drawn per batch, as sample.py does
+    obs = module.domain.observe(batch, observe, **({"seed": 0} if seeded else {}))
+    module.generate(batch, sampler=sampler, steps=2, progress=False)  # warm-up
+    print(f"{module.domain.name}: {ckpt}, batch {batch}, {sampler} {steps} steps, {torch.get_num_threads()} threads")
+    print("| run | s per item | relative to no observation |")
+    print("|---|---|---|")
+    runs: list[tuple[str, dict]] = [
+        ("no observation", {}),
+        ("observation, replacement", {"observation": obs, "observe_with": "replacement"}),
+    ]
+    if module.observed_by() == "model":
+        runs.append(("observation, trained conditional", {"observation": obs, "observe_with": "model"}))
+    base = None
+    for label, kwargs in runs:
+        t0 = time.perf_counter()
+        state = module.generate(batch, sampler=sampler, steps=steps, progress=False, **kwargs)
+        per = (time.perf_counter() - t0) / batch
+        base = base or per
+        size = f" ({len(state.x) / batch:.1f} atoms per molecule)" if seeded else ""
+        print(f"| {label}{size} | {per:.3f} | {per / base:.2f}x |", flush=True)
+
+
 def speed(batch: int, steps: int) -> None:
     cfg = compose_run("train", ["domain=audio", "paths.data_dir=."], Path("/tmp/multidiff-bench-observation"))
     module = build_module(cfg, {"sample_rate": 8000, "length": 8192, "num_classes": 0}).eval()
@@ -110,6 +221,10 @@ def main() -> None:
     ap.add_argument("--mixture", action="store_true")
     ap.add_argument("--speed", action="store_true")
     ap.add_argument("--fragment", action="store_true")
+    ap.add_argument("--trained", action="store_true")
+    ap.add_argument("--speed-ckpt", type=Path, help="a trained checkpoint to time with --observe FILE")
+    ap.add_argument("--observe", type=Path)
+    ap.add_argument("--sampler", default="dpmpp_2m")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -119,8 +234,14 @@ def main() -> None:
         mixture_table()
     if a.fragment:
         fragment_table()
+    if a.trained:
+        trained_table()
     if a.speed:
         speed(a.batch, a.steps)
+    if a.speed_ckpt:
+        if a.observe is None:
+            ap.error("--speed-ckpt needs --observe FILE")
+        speed_ckpt(a.speed_ckpt, a.observe, a.batch, a.steps, a.sampler)
 
 
 if __name__ == "__main__":
