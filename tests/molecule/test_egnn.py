@@ -33,6 +33,7 @@ def test_egnn_is_e3_and_permutation_equivariant():
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(1)
     net = EGNN(5, charges=True, hidden=32, layers=3, cond_features=2).eval()
+    torch.nn.init.normal_(net.out.weight, std=0.1)  # the feature head starts at zero: make it say something
     x, batch, n = _inputs(gen)
     c_noise, cond = torch.randn(n, generator=gen), torch.randn(n, 2, generator=gen)
     out = net(x, c_noise, cond=cond, batch=batch, num_items=n)
@@ -151,3 +152,20 @@ def test_coordinate_updates_share_the_range_over_layers():
     out = net(x, torch.zeros(1), batch=torch.tensor([0, 0]), num_items=1)
     moved = out[:, :3].norm(dim=1)
     assert moved.max() <= 15.0 and moved.max() > 1.0
+
+
+def test_the_default_recipe_starts_at_a_loss_of_order_one(qm9_root, qm9_module, tmp_path):
+    """EDM preconditioning feeds coordinates scaled up to 1 / sigma_data = 2, and sum aggregation lets the
+    features grow over 9 layers: with a default-initialised feature head the first losses were ~500 (the eps
+    recipe's ~16). The head starts at zero, so the first loss is the targets' own size."""
+    from helpers import compose
+
+    from multidiff.build import build_module
+
+    cfg = compose("train", ["domain=molecule", f"data.root={qm9_root}", "data.max_molecules=64"], tmp_path)
+    torch.manual_seed(0)
+    module = build_module(cfg, qm9_module.info())
+    state = module.domain.unpack(next(iter(qm9_module.train_dataloader())))
+    with torch.no_grad():
+        losses, _ = module.diffusion_loss(state, torch.Generator().manual_seed(0))
+    assert 0.1 < losses.mean() < 10, losses.mean()

@@ -206,7 +206,8 @@ class PointRINDenoiser(nn.Module):
     Sizes: ``point_dim`` (per-point width), ``latent_dim`` x ``num_latents`` (latent tokens),
     ``depth`` read-process-write blocks of ``latent_layers`` latent layers each, ``heads`` for
     the latent self-attention and ``point_heads`` for the point<->latent attention.
-    ``num_classes`` > 0 adds a class condition (``num_features`` > 0: continuous properties).
+    ``num_classes`` > 0 adds a class condition (``num_features`` > 0: continuous properties);
+    ``observable`` adds a per-point input feature, whether the point is observed.
     """
 
     equivariance = "permutation"

@@ -39,7 +39,8 @@ class ResidualLayer(nn.Module):
 
 
 class DiffWave(nn.Module):
-    """Raw-waveform denoiser; ``num_classes > 0`` adds a droppable class condition."""
+    """Raw-waveform denoiser; ``num_classes > 0`` adds a droppable class condition; ``observable`` takes the
+    observation mask as extra input channels."""
 
     equivariance = None
 

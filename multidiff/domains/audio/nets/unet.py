@@ -52,7 +52,8 @@ class Attention(nn.Module):
 
 
 class UNet1d(nn.Module):
-    """``channels[i]`` is the width of level i; level i+1 is ``factors[i]`` times shorter."""
+    """``channels[i]`` is the width of level i; level i+1 is ``factors[i]`` times shorter. ``observable``: the
+    observation mask enters as extra input channels (observation-conditioned training)."""
 
     equivariance = None
 
