@@ -161,7 +161,9 @@ def trained_table(train_steps: int = 6000, batch: int = 2048) -> None:
         ("same network, replacement", "dpmpp_2m", "replacement"),
         ("same network, replacement", "ddpm", "replacement"),
     ):
-        out = module.generate(N, sampler=sampler, steps=50, seed=1, observation=obs, observe_with=observe_with)
+        out = module.generate(
+            N, sampler=sampler, steps=50, seed=1, observation=obs, observe_with=observe_with, progress=False
+        )
         e = conditional_errors(MIX, out.x, A)
         print(f"| {label} | {sampler}, 50 | {e['weight']:.4f} | {e['mean']:.4f} | {e['var']:.4f} |", flush=True)
 
