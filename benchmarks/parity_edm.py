@@ -1,12 +1,14 @@
 """Parity with EDM's own code (ehoogeboom/e3_diffusion_for_molecules): the polynomial_2 noise schedule at its
-1,000 steps and one ancestral step p(z_s | z_t) given the same network output and the same noise.
+1,000 steps, one ancestral step p(z_s | z_t) given the same network output and the same noise, and the EGNN:
+EDM's weights copied into multidiff's EGNN (EDM settings), run on the same noisy QM9 batch: outputs, training
+loss and gradients.
 
 Needs EDM's source in $ANCHORS_DIR/e3_diffusion_for_molecules (default ~/.cache/anchors; how to get it:
 ../shared/anchors-bench/README.md); without it the script says so and exits. It writes
-tests/fixtures/edm_schedule_step.npz (EDM's values), which tests/molecule/test_edm_parity.py checks against
-multidiff without EDM's code, and prints the differences.
+tests/fixtures/edm_schedule_step.npz and tests/fixtures/edm_egnn.npz (EDM's values, inputs and weights), which
+tests/test_edm_parity.py checks against multidiff without EDM's code, and prints the differences.
 
-python benchmarks/parity_edm.py [--anchors DIR] [--write]
+python benchmarks/parity_edm.py [--anchors DIR] [--qm9-root DIR] [--write]
 """
 
 from __future__ import annotations
@@ -22,8 +24,13 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from edm_parity import HIDDEN, LAYERS, POWER, PRECISION, T, network_differences, schedule_differences  # noqa: E402
+
 FIXTURE = ROOT / "tests" / "fixtures" / "edm_schedule_step.npz"
-T, PRECISION, POWER = 1000, 1e-5, 2.0
+NET_FIXTURE = ROOT / "tests" / "fixtures" / "edm_egnn.npz"
+T_INT = 500
 
 
 class FixedEps(torch.nn.Module):
@@ -95,53 +102,127 @@ def edm_values(edm_dir: Path) -> dict[str, np.ndarray]:
     }
 
 
-def ours(values: dict[str, np.ndarray]) -> dict[str, float]:
-    """multidiff's schedule and DDPM step on EDM's inputs; the differences from EDM's values."""
+def network_values(edm_dir: Path, qm9_root: Path) -> dict[str, np.ndarray]:
+    """EDM's EGNN_dynamics_QM9 (EDM's QM9 settings at a small size) on a noisy QM9 batch at t = 0.5: its eps
+    prediction, its own training loss (compute_loss, l2, training mode) and the gradients of that loss."""
+    sys.path.insert(0, str(edm_dir))
     sys.path.insert(0, str(ROOT))
-    from multidiff.core.samplers import sample_ddpm
-    from multidiff.core.schedules import PolynomialSchedule
+    from egnn.models import EGNN_dynamics_QM9
+    from equivariant_diffusion.en_diffusion import EnVariationalDiffusion, polynomial_schedule
 
-    sched = PolynomialSchedule(power=POWER, precision=PRECISION)
-    t = torch.arange(T + 1, dtype=torch.float64) / T
-    gamma = -sched.log_snr(t).numpy()
-    edm = values["gamma"]
-    diff = {
-        "gamma, t < 1": float(np.abs(gamma[:-1] - edm[:-1]).max()),
-        "gamma, t = 1": float(abs(gamma[-1] - edm[-1])),
-        "gamma vs EDM's float32 table, t < 1": float(np.abs(gamma - values["edm_gamma_float32"])[:-1].max()),
+    from multidiff.domains.molecule import QM9DataModule
+
+    dm = QM9DataModule(root=qm9_root, batch_size=6, max_molecules=64, progress=False)
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    counts = torch.bincount(batch.batch).tolist()
+    b, n = len(counts), max(counts)
+    node_mask = torch.zeros(b, n, 1, dtype=torch.float64)
+    x = torch.zeros(b, n, 3, dtype=torch.float64)
+    onehot = torch.zeros(b, n, 5, dtype=torch.float64)
+    charges = torch.zeros(b, n, 1, dtype=torch.float64)
+    start = 0
+    for i, c in enumerate(counts):
+        rows = slice(start, start + c)
+        node_mask[i, :c] = 1
+        x[i, :c] = batch.pos[rows].double()
+        onehot[i, :c] = torch.nn.functional.one_hot(batch.atom_type[rows], 5).double()
+        charges[i, :c, 0] = batch.charge[rows].double()
+        start += c
+    x = zero_com(torch.cat([x, onehot, charges], -1), node_mask)[..., :3]  # zero centre of mass, as EDM's data
+    edge_mask = (node_mask @ node_mask.transpose(1, 2)) * (1 - torch.eye(n, dtype=torch.float64))
+    torch.manual_seed(0)
+    dynamics = EGNN_dynamics_QM9(
+        in_node_nf=7,  # EDM's main_qm9.py: the node features plus its time feature
+        context_node_nf=0,
+        n_dims=3,
+        hidden_nf=HIDDEN,
+        act_fn=torch.nn.SiLU(),
+        n_layers=LAYERS,
+        attention=True,
+        tanh=True,
+        mode="egnn_dynamics",
+        norm_constant=1,
+        inv_sublayers=1,
+        sin_embedding=False,
+        normalization_factor=1,
+        aggregation_method="sum",
+    ).double()
+    with torch.no_grad():  # away from the initialisation, so that every weight matters
+        for p in dynamics.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    with contextlib.redirect_stdout(io.StringIO()):
+        diffusion = EnVariationalDiffusion(
+            dynamics,
+            in_node_nf=6,
+            n_dims=3,
+            timesteps=T,
+            parametrization="eps",
+            noise_schedule=f"polynomial_{int(POWER)}",
+            noise_precision=PRECISION,
+            loss_type="l2",
+            norm_values=(1.0, 4.0, 10.0),
+        )
+    diffusion = diffusion.double().train()
+    alphas2 = polynomial_schedule(T, s=PRECISION, power=POWER)
+    # EDM's lookup table in float64 (it stores float32; that difference is reported with the schedule)
+    diffusion.gamma.gamma.data = torch.from_numpy(-(np.log(alphas2) - np.log(1 - alphas2)))
+    eps = zero_com(torch.randn(b, n, 9, generator=torch.Generator().manual_seed(1), dtype=torch.float64), node_mask)
+    diffusion.sample_combined_position_feature_noise = lambda n_samples, n_nodes, node_mask: eps
+    h = {"categorical": onehot, "integer": charges}
+    xn, hn, _ = diffusion.normalize(x, h, node_mask)
+    xh = torch.cat([xn, hn["categorical"], hn["integer"]], -1).double()  # what EDM's network sees at t = 0
+    real_randint = torch.randint
+    torch.randint = lambda low, high, size, device=None: torch.full(size, T_INT, dtype=torch.long)
+    try:
+        loss = diffusion(x, h, node_mask, edge_mask.reshape(-1, 1), None)  # EDM's training loss per molecule
+    finally:
+        torch.randint = real_randint
+    loss.mean().backward()
+    with torch.no_grad():
+        kl_prior = diffusion.kl_prior(xh, node_mask)  # part of EDM's loss, independent of the network
+        gamma_t = diffusion.gamma(torch.full((b, 1), T_INT / T, dtype=torch.float64))
+        alpha_t, sigma_t = torch.sigmoid(-gamma_t).sqrt()[:, :, None], torch.sigmoid(gamma_t).sqrt()[:, :, None]
+        z_t = alpha_t * xh + sigma_t * eps
+        eps_hat = dynamics._forward(
+            torch.full((b, 1), T_INT / T, dtype=torch.float64), z_t, node_mask, edge_mask.reshape(-1, 1), None
+        )
+    real = node_mask[..., 0].bool()
+    values = {
+        "counts": np.array(counts),
+        "x0": xh[real].numpy(),  # rows [pos | onehot / 4 | charge / 10], EDM's normalisation
+        "eps": eps[real].numpy(),
+        "t_int": np.array(T_INT),
+        "eps_hat": eps_hat[real].numpy(),
+        "loss": loss.detach().numpy(),  # per molecule, EDM's training loss at t = 0.5
+        "kl_prior": kl_prior.numpy(),
     }
-
-    def alpha_sigma(i: int) -> tuple[float, float]:
-        g = torch.tensor(gamma[i])
-        return float(torch.sigmoid(-g).sqrt()), float(torch.sigmoid(g).sqrt())
-
-    s_int, t_int = (int(v) for v in values["s_t"])
-    (a_s, s_s), (a_t, s_t) = alpha_sigma(s_int), alpha_sigma(t_int)
-    zt, eps_hat, noise = (torch.from_numpy(values[k]) for k in ("zt", "eps_hat", "noise"))
-    # variance-exploding coordinates: x = z / alpha, sigma_ve = sigma / alpha; eps prediction D = x - sigma_ve eps
-    sigmas = torch.tensor([s_t / a_t, s_s / a_s], dtype=torch.float64)
-    x_s = sample_ddpm(lambda x, sig: x - sig * eps_hat, zt / a_t, sigmas, noise_sampler=lambda *_: noise)
-    diff["ancestral step z_s"] = float((a_s * x_s - torch.from_numpy(values["zs"])).abs().max())
-    return diff
+    for name, p in dynamics.named_parameters():
+        values[f"w/{name}"] = p.detach().numpy()
+        values[f"g/{name}"] = p.grad.numpy()
+    return values
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--anchors", type=Path, default=Path(os.environ.get("ANCHORS_DIR", Path.home() / ".cache/anchors")))
-    ap.add_argument("--write", action="store_true", help=f"(re)write {FIXTURE.relative_to(ROOT)}")
+    ap.add_argument("--qm9-root", type=Path, default=Path(os.environ.get("MULTIDIFF_DATA", ROOT / "datasets")) / "qm9")
+    ap.add_argument("--write", action="store_true", help="(re)write the fixtures under tests/fixtures")
     a = ap.parse_args()
     edm_dir = a.anchors / "e3_diffusion_for_molecules"
     if not (edm_dir / "equivariant_diffusion" / "en_diffusion.py").is_file():
         print(f"EDM's source is not in {edm_dir}: see ../shared/anchors-bench/README.md; nothing to compare")
         return
     values = edm_values(edm_dir)
+    net_values = network_values(edm_dir, a.qm9_root)
     if a.write:
         FIXTURE.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(FIXTURE, **values)
-        print(f"wrote {FIXTURE}")
+        np.savez_compressed(NET_FIXTURE, **net_values)
+        print(f"wrote {FIXTURE} and {NET_FIXTURE}")
     print("| quantity | max |multidiff - EDM| |")
     print("|---|---|")
-    for name, value in ours(values).items():
+    for name, value in {**schedule_differences(values), **network_differences(net_values)}.items():
         print(f"| {name} | {value:.2e} |")
 
 

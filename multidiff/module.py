@@ -93,7 +93,9 @@ class DiffusionModule(pl.LightningModule):
             known = torch.broadcast_to(self.masks(state, generator), x0.shape)
             x = observed_input(x0, x, known, space, state.ctx)
         pred = self.model.raw(x, sigma, state, cond_drop=drop, known=known)
-        err = (pred.float() - self.process.target(x0, noise, s).float()) ** 2
+        # at least float32 (bf16 autocast), float64 stays float64
+        dtype = torch.promote_types(pred.dtype, torch.float32)
+        err = (pred.to(dtype) - self.process.target(x0, noise, s).to(dtype)) ** 2
         per_item = space.item_mean(err, state.ctx) if known is None else masked_item_mean(err, known, space, state.ctx)
         return per_item * self.process.loss_weight(sigma), sigma
 

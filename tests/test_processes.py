@@ -82,3 +82,15 @@ def test_generate_with_exact_denoiser_matches_mixture(name):
     errs = gmm.moment_errors(state.x)
     # Monte-Carlo bands for N = 8,000 at ~4 standard errors (see test_samplers.py)
     assert errs["weight"] < 0.025 and errs["mean"] < 0.055 and errs["cov"] < 0.045, errs
+
+
+def test_noise_code_is_log_sigma_or_the_schedules_t():
+    from multidiff.core.schedules import PolynomialSchedule
+
+    sched = PolynomialSchedule()
+    t = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
+    sigma = sched.sigma_ve(t)
+    torch.testing.assert_close(VPProcess(sched, noise_code="t").c_noise(sigma), t, atol=1e-9, rtol=0)
+    torch.testing.assert_close(VPProcess(sched).c_noise(sigma), sigma.log() / 4)
+    with pytest.raises(ValueError, match="unknown noise_code 'time'; valid: log_sigma, t"):
+        VPProcess(sched, noise_code="time")

@@ -49,6 +49,12 @@ def test_sampling_grid(s, spacing):
     assert g[-2].item() == pytest.approx(s.sigma_min, rel=1e-4)
 
 
+@pytest.mark.parametrize("s", SCHEDULES, ids=IDS)
+def test_t_from_sigma_inverts_sigma_ve(s):
+    t = torch.linspace(0.01, 0.99, 50, dtype=torch.float64)
+    torch.testing.assert_close(s.t_from_sigma(s.sigma_ve(t)), t, atol=1e-9, rtol=0)
+
+
 def test_linear_matches_discrete_ddpm_betas():
     betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
     abar = torch.cumprod(1 - betas, 0)

@@ -26,6 +26,9 @@ from torch import Tensor
 from .schedules import Schedule
 
 WEIGHTINGS = ("uniform", "min_snr")
+#: what the network is told of the noise level: EDM's ln(sigma) / 4, or the schedule's t in [0, 1] (EDM's
+#: molecule model, Hoogeboom et al. 2022, feeds t itself)
+NOISE_CODES = ("log_sigma", "t")
 PREDICTIONS = ("eps", "x0", "v")
 
 
@@ -35,17 +38,28 @@ class Process:
     #: data standard deviation assumed by the prior: x_T ~ N(0, sigma_max^2 + sigma_data^2)
     sigma_data: float = 1.0
 
-    def __init__(self, schedule: Schedule, weighting: str = "uniform", min_snr_gamma: float = 5.0):
+    def __init__(
+        self,
+        schedule: Schedule,
+        weighting: str = "uniform",
+        min_snr_gamma: float = 5.0,
+        noise_code: str = "log_sigma",
+    ):
         if weighting not in WEIGHTINGS:
             raise ValueError(f"unknown loss weighting {weighting!r}; valid: {', '.join(WEIGHTINGS)}")
+        if noise_code not in NOISE_CODES:
+            raise ValueError(f"unknown noise_code {noise_code!r}; valid: {', '.join(NOISE_CODES)}")
         self.schedule, self.weighting, self.min_snr_gamma = schedule, weighting, min_snr_gamma
+        self.noise_code = noise_code
 
     def scalings(self, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(c_skip, c_out, c_in) for per-item noise levels ``sigma``."""
         raise NotImplementedError
 
     def c_noise(self, sigma: Tensor) -> Tensor:
-        """The noise-level code the network sees (EDM's ln(sigma) / 4 for every process)."""
+        """The noise-level code the network sees: EDM's ln(sigma) / 4, or t (``noise_code``)."""
+        if self.noise_code == "t":
+            return self.schedule.t_from_sigma(sigma).to(sigma.dtype)
         return sigma.clamp(min=1e-20).log() / 4
 
     def sample_sigma(

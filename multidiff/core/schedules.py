@@ -39,6 +39,17 @@ class Schedule:
     def sigma_ve(self, t: Tensor) -> Tensor:
         return torch.exp(-0.5 * self.log_snr(t))
 
+    def t_from_sigma(self, sigma: Tensor, iterations: int = 64) -> Tensor:
+        """The t at which :meth:`sigma_ve` equals ``sigma`` (bisection in float64: sigma_ve increases with t),
+        clamped to [0, 1]; for processes whose network is conditioned on t, as EDM's molecule model is."""
+        target = torch.as_tensor(sigma, dtype=torch.float64)
+        lo, hi = torch.zeros_like(target), torch.ones_like(target)
+        for _ in range(iterations):
+            mid = (lo + hi) / 2
+            above = self.sigma_ve(mid) > target
+            lo, hi = torch.where(above, lo, mid), torch.where(above, mid, hi)
+        return (lo + hi) / 2
+
     @property
     def sigma_max(self) -> float:
         return float(self.sigma_ve(torch.tensor(1.0, dtype=torch.float64)))

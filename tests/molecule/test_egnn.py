@@ -142,16 +142,19 @@ def test_sampling_commutes_with_rotations_so_samples_do_not_depend_on_the_frame(
 
 
 def test_coordinate_updates_share_the_range_over_layers():
-    """As in EDM, each of the L layers moves an atom by at most coords_range / L per neighbour, so a
-    saturated network moves a two-atom molecule's atoms by at most coords_range in total."""
-    net = EGNN(5, charges=False, hidden=16, layers=3, coords_range=15.0).eval()
-    for block in net.blocks:
-        torch.nn.init.constant_(block.coord_out.weight, 50.0)  # saturate tanh
+    """By default each of the L layers moves an atom by at most coords_range / L per neighbour, so a saturated
+    network moves a two-atom molecule's atoms by at most coords_range in total; EDM's code bounds every layer
+    by the full coords_range (split_coords_range=False)."""
     x = torch.zeros(2, 3 + 5)
     x[0, 0], x[1, 0] = -5.0, 5.0
-    out = net(x, torch.zeros(1), batch=torch.tensor([0, 0]), num_items=1)
-    moved = out[:, :3].norm(dim=1)
-    assert moved.max() <= 15.0 and moved.max() > 1.0
+    moved = {}
+    for split in (True, False):
+        net = EGNN(5, charges=False, hidden=16, layers=3, coords_range=15.0, split_coords_range=split).eval()
+        for block in net.blocks:
+            torch.nn.init.constant_(block.coord_out.weight, 50.0)  # saturate tanh
+        out = net(x, torch.zeros(1), batch=torch.tensor([0, 0]), num_items=1)
+        moved[split] = out[:, :3].norm(dim=1).max()
+    assert 1.0 < moved[True] <= 15.0 < moved[False] <= 45.0
 
 
 def test_the_default_recipe_starts_at_a_loss_of_order_one(qm9_root, qm9_module, tmp_path):

@@ -3,8 +3,9 @@
 Mirrors EDM's ``EGNN_dynamics`` (Hoogeboom et al. 2022, egnn/egnn_new.py) with one invariant sublayer
 per block: messages from node features and squared distances (current and initial), sigmoid attention,
 sum aggregation, and coordinate updates along ``(x_i - x_j) / (|x_i - x_j| + 1)`` scaled by
-``tanh(.) * coords_range / layers`` (the range is shared out over the layers, as in EDM: a full range
-per layer lets coordinates, and with them the distance features, run away). Molecules are fully
+``tanh(.) * coords_range / layers`` (the range is shared out over the layers: a full range per layer lets
+coordinates, and with them the distance features, run away; EDM's code computes coords_range / layers but
+passes the full coords_range to every layer, which ``split_coords_range=False`` reproduces). Molecules are fully
 connected (optionally cut by a radius); all edges of a batch are built at once, without Python loops
 over molecules.
 
@@ -123,9 +124,12 @@ class EGNN(nn.Module):
     None (fully connected) or a cutoff in the units of the network's input coordinates (the
     process's ``c_in`` times Angstrom); ``checkpointing``: recompute each block in the backward pass
     (less activation memory, ~50 % more compute on CPU); ``observable``: an invariant per-atom input feature,
-    whether the atom is observed (a given fragment atom).
+    whether the atom is observed (a given fragment atom); ``time_embedding``: the noise code through a
+    sinusoidal embedding of ``time_dim`` features, or (False) as one raw node feature, as EDM feeds its t (with
+    the process's ``noise_code=t``); ``split_coords_range``: see the module docstring.
     EDM's QM9 model: ``hidden=256, layers=9, attention=True, tanh=True, coords_range=15,
-    norm_constant=1, aggregation_norm=1``.
+    norm_constant=1, aggregation_norm=1``; its code exactly also ``time_embedding=False,
+    split_coords_range=False`` with ``noise_code=t`` (``benchmarks/parity_edm.py``).
     """
 
     equivariance = "E(3)"
@@ -147,20 +151,31 @@ class EGNN(nn.Module):
         cond_dim: int = 64,
         checkpointing: bool = False,
         observable: bool = False,
+        time_embedding: bool = True,
+        split_coords_range: bool = True,
     ):
         super().__init__()
-        self.observable = observable
+        self.observable, self.time_embedding = observable, time_embedding
         self.checkpointing = checkpointing
         self.node_features = _count(num_atom_types) + int(charges)
         self.radius = radius
-        self.noise_embed = NoiseEmbedding(time_dim)
+        # EDM feeds its time t in [0, 1] as one node feature; time_embedding=False does the same with c_noise
+        self.noise_embed = NoiseEmbedding(time_dim) if time_embedding else None
+        time_dim = time_dim if time_embedding else 1
         n_cond = _count(cond_features)
         self.conditional = n_cond > 0
         self.cond_embed = ConditionEmbedding(cond_dim, num_features=n_cond) if n_cond else None
         # observable: one more invariant node feature, whether the atom is observed (a given fragment atom)
         self.embed = nn.Linear(self.node_features + int(observable) + time_dim + (cond_dim if n_cond else 0), hidden)
         self.blocks = nn.ModuleList(
-            EquivariantBlock(hidden, attention, tanh, coords_range / max(layers, 1), norm_constant, aggregation_norm)
+            EquivariantBlock(
+                hidden,
+                attention,
+                tanh,
+                coords_range / max(layers, 1) if split_coords_range else coords_range,
+                norm_constant,
+                aggregation_norm,
+            )
             for _ in range(layers)
         )
         self.out = nn.Linear(hidden, self.node_features)
@@ -199,7 +214,8 @@ class EGNN(nn.Module):
             )
         pos, feats = x_in[:, :3], x_in[:, 3:]
         c_noise = per_item(c_noise, n_items)
-        parts = [feats, self.noise_embed(c_noise)[batch]]
+        time = self.noise_embed(c_noise) if self.noise_embed is not None else c_noise[:, None].to(feats.dtype)
+        parts = [feats, time[batch]]
         if mask is not None:
             parts.insert(1, mask[:, :1])  # an atom is observed as a whole
         if self.cond_embed is not None:
