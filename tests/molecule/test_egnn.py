@@ -172,3 +172,26 @@ def test_the_default_recipe_starts_at_a_loss_of_order_one(qm9_root, qm9_module, 
     with torch.no_grad():
         losses, _ = module.diffusion_loss(state, torch.Generator().manual_seed(0))
     assert 0.1 < losses.mean() < 10, losses.mean()
+
+
+def test_checkpoints_with_a_bias_per_half_of_the_split_layer_load_as_one_bias():
+    """Earlier EGNNs carried two bias vectors in each edge MLP's per-node product (their sum acted as the
+    bias); their state dicts load into the single bias unchanged in function."""
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(5)
+    net = EGNN(5, charges=True, hidden=16, layers=2).eval()
+    torch.nn.init.normal_(net.out.weight, std=0.1)
+    old = {}
+    for key, value in net.state_dict().items():
+        if key.endswith("message.bias") or key.endswith("coord.bias"):
+            part = torch.randn(value.shape, generator=gen)
+            old[key.removesuffix("bias") + "node_proj.bias"] = torch.cat([value - part, part])
+        else:
+            old[key] = value
+    x, batch, n = _inputs(gen)
+    loaded = EGNN(5, charges=True, hidden=16, layers=2).eval()
+    loaded.load_state_dict(old)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded(x, torch.zeros(n), batch=batch, num_items=n), net(x, torch.zeros(n), batch=batch, num_items=n)
+        )

@@ -1,7 +1,7 @@
 """EDM's EGNN weights (``EGNN_dynamics_QM9``, Hoogeboom et al. 2022) in multidiff's :class:`~.net.EGNN` layout.
 
 EDM's first layer of every edge MLP acts on ``[h_i, h_j, e_ij]``; multidiff splits it into a per-node product
-(``node_proj``: the h_i and h_j blocks stacked, the bias on the h_i half) and an edge product (``edge_proj``).
+(``node_proj``: the h_i and h_j blocks stacked), an edge product (``edge_proj``) and the one bias.
 EDM's output layer also predicts its time feature, which it drops; multidiff's has no such row. An EGNN built
 with EDM's settings (``time_embedding=False, split_coords_range=False``, see ``net.EGNN``) computes EDM's
 function with these weights (``tests/test_edm_parity.py``).
@@ -19,8 +19,8 @@ def _split_edge_layer(weight: Tensor, bias: Tensor, hidden: int, prefix: str) ->
     w_i, w_j, w_e = weight[:, :hidden], weight[:, hidden : 2 * hidden], weight[:, 2 * hidden :]
     return {
         f"{prefix}.node_proj.weight": torch.cat([w_i, w_j], 0),
-        f"{prefix}.node_proj.bias": torch.cat([bias, torch.zeros_like(bias)]),
         f"{prefix}.edge_proj.weight": w_e,
+        f"{prefix}.bias": bias,
     }
 
 
@@ -62,9 +62,7 @@ def egnn_state_from_edm(edm: Mapping[str, Tensor], layers: int) -> dict[str, Ten
 
 def edm_grads_from_egnn(grads: Mapping[str, Tensor], layers: int) -> dict[str, Tensor]:
     """The reverse of :func:`egnn_state_from_edm` for gradients (EDM's split first layers put back together;
-    EDM's time output row, which it drops, gets zero). multidiff's per-node product carries one bias per half
-    where EDM has one: both halves get EDM's bias gradient, so a step moves their sum twice as far (a known
-    difference in training, not in the function)."""
+    EDM's time output row, which it drops, gets zero)."""
     w_out, b_out = grads["out.weight"], grads["out.bias"]
     out = {
         "egnn.embedding.weight": grads["embed.weight"],
@@ -78,7 +76,7 @@ def edm_grads_from_egnn(grads: Mapping[str, Tensor], layers: int) -> dict[str, T
             w = grads[f"{dst}.{b}.node_proj.weight"]
             hidden = w.shape[1]
             out[f"{src}.{a}.weight"] = torch.cat([w[:hidden], w[hidden:], grads[f"{dst}.{b}.edge_proj.weight"]], 1)
-            out[f"{src}.{a}.bias"] = grads[f"{dst}.{b}.node_proj.bias"][:hidden]
+            out[f"{src}.{a}.bias"] = grads[f"{dst}.{b}.bias"]
         for a, b in {
             "gcl_0.edge_mlp.2": "message.out",
             "gcl_0.att_mlp.0": "attention.0",

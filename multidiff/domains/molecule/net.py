@@ -56,18 +56,30 @@ def _scatter_sum(values: Tensor, index: Tensor, n: int) -> Tensor:
 
 
 class _EdgeMLP(nn.Module):
-    """``MLP([h_i, h_j, e_ij])`` with the first layer evaluated per node and gathered."""
+    """``MLP([h_i, h_j, e_ij])`` with the first layer evaluated per node and gathered: the same function and
+    parameters as one linear layer on the concatenation (EDM's), one bias included."""
 
     def __init__(self, hidden: int, edge_dim: int):
         super().__init__()
-        self.node_proj = nn.Linear(hidden, 2 * hidden)  # [W_i h | W_j h] in one matmul
+        self.node_proj = nn.Linear(hidden, 2 * hidden, bias=False)  # [W_i h | W_j h] in one matmul
         self.edge_proj = nn.Linear(edge_dim, hidden, bias=False)
+        bound = (2 * hidden + edge_dim) ** -0.5  # nn.Linear's initialisation of the unsplit layer
+        self.bias = nn.Parameter(torch.empty(hidden).uniform_(-bound, bound))
         self.act = nn.SiLU()
         self.out = nn.Linear(hidden, hidden)
+        self.register_load_state_dict_pre_hook(self._merge_split_bias)
+
+    @staticmethod
+    def _merge_split_bias(module, state_dict, prefix, *args) -> None:
+        # checkpoints written before the single bias carried one per half of node_proj; their sum is the bias
+        old = state_dict.pop(prefix + "node_proj.bias", None)
+        if old is not None and prefix + "bias" not in state_dict:
+            half = old.shape[0] // 2
+            state_dict[prefix + "bias"] = old[:half] + old[half:]
 
     def forward(self, h: Tensor, row: Tensor, col: Tensor, e: Tensor) -> Tensor:
         hi, hj = self.node_proj(h).chunk(2, dim=1)
-        return self.act(self.out(self.act(hi[row] + hj[col] + self.edge_proj(e))))
+        return self.act(self.out(self.act(hi[row] + hj[col] + self.edge_proj(e) + self.bias)))
 
 
 class EquivariantBlock(nn.Module):
