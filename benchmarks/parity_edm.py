@@ -50,6 +50,24 @@ def zero_com(x: torch.Tensor, node_mask: torch.Tensor) -> torch.Tensor:
     return torch.cat([(pos - mean) * node_mask, x[..., 3:] * node_mask], -1)
 
 
+def edm_diffusion(cls: type, dynamics: torch.nn.Module) -> torch.nn.Module:
+    """EDM's ``EnVariationalDiffusion`` with its QM9 settings (eps, polynomial_2, l2 loss, norm values 1/4/10),
+    in float64."""
+    with contextlib.redirect_stdout(io.StringIO()):  # EDM prints its whole schedule
+        diffusion = cls(
+            dynamics,
+            in_node_nf=6,
+            n_dims=3,
+            timesteps=T,
+            parametrization="eps",
+            noise_schedule=f"polynomial_{int(POWER)}",
+            noise_precision=PRECISION,
+            loss_type="l2",
+            norm_values=(1.0, 4.0, 10.0),
+        )
+    return diffusion.double()
+
+
 def edm_values(edm_dir: Path) -> dict[str, np.ndarray]:
     sys.path.insert(0, str(edm_dir))
     from equivariant_diffusion.en_diffusion import EnVariationalDiffusion, polynomial_schedule
@@ -68,19 +86,7 @@ def edm_values(edm_dir: Path) -> dict[str, np.ndarray]:
 
     zt, eps_hat, noise = draw(), draw(), draw()
     edge_mask = (node_mask @ node_mask.transpose(1, 2)).reshape(-1, 1)
-    with contextlib.redirect_stdout(io.StringIO()):  # EDM prints its whole schedule
-        diffusion = EnVariationalDiffusion(
-            FixedEps(eps_hat),
-            in_node_nf=6,
-            n_dims=3,
-            timesteps=T,
-            parametrization="eps",
-            noise_schedule=f"polynomial_{int(POWER)}",
-            noise_precision=PRECISION,
-            loss_type="l2",
-            norm_values=(1.0, 4.0, 10.0),
-        )
-    diffusion = diffusion.double()
+    diffusion = edm_diffusion(EnVariationalDiffusion, FixedEps(eps_hat))
     edm_gamma32 = diffusion.gamma.gamma.detach().numpy().copy()  # EDM keeps gamma as float32
     # the step's own formula, apart from that storage: the float64 gamma in EDM's lookup table
     diffusion.gamma.gamma.data = torch.from_numpy(gamma)
@@ -151,19 +157,7 @@ def network_values(edm_dir: Path, qm9_root: Path) -> dict[str, np.ndarray]:
     with torch.no_grad():  # away from the initialisation, so that every weight matters
         for p in dynamics.parameters():
             p.add_(0.1 * torch.randn_like(p))
-    with contextlib.redirect_stdout(io.StringIO()):
-        diffusion = EnVariationalDiffusion(
-            dynamics,
-            in_node_nf=6,
-            n_dims=3,
-            timesteps=T,
-            parametrization="eps",
-            noise_schedule=f"polynomial_{int(POWER)}",
-            noise_precision=PRECISION,
-            loss_type="l2",
-            norm_values=(1.0, 4.0, 10.0),
-        )
-    diffusion = diffusion.double().train()
+    diffusion = edm_diffusion(EnVariationalDiffusion, dynamics).train()
     alphas2 = polynomial_schedule(T, s=PRECISION, power=POWER)
     # EDM's lookup table in float64 (it stores float32; that difference is reported with the schedule)
     diffusion.gamma.gamma.data = torch.from_numpy(-(np.log(alphas2) - np.log(1 - alphas2)))
