@@ -78,11 +78,23 @@ def resume(run: Path, data: Path, max_steps: int) -> str:
 pytestmark = pytest.mark.slow  # trains in subprocesses and signals them
 
 
+def wait_for_step(path: Path, proc: subprocess.Popen, step: int, timeout: float = 120) -> None:
+    """Wait until the checkpoint at ``path`` (rewritten every INTERVAL_S, atomically) is at ``step`` or later."""
+    end, after = time.time() + timeout, 0.0
+    while time.time() < end:
+        after = wait_for(path, proc, timeout=end - time.time(), after=after)
+        if step_of(path) >= step:
+            return
+    proc.kill()
+    raise AssertionError(f"{path} did not reach step {step} within {timeout} s")
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT])
 def test_signal_saves_the_current_step_and_resubmitting_continues(shared_datasets, tmp_path, signum):
     run = tmp_path / "run"
     proc = start(run, shared_datasets, "trainer.max_steps=100000")
-    wait_for(run / "checkpoints" / "last.ckpt", proc)  # training is under way
+    # training is under way and past the loss plot's first point (every 10 steps), which the resumed run keeps
+    wait_for_step(run / "checkpoints" / "last.ckpt", proc, 10)
     time.sleep(1.0)
     proc.send_signal(signum)
     out, _ = proc.communicate(timeout=120)
