@@ -23,24 +23,22 @@ def _run(args: list[str], cwd: Path) -> str:
     return proc.stdout
 
 
-def test_train_sample_evaluate(qm9_root, tmp_path):
+def _train(qm9_root: Path, tmp_path: Path, *overrides: str) -> Path:
+    """train.py on a tiny EGNN and 64 QM9 molecules; returns the run directory."""
     run = tmp_path / "run"
-    _run(
-        [
-            "train.py",
-            "domain=molecule",
-            "trainer.max_steps=20",
-            f"hydra.run.dir={run}",
-            f"data.root={qm9_root}",
-            "data.max_molecules=64",
-            "data.batch_size=8",
-            "net.hidden=16",
-            "net.layers=2",
-            "callbacks.samples.every_n_steps=10",
-            "callbacks.samples.n=4",
-            "sampler.steps=5",
-        ],
-        ROOT,
+    tiny = ["data.max_molecules=64", "data.batch_size=8", "net.hidden=16", "net.layers=2"]
+    _run(["train.py", "domain=molecule", f"hydra.run.dir={run}", f"data.root={qm9_root}", *tiny, *overrides], ROOT)
+    return run
+
+
+def test_train_sample_evaluate(qm9_root, tmp_path):
+    run = _train(
+        qm9_root,
+        tmp_path,
+        "trainer.max_steps=20",
+        "callbacks.samples.every_n_steps=10",
+        "callbacks.samples.n=4",
+        "sampler.steps=5",
     )
     ckpt = run / "checkpoints" / "last.ckpt"
     assert ckpt.is_file()
@@ -109,23 +107,7 @@ def test_train_with_fragments_then_grow_by_the_network(qm9_root, tmp_path):
     """train.py mask=fragment: the EGNN learns from fragments; sample.py grows the given one through it."""
     from multidiff.domains.molecule.io import read_molecules
 
-    run = tmp_path / "run"
-    _run(
-        [
-            "train.py",
-            "domain=molecule",
-            "mask=fragment",
-            "trainer.max_steps=3",
-            f"hydra.run.dir={run}",
-            f"data.root={qm9_root}",
-            "data.max_molecules=64",
-            "data.batch_size=8",
-            "net.hidden=16",
-            "net.layers=2",
-            "callbacks.samples=null",
-        ],
-        ROOT,
-    )
+    run = _train(qm9_root, tmp_path, "mask=fragment", "trainer.max_steps=3", "callbacks.samples=null")
     fragment = read_molecules(ROOT / "docs" / "fragment_c4.sdf").molecules[0]
     grown = tmp_path / "grown"
     args = ["sample.py", f"ckpt={run / 'checkpoints' / 'last.ckpt'}", "n=3", "steps=8", f"out={grown}"]

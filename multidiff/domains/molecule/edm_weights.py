@@ -14,6 +14,17 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
+#: layers with the same shape on both sides: EDM's name within a block -> multidiff's
+SAME_LAYERS = {
+    "gcl_0.edge_mlp.2": "message.out",
+    "gcl_0.att_mlp.0": "attention.0",
+    "gcl_0.node_mlp.0": "node.0",
+    "gcl_0.node_mlp.2": "node.2",
+    "gcl_equiv.coord_mlp.2": "coord.out",
+}
+#: EDM's first edge layer on [h_i, h_j, e_ij] -> multidiff's split edge MLP
+SPLIT_LAYERS = {"gcl_0.edge_mlp.0": "message", "gcl_equiv.coord_mlp.0": "coord"}
+
 
 def _split_edge_layer(weight: Tensor, bias: Tensor, hidden: int, prefix: str) -> dict[str, Tensor]:
     w_i, w_j, w_e = weight[:, :hidden], weight[:, hidden : 2 * hidden], weight[:, 2 * hidden :]
@@ -38,20 +49,13 @@ def egnn_state_from_edm(edm: Mapping[str, Tensor], layers: int) -> dict[str, Ten
     used = {"egnn.embedding.weight", "egnn.embedding.bias", "egnn.embedding_out.weight", "egnn.embedding_out.bias"}
     for i in range(layers):
         src, dst = f"egnn.e_block_{i}", f"blocks.{i}"
-        names = {
-            "gcl_0.edge_mlp.2": "message.out",
-            "gcl_0.att_mlp.0": "attention.0",
-            "gcl_0.node_mlp.0": "node.0",
-            "gcl_0.node_mlp.2": "node.2",
-            "gcl_equiv.coord_mlp.2": "coord.out",
-        }
-        for a, b in names.items():
+        for a, b in SAME_LAYERS.items():
             for kind in ("weight", "bias"):
                 out[f"{dst}.{b}.{kind}"] = edm[f"{src}.{a}.{kind}"]
                 used.add(f"{src}.{a}.{kind}")
         out[f"{dst}.coord_out.weight"] = edm[f"{src}.gcl_equiv.coord_mlp.4.weight"]
         used.add(f"{src}.gcl_equiv.coord_mlp.4.weight")
-        for a, b in (("gcl_0.edge_mlp.0", "message"), ("gcl_equiv.coord_mlp.0", "coord")):
+        for a, b in SPLIT_LAYERS.items():
             out.update(_split_edge_layer(edm[f"{src}.{a}.weight"], edm[f"{src}.{a}.bias"], hidden, f"{dst}.{b}"))
             used |= {f"{src}.{a}.weight", f"{src}.{a}.bias"}
     left = sorted(set(edm) - used)
@@ -72,18 +76,12 @@ def edm_grads_from_egnn(grads: Mapping[str, Tensor], layers: int) -> dict[str, T
     }
     for i in range(layers):
         src, dst = f"egnn.e_block_{i}", f"blocks.{i}"
-        for a, b in (("gcl_0.edge_mlp.0", "message"), ("gcl_equiv.coord_mlp.0", "coord")):
+        for a, b in SPLIT_LAYERS.items():
             w = grads[f"{dst}.{b}.node_proj.weight"]
             hidden = w.shape[1]
             out[f"{src}.{a}.weight"] = torch.cat([w[:hidden], w[hidden:], grads[f"{dst}.{b}.edge_proj.weight"]], 1)
             out[f"{src}.{a}.bias"] = grads[f"{dst}.{b}.bias"]
-        for a, b in {
-            "gcl_0.edge_mlp.2": "message.out",
-            "gcl_0.att_mlp.0": "attention.0",
-            "gcl_0.node_mlp.0": "node.0",
-            "gcl_0.node_mlp.2": "node.2",
-            "gcl_equiv.coord_mlp.2": "coord.out",
-        }.items():
+        for a, b in SAME_LAYERS.items():
             for kind in ("weight", "bias"):
                 out[f"{src}.{a}.{kind}"] = grads[f"{dst}.{b}.{kind}"]
         out[f"{src}.gcl_equiv.coord_mlp.4.weight"] = grads[f"{dst}.coord_out.weight"]
