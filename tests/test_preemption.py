@@ -47,7 +47,17 @@ def start(run: Path, data: Path, *overrides: str, under_submitit: bool = False, 
         f"+callbacks.checkpoint_time.train_time_interval.seconds={INTERVAL_S}",
         *overrides,
     ]
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    # a shell starts commands with Ctrl-C at its default; a test process may have it ignored (Lightning ignores
+    # SIGINT for good once it has handled one in-process), and a child would inherit that and never stop
+    return subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120, after: float = 0.0) -> float:
