@@ -22,7 +22,7 @@ from pytorch_lightning.plugins.environments import SLURMEnvironment, TorchElasti
 from pytorch_lightning.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from multidiff.build import build_module, build_sampler
+from multidiff.build import build_autoencoder, build_module, build_sampler, latent_config
 from multidiff.checkpoint import (
     check_trusted,
     checkpoint_meta,
@@ -30,11 +30,14 @@ from multidiff.checkpoint import (
     evaluation_data_config,
     read_checkpoint,
 )
+from multidiff.core.latent import measure_latent_scale
 from multidiff.objective import SAMPLE_QUALITY, check_objective, generate_items, logged_metric, score_items
 from multidiff.preemption import AtomicCheckpointIO, find_resume
 
 log = logging.getLogger("multidiff.train")
 LIGHTNING_KEYWORDS = ("last", "hpc", "best")
+#: what train.py trains: a diffusion model (on data or, with latent=, on latents) or latent diffusion's stage one
+STAGES = ("diffusion", "autoencoder")
 
 
 def train(cfg: DictConfig) -> pl.Trainer:
@@ -43,23 +46,51 @@ def train(cfg: DictConfig) -> pl.Trainer:
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    module = build_module(cfg, datamodule.info())
-    check_objective(cfg.optimized_metric, module.domain, cfg.sample_quality.evaluate)
+    module = build_stage(cfg, datamodule)
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c is not None]
     plugins = [AtomicCheckpointIO(), *[instantiate(p) for p in cfg.trainer.get("plugins") or []]]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins)
+    net = module.autoencoder if cfg.stage == "autoencoder" else module.model.net
     log.info(
-        "%s: %s, %.2fM parameters, outputs in %s",
+        "%s: %s, %.2fM trained parameters, outputs in %s",
         module.domain.name,
-        type(module.model.net).__name__,
-        sum(p.numel() for p in module.parameters()) / 1e6,
+        type(net).__name__,
+        sum(p.numel() for p in module.parameters() if p.requires_grad) / 1e6,
         cfg.paths.output_dir,
     )
     ckpt_path = resume_path(cfg, lambda path: verify_resume(path, cfg, module.domain.name))
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     save_final(trainer)
     return trainer
+
+
+def build_stage(cfg: DictConfig, datamodule: pl.LightningDataModule) -> pl.LightningModule:
+    """``stage=autoencoder``: latent diffusion's stage one. ``stage=diffusion``: a diffusion model, on the data or,
+    with ``latent=`` a stage-one checkpoint, on its latents (encoded on the fly, standardised by a scale measured
+    here on training batches and kept in the checkpoint)."""
+    if cfg.stage not in STAGES:
+        raise ValueError(f"stage={cfg.stage}; valid: {', '.join(STAGES)}")
+    info = datamodule.info()
+    if cfg.stage == "autoencoder":
+        for key, why in (
+            ("latent", "trains a diffusion model on an autoencoder's latents"),
+            ("mask", "is for diffusion"),
+        ):
+            if cfg.get(key):
+                raise ValueError(f"{key}= {why}; stage=autoencoder trains the autoencoder: drop one of them")
+        if cfg.optimized_metric == SAMPLE_QUALITY:
+            raise ValueError("an autoencoder generates nothing to score: use optimized_metric=val/loss")
+        return build_autoencoder(cfg, info)
+    stage_one = latent_config(cfg, info, list(cfg.trust_targets)) if cfg.get("latent") else None
+    module = build_module(cfg, info)
+    if stage_one is not None:
+        module.autoencoder.load_state_dict(stage_one.autoencoder.state_dict())
+        scale = measure_latent_scale(module.autoencoder, module.domain.data, datamodule.train_dataloader())
+        module.autoencoder.latent_scale.fill_(scale)
+        log.info("latent=%s: diffusion on its latents (encoded on the fly), standardised by x%.4g", cfg.latent, scale)
+    check_objective(cfg.optimized_metric, module.domain, cfg.sample_quality.evaluate)
+    return module
 
 
 def check_strategy(cfg: DictConfig) -> None:
@@ -136,6 +167,7 @@ def verify_resume(ckpt_path: str | Path, cfg: DictConfig, domain: str) -> None:
     run's own config are the user's and so trusted."""
     path = Path(ckpt_path)
     meta = checkpoint_meta(read_checkpoint(path), path)
+    meta.expect(cfg.stage, path)
     if meta.domain != domain:
         raise ValueError(f"ckpt_path={path} holds a {meta.domain!r} model; this run trains {domain!r}")
     own = config_targets(OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])))

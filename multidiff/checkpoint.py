@@ -19,6 +19,9 @@ import torch
 
 #: the key under which train.py's checkpoints keep the run configuration and the domain info
 CHECKPOINT_KEY = "multidiff"
+#: what a checkpoint holds: a diffusion model (sample.py's input) or a stage-one autoencoder (latent diffusion);
+#: the config sections each needs
+KINDS = {"diffusion": ("domain", "net", "process", "model"), "autoencoder": ("domain", "autoencoder", "model")}
 
 _SCHEDULES = {
     f"multidiff.core.schedules.{name}Schedule"
@@ -38,6 +41,12 @@ _SAMPLERS = {
         "unipc",
         "restart",
     )
+}
+
+_AUTOENCODERS = {
+    "multidiff.domains.audio.autoencoder.ConvAutoencoder1d",
+    "multidiff.domains.molecule.autoencoder.EquivariantAutoencoder",
+    "multidiff.domains.pointcloud.autoencoder.PointAutoencoder",
 }
 
 #: What a checkpoint's configuration may name, per top-level section ("slot"): multidiff's own components and
@@ -77,6 +86,9 @@ TRUSTED: dict[str, frozenset[str]] = {
         }
     ),
     "sampler": frozenset(_SAMPLERS),
+    # latent diffusion: the autoencoder of stage one, and the copy of its config a latent model keeps
+    "autoencoder": frozenset(_AUTOENCODERS),
+    "latent": frozenset(_AUTOENCODERS),
     "model": frozenset(
         {
             "torch.optim.Adam",
@@ -139,11 +151,27 @@ class CheckpointFormatError(ValueError):
 
 @dataclass(frozen=True)
 class CheckpointMeta:
-    """What train.py stores beside the weights: the domain's name, its ``info`` and the run configuration."""
+    """What train.py stores beside the weights: the domain's name, its ``info``, the run configuration, and
+    the kind of model (:data:`KINDS`; files written before autoencoders existed hold diffusion models)."""
 
     domain: str
     domain_info: dict[str, Any]
     config: dict[str, Any]
+    kind: str = "diffusion"
+
+    def expect(self, kind: str, path: str | Path) -> None:
+        """Refuse a checkpoint of another kind, saying what it holds and what to use instead."""
+        if self.kind == kind:
+            return
+        if kind == "diffusion":
+            raise ValueError(
+                f"{path} holds an autoencoder of {self.domain} data (train.py stage=autoencoder), not a diffusion model: "
+                f"train one on its latents with python train.py domain={self.domain} latent={path}, then sample that"
+            )
+        raise ValueError(
+            f"{path} holds a diffusion model of {self.domain} data, not an autoencoder: latent= needs a checkpoint of "
+            f"python train.py stage=autoencoder domain={self.domain}"
+        )
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -180,12 +208,15 @@ def checkpoint_meta(ckpt: dict[str, Any], path: str | Path) -> CheckpointMeta:
             raise CheckpointFormatError(
                 f"{path}: '{CHECKPOINT_KEY}.{key}' must be a {kind.__name__}, got {type(meta.get(key)).__name__}"
             )
-    for key in ("domain", "net", "process", "model"):
+    kind = meta.get("kind", "diffusion")
+    if kind not in KINDS:
+        raise CheckpointFormatError(f"{path}: '{CHECKPOINT_KEY}.kind' is {kind!r}; valid: {', '.join(KINDS)}")
+    for key in KINDS[kind]:
         if not isinstance(meta["config"].get(key), dict):
-            raise CheckpointFormatError(f"{path}: the stored config has no '{key}' section")
+            raise CheckpointFormatError(f"{path}: the stored config of this {kind} model has no '{key}' section")
     if "state_dict" not in ckpt or not isinstance(ckpt["state_dict"], dict):
         raise CheckpointFormatError(f"{path}: no 'state_dict' of weights")
-    return CheckpointMeta(meta["domain"], meta["domain_info"], meta["config"])
+    return CheckpointMeta(meta["domain"], meta["domain_info"], meta["config"], kind)
 
 
 def evaluation_data_config(config: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from multidiff.checkpoint import CHECKPOINT_KEY
 from multidiff.core.denoiser import Preconditioned, sampling_denoiser
 from multidiff.core.domain import Domain, State
+from multidiff.core.latent import LatentDomain
 from multidiff.core.noise import make_noise
 from multidiff.core.observation import (
     Observation,
@@ -28,6 +29,7 @@ from multidiff.core.options import call_strict
 from multidiff.core.processes import Process
 from multidiff.core.protocols import MaskSampler
 from multidiff.core.samplers import get_sampler
+from multidiff.training import optimizer_config
 
 #: how ``generate`` honours an observation: ``auto`` (the model if it was trained with observations, else
 #: replacement), ``model`` (observation-conditioned network, with replacement of the state's known part) or
@@ -62,6 +64,9 @@ class DiffusionModule(pl.LightningModule):
         super().__init__()
         self.domain, self.process = domain, process
         self.model = Preconditioned(net, process, domain.space)
+        if isinstance(domain, LatentDomain):
+            # a latent model carries its (frozen) autoencoder: its checkpoint alone samples and decodes
+            self.autoencoder = domain.autoencoder.requires_grad_(False)
         if masks is not None and masks.domain != domain.name:
             raise ValueError(
                 f"mask config {type(masks).__name__} is for {masks.domain!r} models; this one is {domain.name!r}"
@@ -145,23 +150,30 @@ class DiffusionModule(pl.LightningModule):
         self._log_buckets("val", losses, sigma, losses.shape[0])
 
     def configure_optimizers(self) -> Any:
-        opt = self.optimizer_factory(params=self.parameters())
-        if self.lr_scheduler_factory is None:
-            return opt
-        return {
-            "optimizer": opt,
-            "lr_scheduler": {"scheduler": self.lr_scheduler_factory(optimizer=opt), "interval": "step"},
-        }
+        return optimizer_config(self.parameters(), self.optimizer_factory, self.lr_scheduler_factory)
 
     # -- checkpoints ------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[CHECKPOINT_KEY] = {
+            "kind": "diffusion",
             "domain": self.domain.name,
             "domain_info": self.domain.info,
             "config": self.run_config,
         }
 
     # -- generation -------------------------------------------------------------------------
+    def latent_id(self) -> str | None:
+        """Which autoencoder's latents this model denoises (a digest of its weights and scale), or None for data."""
+        if not isinstance(self.domain, LatentDomain):
+            return None
+        import hashlib
+
+        digest = hashlib.sha256()
+        for name, t in sorted(self.autoencoder.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:12]
+
     def observed_by(self, observe_with: str = "auto") -> str:
         """How an observation is honoured for ``observe_with`` (:data:`OBSERVE_WITH`): ``model`` or
         ``replacement``; asking for ``model`` of a model not trained with observations is an error."""
@@ -205,6 +217,11 @@ class DiffusionModule(pl.LightningModule):
         cond = call_strict(self.domain.condition, "condition", condition or {}, n)
         if guide is not None and guide.domain.name != self.domain.name:
             raise ValueError(f"guide model is a {guide.domain.name!r} model; this one is {self.domain.name!r}")
+        if guide is not None and (ours := self.latent_id()) != (theirs := guide.latent_id()):
+            raise ValueError(
+                "the guide model must denoise the same space as this one: both on the data, or both on the latents "
+                f"of the same autoencoder (this one: {ours or 'data'}, guide: {theirs or 'data'})"
+            )
         gen = torch.Generator().manual_seed(seed)
         if observation is not None and observation.ctx is not None:  # the observation fixes the items' sizes
             if self.domain.space.num_items(observation.values, observation.ctx) != n:

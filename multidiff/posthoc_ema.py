@@ -49,8 +49,10 @@ class PostHocEMASnapshots(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         folder = self.folder(trainer)
+        # the denoiser; training an autoencoder (stage one), the autoencoder
+        tracked = module.model if hasattr(module, "model") else module.autoencoder
         self.ema = PostHocEMA(
-            module.model,
+            tracked,
             sigma_rels=self.sigma_rels,
             update_every=1,
             checkpoint_every_num_steps="manual",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,19 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
 log = logging.getLogger(__name__)
+
+
+def optimizer_config(
+    params: Iterable[torch.nn.Parameter],
+    optimizer: Callable[..., torch.optim.Optimizer],
+    lr_scheduler: Callable[..., Any] | None,
+) -> Any:
+    """``configure_optimizers``' answer for the trainable ``params`` (frozen ones, such as a latent model's
+    autoencoder, are left out), a per-step scheduler when one is configured."""
+    opt = optimizer(params=[p for p in params if p.requires_grad])
+    if lr_scheduler is None:
+        return opt
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": lr_scheduler(optimizer=opt), "interval": "step"}}
 
 
 class Warmup:
@@ -69,7 +82,8 @@ class EMA(EMAWeightAveraging):
 
 class SampleCallback(pl.Callback):
     """Every ``every_n_steps`` optimizer steps: generate ``n`` items, export them (files + PNG)
-    under ``<run dir>/samples/step_<k>`` and log the domain's quick metrics."""
+    under ``<run dir>/samples/step_<k>`` and log the domain's quick metrics. Training an autoencoder: the
+    current batch and its reconstruction under ``<run dir>/reconstructions/step_<k>``."""
 
     def __init__(self, sampler: Mapping[str, Any], every_n_steps: int = 5000, n: int = 8):
         from multidiff.build import build_sampler
@@ -78,9 +92,16 @@ class SampleCallback(pl.Callback):
         # the run's sampler config group, built as sample.py builds it (same function, same options)
         self.sampling = build_sampler(sampler)
 
-    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: Any) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         step = trainer.global_step
         if self.every_n_steps <= 0 or step == 0 or step % self.every_n_steps or not trainer.is_global_zero:
+            return
+        if not hasattr(module, "generate"):  # an autoencoder (stage one): this batch and its reconstruction
+            out = Path(trainer.default_root_dir) / "reconstructions" / f"step_{step:07d}"
+            module.export_reconstructions(batch, out)
+            log.info("step %d: reconstructions in %s", step, out)
             return
         s = self.sampling
         state = module.generate(

@@ -77,3 +77,38 @@ class MaskSampler(Protocol):
     domain: str
 
     def __call__(self, state: Any, generator: torch.Generator | None = None) -> Tensor: ...
+
+
+@runtime_checkable
+class Autoencoder(Protocol):
+    """A domain's autoencoder for latent diffusion (stage one, ``train.py stage=autoencoder``).
+
+    ``encode(state)``: the latent mean of a data state as a :class:`~multidiff.core.state.State` of ``space``
+    (deterministic; the regulariser's noise is the training module's business), keeping ``cond`` and ``ctx``.
+    ``decode(latent)``: back to a data state the domain's ``decode`` understands. ``latent_template(state)``: zeros
+    shaped like the latent of a data template. ``reconstruction_loss(state, recon)``: the training loss (scalar)
+    and its named parts. ``net_inputs()``: the denoiser config keys that make a domain net take this latent (e.g.
+    ``{"in_channels": 8}``); ``data_keys``: the data ``info`` keys the latent's shape depends on, which a stage-two
+    run's data must share. ``latent_scale``: a buffer, the factor that standardises latents, measured on the
+    training data when a diffusion model is trained on them (1 in stage one). ``domain`` names the domain.
+    """
+
+    domain: str
+    space: Space
+    data_keys: tuple[str, ...]
+    latent_scale: Tensor
+
+    def encode(self, state: Any) -> Any: ...
+
+    def decode(self, latent: Any) -> Any: ...
+
+    def latent_template(self, state: Any) -> Any: ...
+
+    def reconstruction_loss(self, state: Any, recon: Any) -> tuple[Tensor, dict[str, Tensor]]: ...
+
+    def net_inputs(self) -> dict[str, Any]: ...
+
+    def latent_mask(self, mask: Tensor) -> Tensor:
+        """The latent entries an observation mask (of a data state) determines: True where they depend on
+        observed values only."""
+        ...

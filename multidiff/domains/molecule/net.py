@@ -138,7 +138,8 @@ class EGNN(nn.Module):
     (less activation memory, ~50 % more compute on CPU); ``observable``: an invariant per-atom input feature,
     whether the atom is observed (a given fragment atom); ``time_embedding``: the noise code through a
     sinusoidal embedding of ``time_dim`` features, or (False) as one raw node feature, as EDM feeds its t (with
-    the process's ``noise_code=t``); ``split_coords_range``: see the module docstring.
+    the process's ``noise_code=t``); ``split_coords_range``: see the module docstring; ``out_features``: invariant
+    output features per node other than the input's (an autoencoder's encoder or decoder; None for a denoiser).
     EDM's QM9 model: ``hidden=256, layers=9, attention=True, tanh=True, coords_range=15,
     norm_constant=1, aggregation_norm=1``; its code exactly also ``time_embedding=False,
     split_coords_range=False`` with ``noise_code=t`` (``benchmarks/parity_edm.py``).
@@ -165,6 +166,7 @@ class EGNN(nn.Module):
         observable: bool = False,
         time_embedding: bool = True,
         split_coords_range: bool = True,
+        out_features: int | None = None,
     ):
         super().__init__()
         self.observable, self.time_embedding = observable, time_embedding
@@ -190,7 +192,7 @@ class EGNN(nn.Module):
             )
             for _ in range(layers)
         )
-        self.out = nn.Linear(hidden, self.node_features)
+        self.out = nn.Linear(hidden, self.node_features if out_features is None else out_features)
         # start the feature head at zero, as the other denoisers do: under sum aggregation h grows to an rms of ~50
         # over 9 layers, so a default-initialised head made the first EDM-preconditioned losses ~500 instead of ~2
         nn.init.zeros_(self.out.weight)
