@@ -90,8 +90,8 @@ class AutoencoderModule(pl.LightningModule):
         """Encode and decode (the posterior mean, no noise)."""
         return self.autoencoder.decode(self.autoencoder.encode(state))
 
-    def export_reconstructions(self, batch: Any, out_dir: Path) -> list[Path]:
-        """Files of one batch's items and their reconstructions (``original/``, ``reconstructed/``), to look at."""
+    def export_reconstructions(self, batch: Any, out_dir: Path, n: int = 8) -> list[Path]:
+        """Files of one batch's first ``n`` items and their reconstructions (``original/``, ``reconstructed/``)."""
         state = self.domain.unpack(batch)
         was = self.training
         self.eval()
@@ -101,8 +101,8 @@ class AutoencoderModule(pl.LightningModule):
             self.train(was)
         paths = []
         for name, s in (("original", state), ("reconstructed", recon)):
-            cpu = s.to("cpu")
-            paths += self.domain.export(self.domain.decode(cpu), out_dir / name, {"autoencoder": name})
+            items = self.domain.decode(s.to("cpu"))[:n]
+            paths += self.domain.export(items, out_dir / name, {"autoencoder": name})
         return paths
 
     def configure_optimizers(self) -> Any:

@@ -100,7 +100,7 @@ class SampleCallback(pl.Callback):
             return
         if not hasattr(module, "generate"):  # an autoencoder (stage one): this batch and its reconstruction
             out = Path(trainer.default_root_dir) / "reconstructions" / f"step_{step:07d}"
-            module.export_reconstructions(batch, out)
+            module.export_reconstructions(batch, out, self.n)
             log.info("step %d: reconstructions in %s", step, out)
             return
         s = self.sampling
