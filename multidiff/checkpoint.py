@@ -166,7 +166,7 @@ class CheckpointMeta:
         if kind == "diffusion":
             raise ValueError(
                 f"{path} holds an autoencoder of {self.domain} data (train.py stage=autoencoder), not a diffusion "
-                f"model: train one on its latents with python train.py domain={self.domain} latent={path}, then sample that"
+                f"model: train one on its latents (python train.py domain={self.domain} latent={path}) and sample that"
             )
         raise ValueError(
             f"{path} holds a diffusion model of {self.domain} data, not an autoencoder: latent= needs a checkpoint of "
