@@ -109,19 +109,7 @@ def load_autoencoder(
 ) -> AutoencoderModule:
     """A stage-one checkpoint (``train.py stage=autoencoder``) as its module, rebuilt only from trusted
     components; ``domain``: refuse one of another domain."""
-    ckpt = read_checkpoint(path, map_location)
-    meta = checkpoint_meta(ckpt, path)
-    meta.expect("autoencoder", path)
-    if domain is not None and meta.domain != domain:
-        raise ValueError(
-            f"{path} holds an autoencoder of {meta.domain!r} data; this run's domain is {domain!r}: use an autoencoder "
-            f"trained with domain={domain}"
-        )
-    check_trusted(meta.config, path, trust_targets)
-    try:
-        module = build_autoencoder(meta.config, meta.domain_info)
-    except Exception as e:  # noqa: BLE001 - after the trust check, any failure is a malformed stored config
-        raise CheckpointFormatError(f"{path}: its stored config does not build an autoencoder: {e}") from e
+    module, ckpt = _rebuild(path, "autoencoder", domain, map_location, trust_targets, build_autoencoder)
     try:
         module.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:
@@ -196,6 +184,38 @@ def build_sampler(
     return Sampling(functools.partial(fn, **options), steps, spacing, noise)
 
 
+def _rebuild(
+    path: str | Path,
+    kind: str,
+    domain: str | None,
+    map_location: str | torch.device,
+    trust_targets: Sequence[str],
+    build: Callable[[dict, dict], Any],
+) -> tuple[Any, dict[str, Any]]:
+    """A checkpoint's module of ``kind`` (see :data:`~multidiff.checkpoint.KINDS`), built from its config after the
+    trust check, without its weights yet; and the checkpoint's contents. ``domain``: refuse one of another domain."""
+    ckpt = read_checkpoint(path, map_location)
+    meta = checkpoint_meta(ckpt, path)
+    meta.expect(kind, path)
+    what = "model" if kind == "diffusion" else kind
+    if domain is not None and meta.domain != domain:
+        raise ValueError(
+            f"{path} holds a {meta.domain!r} {what}, not {domain!r}: the networks, data and exporter differ between "
+            f"domains; use a {domain} checkpoint or domain={meta.domain}"
+        )
+    check_trusted(meta.config, path, trust_targets)
+    try:
+        module = build(meta.config, meta.domain_info)
+    except Exception as e:  # noqa: BLE001 - after the trust check, any failure is a malformed stored config
+        why = f"{type(e).__name__}: {e}"
+        raise CheckpointFormatError(f"{path}: its stored config does not build a {what}: {why}") from e
+    if module.domain.name != meta.domain:
+        raise CheckpointFormatError(
+            f"{path}: metadata says domain {meta.domain!r} but its config builds a {module.domain.name!r} domain"
+        )
+    return module, ckpt
+
+
 def load_checkpoint(
     path: str | Path,
     domain: str | None = None,
@@ -213,23 +233,7 @@ def load_checkpoint(
     """
     if weights not in ("ema", "current"):
         raise ValueError(f"weights={weights!r}: use 'ema' or 'current'")
-    ckpt = read_checkpoint(path, map_location)
-    meta = checkpoint_meta(ckpt, path)
-    meta.expect("diffusion", path)
-    if domain is not None and meta.domain != domain:
-        raise ValueError(
-            f"{path} holds a {meta.domain!r} model, not {domain!r}: the denoiser, data "
-            f"and exporter differ between domains; use a {domain} checkpoint or domain={meta.domain}"
-        )
-    check_trusted(meta.config, path, trust_targets)
-    try:
-        module = build_module(meta.config, meta.domain_info)
-    except Exception as e:  # noqa: BLE001 - after the trust check, any failure is a malformed stored config
-        raise CheckpointFormatError(f"{path}: its stored config does not build a model: {type(e).__name__}: {e}") from e
-    if module.domain.name != meta.domain:
-        raise CheckpointFormatError(
-            f"{path}: metadata says domain {meta.domain!r} but its config builds a {module.domain.name!r} domain"
-        )
+    module, ckpt = _rebuild(path, "diffusion", domain, map_location, trust_targets, build_module)
     state = ckpt["state_dict"]
     if weights == "current":
         if "current_model_state" not in ckpt:
