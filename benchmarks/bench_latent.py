@@ -78,6 +78,12 @@ def recon_audio(module, a) -> dict:
     for i, ((_, digit), x, y) in enumerate(zip(test, clips, recon)):
         write_wav(folders["real"] / f"{digit}_clip_{i:04d}.wav", x, rate)
         write_wav(folders["reconstructed"] / f"{digit}_recon_{i:04d}.wav", y.clamp(-1, 1), rate)
+    from multidiff.domains.audio.export import plot_clips
+
+    picks = [i for i in range(0, len(test), max(1, len(test) // 4))][:4]
+    pairs = [c for i in picks for c in (clips[i], recon[i].clamp(-1, 1))]
+    titles = [t for i in picks for t in (f"digit {test[i][1]}: real", "reconstructed")]
+    plot_clips(pairs, a.out / "reconstructions.png", rate, titles, max_clips=8)
     out = {"clips": len(test), "si_sdr_db": float(si_sdr(clips[:, 0], recon[:, 0].clamp(-1, 1)).mean())}
     for name, folder in folders.items():
         m = evaluate_folder(folder, data_root=a.data_root, progress=False)

@@ -51,7 +51,7 @@ class PointAutoencoder(nn.Module):
     domain = "pointcloud"
     data_keys = ()  # any number of points: the latent has one latent point per point
 
-    def __init__(self, latent_features: int = 4, hidden: int = 128, layers: int = 3):
+    def __init__(self, latent_features: int = 4, hidden: int = 64, layers: int = 2):
         super().__init__()
         self.latent_features = latent_features
         self.space = TensorSpace()
