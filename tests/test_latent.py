@@ -153,3 +153,16 @@ def test_autoencoders_refuse_another_domain():
         LatentDomain(PointCloudDomain(), _audio_ae())
     with pytest.raises(ValueError, match="is for 'audio' data; this run's domain is 'pointcloud'"):
         AutoencoderModule(PointCloudDomain(), _audio_ae(), optimizer=torch.optim.Adam)
+
+
+def test_latent_domain_pickles_with_strict_observation_options():
+    """ddp_spawn pickles the module, domain included; strict option checks read the data domain's names."""
+    import pickle
+
+    from multidiff.core.options import accepted_keywords
+
+    domain = AudioDomain()
+    domain.bind(AUDIO_INFO)
+    latent = pickle.loads(pickle.dumps(LatentDomain(domain, _audio_ae())))
+    assert accepted_keywords(latent.observe) == ["n", "path", "keep", "keep_unit"]
+    assert latent.info["length"] == 1024 and latent.template(1, None, torch.Generator()).x.shape == (1, 3, 32)

@@ -9,6 +9,7 @@ and handed to the data domain, so requests, files and metrics are the data domai
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Iterable
 from pathlib import Path
@@ -37,12 +38,10 @@ class LatentDomain(Domain):
         self.condition, self.export, self.evaluate = data.condition, data.export, data.evaluate
         self.quality, self.quick_metrics = data.quality, data.quick_metrics
 
-        def observe(n: int, path: Path, **options: Any) -> Observation:
-            return self._observe(n, path, **options)
-
-        # the data domain's option names (keep=, n_atoms=, ...), so that strict option checks see them
+        # with the data domain's option names (keep=, n_atoms=, ...), so that strict option checks see them; a
+        # partial, not a closure, so that the domain still pickles (ddp_spawn sends the module to its processes)
+        observe = functools.partial(LatentDomain._observe, self)
         observe.__signature__ = inspect.signature(data.observe)  # type: ignore[attr-defined]
-        observe.__doc__ = self._observe.__doc__
         self.observe = observe  # type: ignore[method-assign]
 
     def bind(self, info: dict[str, Any]) -> None:
