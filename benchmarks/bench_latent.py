@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -177,6 +178,7 @@ def speed_one(a) -> None:
     dm.prepare_data()
     dm.setup("fit")
     module = train.build_stage(cfg, dm)
+    torch.manual_seed(0)  # the same batch on both sides (measuring the latent scale drew from the loader)
     batch = next(iter(dm.train_dataloader()))
     dom = module.domain
     latent = hasattr(dom, "autoencoder")
@@ -215,7 +217,10 @@ def speed(a) -> None:
         args = [sys.executable, __file__, "speed-one", "--domain", a.domain, "--batch", str(a.batch)]
         args += ["--steps", str(a.steps), "--repeats", str(a.repeats), "--threads", str(a.threads)]
         args += ["--overrides", *extra] if model == "data" else ["--overrides", f"latent={a.ckpt}", *extra]
-        proc = subprocess.run(args, capture_output=True, text=True)
+        # glibc's default trim/mmap thresholds make repeated large allocations page-fault at random (sampling time
+        # varied by 1.5x for the same work); fixed thresholds on both sides
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "4294967296"}
+        proc = subprocess.run(args, capture_output=True, text=True, env=env)
         line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
         if proc.returncode or not line:
             raise SystemExit(f"{model} run failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
