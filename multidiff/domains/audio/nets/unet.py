@@ -60,9 +60,9 @@ class UNet1d(nn.Module):
     def __init__(
         self,
         in_channels: int = 1,
-        patch: int = 4,
-        channels: tuple[int, ...] = (64, 128, 256, 512),
-        factors: tuple[int, ...] = (4, 4, 4),
+        patch: int = 8,
+        channels: tuple[int, ...] = (64, 128, 192, 384),
+        factors: tuple[int, ...] = (4, 4, 2),
         blocks: int = 1,
         attn_levels: tuple[int, ...] = (2, 3),
         heads: int = 8,
