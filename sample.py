@@ -18,6 +18,7 @@ from multidiff.core.observation import Observation
 from multidiff.core.options import accepted_keywords, call_strict
 from multidiff.core.state import State
 from multidiff.posthoc_ema import load_ema_length
+from multidiff.precision import resolve_precision
 
 log = logging.getLogger("multidiff.sample")
 
@@ -31,6 +32,7 @@ def sample(cfg: DictConfig) -> list[Path]:
         snapshots = Path(cfg.ema_snapshots or Path(cfg.ckpt).resolve().parent.parent / "posthoc_ema")
         load_ema_length(module, snapshots, float(cfg.ema_length), step=module.checkpoint_step or None)
     sampling = build_sampler(cfg.sampler, steps=cfg.steps, spacing=cfg.spacing)
+    precision = resolve_precision(cfg.precision, device)
     guide = None
     if cfg.guide_ckpt:
         guide = load_checkpoint(
@@ -78,6 +80,7 @@ def sample(cfg: DictConfig) -> list[Path]:
                 observation=observations[-1],
                 resample=cfg.resample,
                 observe_with=cfg.observe_with,
+                precision=precision,
             )
         )
     items = [
@@ -94,6 +97,7 @@ def sample(cfg: DictConfig) -> list[Path]:
         "spacing": sampling.spacing,
         "noise": sampling.noise,
         "seed": cfg.seed,
+        "precision": precision,
         "guidance": cfg.guidance,
         "guidance_interval": None if interval is None else list(interval),
         "guide_ckpt": None if cfg.guide_ckpt is None else str(cfg.guide_ckpt),

@@ -32,6 +32,7 @@ from multidiff.checkpoint import (
 )
 from multidiff.core.latent import measure_latent_scale
 from multidiff.objective import SAMPLE_QUALITY, check_objective, generate_items, logged_metric, score_items
+from multidiff.precision import resolve_trainer_precision
 from multidiff.preemption import AtomicCheckpointIO, find_resume
 
 log = logging.getLogger("multidiff.train")
@@ -42,6 +43,7 @@ STAGES = ("diffusion", "autoencoder")
 
 def train(cfg: DictConfig) -> pl.Trainer:
     check_strategy(cfg)
+    precision = resolve_trainer_precision(cfg.trainer)  # before anything stores the config
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
@@ -53,10 +55,11 @@ def train(cfg: DictConfig) -> pl.Trainer:
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins)
     net = module.autoencoder if cfg.stage == "autoencoder" else module.model.net
     log.info(
-        "%s: %s, %.2fM trained parameters, outputs in %s",
+        "%s: %s, %.2fM trained parameters, precision %s, outputs in %s",
         module.domain.name,
         type(net).__name__,
         sum(p.numel() for p in module.parameters() if p.requires_grad) / 1e6,
+        precision,
         cfg.paths.output_dir,
     )
     ckpt_path = resume_path(cfg, lambda path: verify_resume(path, cfg, module.domain.name))
@@ -141,7 +144,9 @@ def objective(cfg: DictConfig, trainer: pl.Trainer) -> float | None:
         opts = cfg.sample_quality
         options = OmegaConf.to_container(opts.evaluate, resolve=True)
         options.setdefault("data_config", evaluation_data_config(module.run_config))
-        items, _ = generate_items(module, build_sampler(cfg.sampler), opts.n, opts.seed, opts.batch_size)
+        items, _ = generate_items(
+            module, build_sampler(cfg.sampler), opts.n, opts.seed, opts.batch_size, precision=cfg.trainer.precision
+        )
         value, meaning, metrics = score_items(module.domain, items, options, Path(cfg.paths.output_dir))
         value = value if math.isfinite(value) else math.nan
     else:

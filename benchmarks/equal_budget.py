@@ -12,18 +12,27 @@ dependency of multidiff): ANCHORS_DIR (default ~/.cache/anchors) holds
   diffusion-point-cloud/  github luost26/diffusion-point-cloud: DPM's FlowVAE with train_gen.py's settings
   pylib/                  pip install --no-deps --target ANCHORS_DIR/pylib audio-diffusion-pytorch==0.1.3
                           a-unet==0.0.16 einops: DiffusionModel(UNetV0, VDiffusion, VSampler), 11.0M
+  e3_diffusion_for_molecules/  github ehoogeboom/e3_diffusion_for_molecules: EDM's EGNN_dynamics_QM9 and
+                          EnVariationalDiffusion at 128 x 6 (its QM9 settings otherwise, without the charge
+                          feature), its loss, AdamW (amsgrad) and adaptive gradient clipping; no EMA
 (see ../shared/anchors-bench/README.md). Without them the script exits with that message.
 
 Data: both sides see the same loader (multidiff's datamodule of the domain's CPU experiment: ShapeNet airplanes
 at 2,048 points with PointFlow's global normalisation, batch 32; FSDD 8,192-sample peak-normalised clips, batch
-16); the anchors' samples are mapped back to data units by the same normaliser before they are written.
+16; QM9 molecules, batch 64); the anchors' samples are mapped back to data units by the same normaliser before
+they are written. EDM is sampled by its own ancestral sampler at 1,000 steps run by multidiff: its trained
+weights copied into multidiff's EGNN (multidiff/domains/molecule/edm_weights.py; the network, the schedule and
+the ancestral step equal EDM's to float64 precision, tests/test_edm_parity.py), written as a multidiff
+checkpoint (``sample --write-ckpt``) for sample.py, because EDM's own loop is 4x slower on this CPU.
 Training saves a checkpoint every --save-minutes and resumes from it (the budget counts the time already spent).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import io
 import os
 import shutil
 import sys
@@ -43,7 +52,10 @@ ANCHORS = Path(os.environ.get("ANCHORS_DIR", Path.home() / ".cache" / "anchors")
 RECIPES = {
     "pointcloud": ["experiment=shapenet_airplane_cpu"],
     "audio": ["experiment=fsdd_unet_cpu", "data.num_classes=0"],  # ADP's model is unconditional
+    # EDM's network function and schedule, at a size that trains and samples at 1,000 steps within a CPU budget
+    "molecule": ["experiment=qm9_edm", "domain.include_charges=false", "net.hidden=128", "net.layers=6"],
 }
+EDM_HIDDEN, EDM_LAYERS = 128, 6
 
 
 def _need(path: Path, how: str) -> Path:
@@ -106,23 +118,71 @@ class Anchor:
                 self.model.parameters(), lr=1e-4, betas=(0.95, 0.999), eps=1e-6, weight_decay=1e-3
             )
             self.name = "audio-diffusion-pytorch UNetV0 11.0M, VDiffusion, VSampler 50 steps"
+        elif domain == "molecule":
+            sys.path.insert(
+                0, str(_need(ANCHORS / "e3_diffusion_for_molecules", "git clone ehoogeboom/e3_diffusion_for_molecules"))
+            )
+            from configs.datasets_config import qm9_with_h
+            from equivariant_diffusion.utils import remove_mean_with_mask
+            from qm9 import losses as edm_losses
+            from qm9.models import get_model, get_optim
+            from utils import Queue, gradient_clipping  # EDM's top-level utils.py
+
+            # main_qm9.py's arguments for the README's QM9 model, at EDM_HIDDEN x EDM_LAYERS, without charges
+            self.args = argparse.Namespace(
+                model="egnn_dynamics", probabilistic_model="diffusion", diffusion_steps=1000,
+                diffusion_noise_schedule="polynomial_2", diffusion_noise_precision=1e-5, diffusion_loss_type="l2",
+                nf=EDM_HIDDEN, n_layers=EDM_LAYERS, inv_sublayers=1, attention=True, tanh=True, norm_constant=1,
+                sin_embedding=False, normalization_factor=1, aggregation_method="sum", include_charges=False,
+                condition_time=True, context_node_nf=0, conditioning=[], normalize_factors=[1, 4, 10], lr=1e-4,
+                ode_regularization=1e-3, augment_noise=0, data_augmentation=False,
+            )  # fmt: skip
+            with contextlib.redirect_stdout(io.StringIO()):  # EDM prints its whole schedule
+                self.model, self.nodes_dist, _ = get_model(self.args, torch.device("cpu"), qm9_with_h, None)
+            self.opt = get_optim(self.args, self.model)
+            self.edm_losses, self.remove_mean, self.clip = edm_losses, remove_mean_with_mask, gradient_clipping
+            self.gradnorm_queue = Queue()
+            self.gradnorm_queue.add(3000)  # main_qm9.py's initial value
+            self.name = f"EDM EGNN {EDM_HIDDEN} x {EDM_LAYERS} (its QM9 settings, no charges), 1,000 ancestral steps"
         else:
-            raise SystemExit(f"--domain {domain!r}: anchors here are pointcloud (DPM) and audio (ADP)")
+            raise SystemExit(f"--domain {domain!r}: anchors here are {sorted(RECIPES)}")
         self.step = 0
 
     def params_m(self) -> float:
         return sum(p.numel() for p in self.model.parameters()) / 1e6
 
+    def _edm_loss(self, batch) -> torch.Tensor:
+        """EDM's train_epoch body on a multidiff QM9 batch, collated into EDM's dense layout."""
+        import torch.nn.functional as F
+        from torch_geometric.utils import to_dense_batch
+
+        x, atom_mask = to_dense_batch(batch.pos.float(), batch.batch)
+        one_hot, _ = to_dense_batch(F.one_hot(batch.atom_type.long(), 5).float(), batch.batch)
+        bs, n = atom_mask.shape
+        node_mask = atom_mask.float().unsqueeze(2)
+        edge_mask = (atom_mask.unsqueeze(1) & atom_mask.unsqueeze(2) & ~torch.eye(n, dtype=torch.bool)).float()
+        x = self.remove_mean(x, node_mask)
+        h = {"categorical": one_hot, "integer": torch.zeros(0)}
+        nll, reg_term, _ = self.edm_losses.compute_loss_and_nll(
+            self.args, self.model, self.nodes_dist, x, h, node_mask, edge_mask.view(bs * n * n, 1), None
+        )
+        return nll + self.args.ode_regularization * reg_term
+
     def train_step(self, batch) -> float:
         self.model.train()
         if self.domain == "pointcloud":
             loss = self.model.get_loss(batch["points"], kl_weight=self.args.kl_weight, writer=None, it=self.step)
+        elif self.domain == "molecule":
+            loss = self._edm_loss(batch)
         else:
             loss = self.model(batch[0])
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.domain == "pointcloud":
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
+        elif self.domain == "molecule":
+            with contextlib.redirect_stdout(io.StringIO()):  # it prints every clipped step
+                self.clip(self.model, self.gradnorm_queue)
         self.opt.step()
         self.step += 1
         return loss.item()
@@ -136,12 +196,17 @@ class Anchor:
         return self.model.sample(torch.randn(n, *shape), num_steps=50)
 
     def state(self, elapsed: float) -> dict:
-        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "step": self.step, "elapsed": elapsed}
+        state = {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "step": self.step, "elapsed": elapsed}
+        if self.domain == "molecule":
+            state["gradnorm_queue"] = list(self.gradnorm_queue.items)
+        return state
 
     def load(self, state: dict) -> float:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
         self.step = int(state["step"])
+        if self.domain == "molecule":
+            self.gradnorm_queue.items = list(state["gradnorm_queue"])
         return float(state["elapsed"])
 
 
@@ -181,6 +246,59 @@ def train(a) -> None:
     print(f"done: {anchor.step} steps in {(time.perf_counter() - t0) / 60:.1f} min -> {ckpt}", flush=True)
 
 
+def _edm_checkpoint_error(anchor: Anchor, path: Path) -> float:
+    """Max |eps prediction| difference between EDM's network and the checkpoint at ``path`` on 4 noisy molecules
+    at t = 0.5 (EDM's dense layout against multidiff's atom rows)."""
+    from multidiff.build import load_checkpoint
+    from multidiff.core.state import State
+
+    module = load_checkpoint(path, domain="molecule")
+    g = torch.Generator().manual_seed(0)
+    counts = torch.tensor([9, 14, 5, 18])
+    b, n = len(counts), int(counts.max())
+    node_mask = (torch.arange(n)[None] < counts[:, None]).float().unsqueeze(2)
+    edge_mask = (node_mask @ node_mask.transpose(1, 2)) * (1 - torch.eye(n))
+    z = torch.randn(b, n, 8, generator=g) * node_mask
+    z[..., :3] = anchor.remove_mean(z[..., :3], node_mask)
+    t = torch.full((b, 1), 0.5)
+    with torch.no_grad():
+        edm = anchor.model.dynamics._forward(t, z, node_mask, edge_mask.reshape(-1, 1), None)
+        real = node_mask[..., 0].bool()
+        ctx = {"batch": torch.repeat_interleave(torch.arange(b), counts), "num_items": b}
+        sched = module.process.schedule
+        sigma = sched.sigma_ve(t[:, 0])
+        alpha = 1 / (1 + sigma**2).sqrt()  # VP: z = alpha x, sigma_vp = alpha sigma_ve
+        x = z[real] / alpha[ctx["batch"], None]
+        ours = module.model.raw(x, sigma, State(x, None, ctx))
+    return float((ours - edm[real]).abs().max())
+
+
+def write_edm_checkpoint(anchor: Anchor, template: Path, out: Path) -> None:
+    """EDM's trained weights in a multidiff checkpoint of the same recipe (``template``: the multidiff run's own,
+    for its config and layout), so that sample.py runs EDM's network with EDM's ancestral sampler."""
+    from multidiff.checkpoint import read_checkpoint
+    from multidiff.domains.molecule.edm_weights import egnn_state_from_edm
+
+    ckpt = read_checkpoint(template)
+    net = egnn_state_from_edm({k: v for k, v in anchor.model.dynamics.state_dict().items()}, EDM_LAYERS)
+    state = ckpt["state_dict"]
+    keys = {k for k in state if k.startswith("model.net.")}
+    if keys != {f"model.net.{k}" for k in net}:
+        raise SystemExit(f"{template}: its network is not EDM's at {EDM_HIDDEN} x {EDM_LAYERS} ({RECIPES['molecule']})")
+    state.update({f"model.net.{k}": v.to(state[f"model.net.{k}"].dtype) for k, v in net.items()})
+    for k in ("current_model_state", "optimizer_states", "lr_schedulers", "callbacks", "loops"):
+        ckpt.pop(k, None)  # the multidiff run's training state, not EDM's
+    ckpt["global_step"] = anchor.step
+    tmp = out.with_suffix(".tmp")
+    torch.save(ckpt, tmp)
+    err = _edm_checkpoint_error(anchor, tmp)
+    if err > 1e-3:
+        raise SystemExit(f"multidiff's EGNN with EDM's weights differs from EDM's network by {err:.2e}; not written")
+    tmp.replace(out)
+    print(f"eps prediction of the checkpoint vs EDM's own network: max abs. difference {err:.1e} (float32)")
+    print(f"EDM's weights after {anchor.step} steps -> {out}: python sample.py ckpt={out} sampler=ddpm steps=1000")
+
+
 def sample(a) -> None:
     from multidiff.build import build_module
     from multidiff.core.state import State
@@ -189,6 +307,11 @@ def sample(a) -> None:
     run = Path(a.run)
     anchor = Anchor(a.domain)
     anchor.load(torch.load(_need(run / "anchor.pt", "train it first"), weights_only=False))
+    if a.domain == "molecule":
+        if not a.template:
+            raise SystemExit("--domain molecule: --template CKPT (the multidiff run's last.ckpt) is needed")
+        write_edm_checkpoint(anchor, Path(a.template), run / "edm_as_multidiff.ckpt")
+        return
     cfg = _compose(a.domain, a.data_root)
     dm = _datamodule(cfg)
     domain = build_module(cfg, dm.info()).domain  # the normaliser and the file writer of multidiff's domain
@@ -262,6 +385,9 @@ def main() -> None:
     sub.choices["sample"].add_argument("--n", type=int, default=128)
     sub.choices["sample"].add_argument("--batch", type=int, default=16)
     sub.choices["sample"].add_argument("--out", default=None, help="default: RUN/samples")
+    sub.choices["sample"].add_argument(
+        "--template", default=None, help="molecule: the multidiff run's checkpoint whose config and layout it takes"
+    )
     sub.choices["plot"].add_argument("--anchor", required=True)
     sub.choices["plot"].add_argument("--project", required=True)
     sub.choices["plot"].add_argument("--out", required=True)

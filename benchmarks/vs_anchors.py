@@ -12,6 +12,10 @@ audio-diffusion-pytorch's UNetV0 at 11.0M parameters against the default `net=un
 points (training batch 32, sampling batch 16; DPM its 100 steps, multidiff 50), molecules EDM's 256 x 9 EGNN
 (batch 64; EDM's 1,000-step sampling extrapolated from a few of its steps, multidiff 50 dpmpp_2m steps).
 
+multidiff's side runs at its default precision (``--precision auto``: bf16-mixed where the CPU computes bfloat16
+natively, as train.py's hardware=cpu and sample.py decide; the anchors' code at its own float32): the workers'
+multidiff code runs under the autocast that Lightning's precision plugin and sample.py apply.
+
 The sampling-overhead rows time the network calls inside one multidiff sample (the same batch and steps) and
 divide the whole sampling time by them: 1.00 means sampling costs the network and nothing else.
 """
@@ -47,10 +51,22 @@ TARGETS = {
 }
 
 
-def jobs(domain: str, threads: int) -> list[list[tuple[str, list[str]]]]:
-    """Groups of (label, worker argv) compared with each other, anchor first."""
+def jobs(domain: str, threads: int, precision: str) -> list[list[tuple[str, list[str]]]]:
+    """Groups of (label, worker argv) compared with each other, anchor first; multidiff's at ``precision``."""
     t = ["--threads", str(threads)]
-    me = [sys.executable, str(Path(__file__).resolve()), "--overhead", domain, *t]
+    me = [sys.executable, str(Path(__file__).resolve())]
+    return [
+        [(label, argv if argv[0] == sys.executable or label.split("/")[-1] in ANCHOR_SIDES
+                 else [*me, "--in-precision", precision, *argv])
+         for label, argv in group]
+        for group in _jobs(domain, t, [*me, "--overhead", domain, "--precision", precision, *t])
+    ]  # fmt: skip
+
+
+ANCHOR_SIDES = ("adp_small", "dpm", "edm")
+
+
+def _jobs(domain: str, t: list[str], me: list[str]) -> list[list[tuple[str, list[str]]]]:
     if domain == "audio":
         return [
             [(f"audio/train/{m}", ["audio.py", "--model", m, "--task", "train", "--warmup", "2", "--iters", "8", *t])
@@ -80,9 +96,24 @@ def jobs(domain: str, threads: int) -> list[list[tuple[str, list[str]]]]:
     raise SystemExit(f"unknown domain {domain!r}: audio, pointcloud or molecule")
 
 
+def in_precision(precision: str, argv: list[str]) -> None:
+    """Run an anchors-bench worker (``argv``: its file and arguments) with multidiff's code under ``precision``:
+    the autocast that Lightning's precision plugin puts around a training step and sample.py around the network."""
+    import runpy
+
+    import multidiff.env  # noqa: F401  (before torch)
+
+    import torch
+
+    sys.path.insert(0, str(BENCH))
+    sys.argv = argv
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+        runpy.run_path(str(BENCH / argv[0]), run_name="__main__")
+
+
 def run_worker(label: str, argv: list[str]) -> dict | None:
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONUNBUFFERED": "1", "MULTIDIFF_MAIN": str(ROOT)}
-    cmd = argv if argv[0] == sys.executable else [sys.executable, *argv]
+    cmd = argv if argv[0] == sys.executable else [sys.executable, *argv]  # workers run in BENCH
     t0 = time.time()
     p = subprocess.run(cmd, cwd=BENCH, env=env, capture_output=True, text=True)
     results = [json.loads(line[7:]) for line in p.stdout.splitlines() if line.startswith("RESULT ")]
@@ -93,7 +124,7 @@ def run_worker(label: str, argv: list[str]) -> dict | None:
     return {**results[-1], "label": label}
 
 
-def overhead(domain: str, threads: int, steps: int = 50) -> None:
+def overhead(domain: str, threads: int, precision: str, steps: int = 50) -> None:
     """One multidiff sample of the domain's default model, timing the network calls inside it."""
     import multidiff.env  # noqa: F401  (before torch)
 
@@ -137,13 +168,13 @@ def overhead(domain: str, threads: int, steps: int = 50) -> None:
             calls[0] += 1
 
     module.model.forward = timed_forward
-    module.generate(min(n, 4), sampler="dpmpp_2m", steps=2, progress=False)  # warm-up
+    module.generate(min(n, 4), sampler="dpmpp_2m", steps=2, progress=False, precision=precision)  # warm-up
     net_s[0], calls[0] = 0.0, 0
     t0 = time.perf_counter()
-    module.generate(n, sampler="dpmpp_2m", steps=steps, spacing="karras", progress=False)
+    module.generate(n, sampler="dpmpp_2m", steps=steps, spacing="karras", progress=False, precision=precision)
     total = time.perf_counter() - t0
     emit({"batch": n, "steps": steps, "calls": calls[0], "sample_s": total, "network_s": net_s[0],
-          "sampling_over_network": total / net_s[0]})  # fmt: skip
+          "sampling_over_network": total / net_s[0], "precision": precision})  # fmt: skip
 
 
 # (row, anchor worker, its key, multidiff worker, its key, higher is better (None: no ratio), anchor scale)
@@ -198,6 +229,8 @@ def table(results: list[dict]) -> str:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--in-precision"]:  # a multidiff worker: the rest of the line is its own
+        return in_precision(sys.argv[2], sys.argv[3:])
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--domains", nargs="*", default=["audio", "pointcloud", "molecule"])
     p.add_argument("--rounds", type=int, default=2)
@@ -205,12 +238,17 @@ def main() -> None:
     p.add_argument("--bench-dir", type=Path, default=None, help="the anchors-bench folder (default: BENCH_DIR)")
     p.add_argument("--out", type=Path, default=None, help="results JSON (default: a file in the temp folder)")
     p.add_argument("--summarise", type=Path, default=None, help="print the table of an earlier results JSON")
+    p.add_argument("--precision", default="auto", help="multidiff's: auto (its default), 32-true or bf16-mixed")
     p.add_argument("--overhead", choices=["audio", "pointcloud", "molecule"], help=argparse.SUPPRESS)
     a = p.parse_args()
     global BENCH
     BENCH = (a.bench_dir or BENCH).resolve()
+    sys.path.insert(0, str(ROOT))
+    from multidiff.precision import resolve_precision
+
+    precision = resolve_precision(a.precision, "cpu")
     if a.overhead:
-        return overhead(a.overhead, a.threads)
+        return overhead(a.overhead, a.threads, precision)
     if a.summarise:
         print(table(json.loads(a.summarise.read_text())["results"]))
         return
@@ -218,15 +256,16 @@ def main() -> None:
         raise SystemExit(f"anchors-bench not found at {BENCH}: pass --bench-dir or set BENCH_DIR")
     out = a.out or Path(tempfile.gettempdir()) / f"vs_anchors_{time.strftime('%Y%m%d-%H%M%S')}.json"
     results: list[dict] = []
+    print(f"multidiff at {precision}; anchors at their own precision (float32)", flush=True)
     for domain in a.domains:
         print(f"[{domain}]", flush=True)
         for rnd in range(a.rounds):
-            for group in jobs(domain, a.threads):
+            for group in jobs(domain, a.threads, precision):
                 for label, argv in group if rnd % 2 == 0 else reversed(group):
                     r = run_worker(label, argv)
                     if r is not None:
                         results.append({**r, "round": rnd})
-                    out.write_text(json.dumps({"results": results}, indent=1))
+                    out.write_text(json.dumps({"precision": precision, "results": results}, indent=1))
     print(f"\nresults: {out}\n")
     print(table(results))
 

@@ -29,6 +29,7 @@ from multidiff.core.options import call_strict
 from multidiff.core.processes import Process
 from multidiff.core.protocols import MaskSampler
 from multidiff.core.samplers import get_sampler
+from multidiff.precision import resolve_precision, with_precision
 from multidiff.training import optimizer_config
 
 #: how ``generate`` honours an observation: ``auto`` (the model if it was trained with observations, else
@@ -203,6 +204,7 @@ class DiffusionModule(pl.LightningModule):
         observation: Observation | None = None,
         resample: int = 1,
         observe_with: str = "auto",
+        precision: str = "32-true",
     ) -> State:
         """Draw ``n`` items. ``sampler``: a name or a sampler function (options bound, e.g. by
         :func:`multidiff.build.build_sampler`); ``condition``: the request for :meth:`Domain.condition`
@@ -211,7 +213,9 @@ class DiffusionModule(pl.LightningModule):
         :func:`~multidiff.core.denoiser.sampling_denoiser` (``guide``: a weaker module of the same domain);
         ``observation``: known values and mask (:meth:`Domain.observe`), honoured by replacement with ``resample``
         jumps per step, and by the network itself if it was trained with observations (``observe_with``, one of
-        :data:`OBSERVE_WITH`; :mod:`multidiff.core.observation`)."""
+        :data:`OBSERVE_WITH`; :mod:`multidiff.core.observation`); ``precision``: the network's, one of
+        :data:`multidiff.precision.PRECISIONS` (the sampler's arithmetic stays in float32)."""
+        precision = resolve_precision(precision, self.device)
         by_model = self.observed_by(observe_with) == "model"
         sample_fn = get_sampler(sampler) if isinstance(sampler, str) else sampler
         cond = call_strict(self.domain.condition, "condition", condition or {}, n)
@@ -259,6 +263,7 @@ class DiffusionModule(pl.LightningModule):
             denoise = sampling_denoiser(
                 self.model, state, guidance, guidance_interval, None if guide is None else guide.model, known
             )
+            denoise = with_precision(denoise, precision, self.device)
             if observation is None:
                 x = sample_fn(denoise, x, sigmas, noise_sampler=noise_fn, callback=lambda *a: bar.update(1))
             else:

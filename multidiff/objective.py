@@ -47,6 +47,7 @@ def generate_items(
     guidance: float = 1.0,
     condition: Mapping[str, Any] | None = None,
     guide: Any = None,
+    precision: str = "32-true",
 ) -> tuple[list[Any], int]:
     """``n`` decoded items in batches, item ``i`` seeded by ``seed + i``'s batch start (the same items for the
     same seed whatever else changes); returns the items and the number of batches."""
@@ -64,6 +65,7 @@ def generate_items(
             condition=dict(condition or {}),
             guide=guide,
             progress=False,
+            precision=precision,
         )
         batches += 1
         items += module.domain.decode(State(state.x.cpu(), state.cond, state.ctx))

@@ -11,6 +11,7 @@ from multidiff.build import build_sampler
 from multidiff.core.processes import Process
 from multidiff.core.samplers import SAMPLERS
 from multidiff.core.schedules import Schedule
+from multidiff.precision import resolve_trainer_precision
 
 CONF = ROOT / "conf"
 
@@ -62,6 +63,7 @@ def test_hardware_composes(hardware, tmp_path):
     cfg = compose("train", [f"hardware={hardware}"], tmp_path)
     assert cfg.trainer.accelerator in ("cpu", "gpu")
     if hardware == "cpu":
+        assert resolve_trainer_precision(cfg.trainer) in ("32-true", "bf16-mixed")
         assert instantiate(cfg.trainer, logger=False).max_steps == cfg.trainer.max_steps
 
 

@@ -1,0 +1,58 @@
+"""The network's precision: auto decided from the CPU's flags, bf16-mixed sampling in bfloat16 with float32 out."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from multidiff.precision import cpu_has_native_bf16, resolve_precision, resolve_trainer_precision, with_precision
+
+X86 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw{}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "native"),
+    [
+        (X86.format(" avx512_bf16 avx512_vnni"), True),
+        (X86.format(" amx_tile amx_bf16"), True),
+        (X86.format(""), False),  # AVX-512 alone: oneDNN emulates bfloat16, slower than float32
+        ("processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n", True),  # ARM
+        ("processor\t: 0\nFeatures\t: fp asimd\n", False),
+    ],
+)
+def test_native_bf16_from_cpu_flags(tmp_path, text, native):
+    path = tmp_path / "cpuinfo"
+    path.write_text(text)
+    assert cpu_has_native_bf16(str(path)) is native
+
+
+def test_unreadable_cpuinfo_means_float32(tmp_path):
+    assert cpu_has_native_bf16(str(tmp_path / "absent")) is False
+
+
+def test_auto_follows_the_cpu_and_other_values_pass():
+    assert resolve_precision("auto", "cpu") == ("bf16-mixed" if cpu_has_native_bf16() else "32-true")
+    assert resolve_precision("32-true", "cpu") == "32-true"
+    trainer = {"accelerator": "cpu", "precision": "auto"}
+    assert resolve_trainer_precision(trainer) == trainer["precision"] == resolve_precision("auto", "cpu")
+    assert resolve_trainer_precision({"precision": "16-mixed"}) == "16-mixed"  # Lightning's own values untouched
+    with pytest.raises(ValueError, match="precision='fp8'.*auto, 32-true, bf16-mixed"):
+        resolve_precision("fp8", "cpu")
+
+
+def test_bf16_mixed_runs_the_network_in_bfloat16_and_returns_float32():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.SiLU(), torch.nn.Linear(64, 16))
+    seen = []
+    net[2].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    denoise = lambda x, sigma: x + sigma * net(x)  # noqa: E731  (preconditioning in float32 around the net)
+    x, sigma = torch.randn(8, 16), torch.tensor(0.5)
+    exact = denoise(x, sigma)
+    mixed = with_precision(denoise, "bf16-mixed", "cpu")(x, sigma)
+    assert seen == [torch.float32, torch.bfloat16]
+    assert mixed.dtype == torch.float32
+    err = (mixed - exact).abs().max() / exact.abs().max()
+    assert 0 < err < 2e-2  # bfloat16's 8-bit mantissa: close, not equal
+    assert with_precision(denoise, "32-true", "cpu") is denoise
+    with pytest.raises(ValueError, match="resolve auto first"):
+        with_precision(denoise, "auto", "cpu")
