@@ -328,16 +328,18 @@ def sample(a) -> None:
 
 
 def _project_curve(run: Path) -> tuple[list[float], list[float]]:
-    """(minutes, train/loss) of a train.py run; steps mapped to wall time linearly between the first and last
-    line of its train.log (the step rate of a run alone on its cores is constant)."""
+    """(minutes, train/loss) of a train.py run; steps mapped to wall time linearly between its start (the first
+    line of its train.log) and its last metrics written (the step rate of a run on its own core is constant)."""
     import datetime as dt
 
     def stamp(line: str) -> dt.datetime:
         return dt.datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f")
 
     lines = [s for s in (run / "train.log").read_text().splitlines() if s.startswith("[")]
-    minutes_total = (stamp(lines[-1]) - stamp(lines[0])).total_seconds() / 60
-    rows = [r for r in csv.DictReader((run / "csv" / "metrics.csv").open()) if r.get("train/loss")]
+    metrics = run / "csv" / "metrics.csv"
+    end = max(stamp(lines[-1]), dt.datetime.fromtimestamp(metrics.stat().st_mtime))
+    minutes_total = (end - stamp(lines[0])).total_seconds() / 60
+    rows = [r for r in csv.DictReader(metrics.open()) if r.get("train/loss")]
     last = max(int(r["step"]) for r in rows)
     return [int(r["step"]) / last * minutes_total for r in rows], [float(r["train/loss"]) for r in rows]
 
@@ -363,6 +365,8 @@ def plot(a) -> None:
         ax.plot(m[k - 1 :], smooth(y, k), lw=1)
         ax.set(xlabel="wall-clock minutes", ylabel="training loss", title=who, yscale="log")
         ax.grid(alpha=0.3)
+    if a.domain == "molecule":  # EDM logs its negative log-likelihood bound, not only its l2 term
+        axes[0].set_title("anchor (its objective: l2 term + prior KL - log p(N))", fontsize=10)
     fig.suptitle(f"{a.domain}: equal wall-clock budget, one thread each, run side by side (CPU budget)")
     fig.tight_layout()
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -154,8 +154,7 @@ def overhead(domain: str, threads: int, precision: str, steps: int = 50) -> None
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     n = SAMPLE_BATCH[domain]
-    if domain == "molecule":
-        module.domain.num_atoms = qm9_sizes(n, 11)  # the molecule worker's sampling sizes
+    atoms = qm9_sizes(n, 11) if domain == "molecule" else None  # the molecule worker's sampling sizes
     net_s, calls = [0.0], [0]
     forward = module.model.forward
 
@@ -168,7 +167,11 @@ def overhead(domain: str, threads: int, precision: str, steps: int = 50) -> None
             calls[0] += 1
 
     module.model.forward = timed_forward
+    if atoms is not None:
+        module.domain.num_atoms = atoms[:4]
     module.generate(min(n, 4), sampler="dpmpp_2m", steps=2, progress=False, precision=precision)  # warm-up
+    if atoms is not None:
+        module.domain.num_atoms = atoms
     net_s[0], calls[0] = 0.0, 0
     t0 = time.perf_counter()
     module.generate(n, sampler="dpmpp_2m", steps=steps, spacing="karras", progress=False, precision=precision)

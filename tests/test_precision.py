@@ -56,3 +56,16 @@ def test_bf16_mixed_runs_the_network_in_bfloat16_and_returns_float32():
     assert with_precision(denoise, "32-true", "cpu") is denoise
     with pytest.raises(ValueError, match="resolve auto first"):
         with_precision(denoise, "auto", "cpu")
+
+
+def test_generate_in_bf16_mixed_matches_float32(tiny_audio_ckpt):
+    from multidiff.build import load_checkpoint
+
+    module = load_checkpoint(tiny_audio_ckpt)
+    seen = []
+    module.model.net.head.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    exact = module.generate(2, steps=4, progress=False, seed=3).x
+    mixed = module.generate(2, steps=4, progress=False, seed=3, precision="bf16-mixed").x
+    assert set(seen) == {torch.float32, torch.bfloat16} and mixed.dtype == torch.float32
+    assert torch.isfinite(mixed).all()
+    assert (mixed - exact).abs().max() / exact.abs().max() < 2e-2
