@@ -32,7 +32,7 @@ from multidiff.checkpoint import (
 )
 from multidiff.core.latent import measure_latent_scale
 from multidiff.objective import SAMPLE_QUALITY, check_objective, generate_items, logged_metric, score_items
-from multidiff.precision import resolve_trainer_precision
+from multidiff.precision import resolve_trainer_precision, sampling_precision
 from multidiff.preemption import AtomicCheckpointIO, find_resume
 
 log = logging.getLogger("multidiff.train")
@@ -145,7 +145,12 @@ def objective(cfg: DictConfig, trainer: pl.Trainer) -> float | None:
         options = OmegaConf.to_container(opts.evaluate, resolve=True)
         options.setdefault("data_config", evaluation_data_config(module.run_config))
         items, _ = generate_items(
-            module, build_sampler(cfg.sampler), opts.n, opts.seed, opts.batch_size, precision=cfg.trainer.precision
+            module,
+            build_sampler(cfg.sampler),
+            opts.n,
+            opts.seed,
+            opts.batch_size,
+            precision=sampling_precision(cfg.trainer.precision),
         )
         value, meaning, metrics = score_items(module.domain, items, options, Path(cfg.paths.output_dir))
         value = value if math.isfinite(value) else math.nan

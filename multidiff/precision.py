@@ -77,3 +77,10 @@ def resolve_trainer_precision(trainer: MutableMapping[str, Any]) -> str:
         precision = resolve_precision("auto", "cuda" if gpu else "cpu")
         trainer["precision"] = precision
     return precision
+
+
+def sampling_precision(trainer_precision: str) -> str:
+    """The precision :meth:`DiffusionModule.generate` takes for a Lightning trainer ``precision``: bf16-mixed for
+    the bfloat16 modes, float32 for the others (16-mixed, 64-true, ...), whose loss scaling or width sampling
+    does not need."""
+    return "bf16-mixed" if str(trainer_precision).startswith("bf16") else "32-true"

@@ -18,6 +18,8 @@ from pytorch_lightning.callbacks.weight_averaging import WeightAveraging
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
+from multidiff.precision import sampling_precision
+
 log = logging.getLogger(__name__)
 
 
@@ -105,7 +107,14 @@ class SampleCallback(pl.Callback):
             return
         s = self.sampling
         state = module.generate(
-            self.n, sampler=s.fn, steps=s.steps, spacing=s.spacing, noise=s.noise, seed=step, progress=False
+            self.n,
+            sampler=s.fn,
+            steps=s.steps,
+            spacing=s.spacing,
+            noise=s.noise,
+            seed=step,
+            progress=False,
+            precision=sampling_precision(trainer.precision),  # the precision the run trains in
         )
         items = module.domain.decode(state)
         out = Path(trainer.default_root_dir) / "samples" / f"step_{step:07d}"

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from multidiff.precision import cpu_has_native_bf16, resolve_precision, resolve_trainer_precision, with_precision
+from multidiff.precision import (
+    cpu_has_native_bf16,
+    resolve_precision,
+    resolve_trainer_precision,
+    sampling_precision,
+    with_precision,
+)
 
 X86 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw{}\n"
 
@@ -36,6 +42,14 @@ def test_auto_follows_the_cpu_and_other_values_pass():
     trainer = {"accelerator": "cpu", "precision": "auto"}
     assert resolve_trainer_precision(trainer) == trainer["precision"] == resolve_precision("auto", "cpu")
     assert resolve_trainer_precision({"precision": "16-mixed"}) == "16-mixed"  # Lightning's own values untouched
+    # what train.py samples with at the end of a run, for each of Lightning's precisions
+    assert [sampling_precision(p) for p in ("bf16-mixed", "bf16-true", "16-mixed", "32-true", "64-true")] == [
+        "bf16-mixed",
+        "bf16-mixed",
+        "32-true",
+        "32-true",
+        "32-true",
+    ]
     with pytest.raises(ValueError, match="precision='fp8'.*auto, 32-true, bf16-mixed"):
         resolve_precision("fp8", "cpu")
 
