@@ -8,7 +8,9 @@ import math
 import signal
 import sys
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import Any
 
 import multidiff.env  # noqa: F401  (before torch)
 
@@ -21,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 from pytorch_lightning.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from multidiff.build import build_autoencoder, build_module, build_sampler, latent_config
 from multidiff.checkpoint import (
@@ -34,6 +37,7 @@ from multidiff.core.latent import measure_latent_scale
 from multidiff.objective import SAMPLE_QUALITY, check_objective, generate_items, logged_metric, score_items
 from multidiff.precision import resolve_trainer_precision, sampling_precision
 from multidiff.preemption import AtomicCheckpointIO, find_resume
+from multidiff.runlock import hold
 
 log = logging.getLogger("multidiff.train")
 LIGHTNING_KEYWORDS = ("last", "hpc", "best")
@@ -42,6 +46,24 @@ STAGES = ("diffusion", "autoencoder")
 
 
 def train(cfg: DictConfig) -> pl.Trainer:
+    """Train in ``cfg.paths.output_dir``, which one run at a time may use (:func:`run_folder_lock`)."""
+    with run_folder_lock(cfg):
+        return _train(cfg)
+
+
+def run_folder_lock(cfg: DictConfig) -> AbstractContextManager:
+    """The run folder's lock, on the process that starts the run (rank zero; the other ranks of a distributed run
+    share its folder): a second launch into a running folder stops before it writes anything of its own."""
+    if rank_zero_only.rank != 0:
+        return nullcontext()
+    return hold(
+        cfg.paths.output_dir,
+        "train",
+        "Wait for it to end, or start another run in a new folder (hydra.run.dir=DIR).",
+    )
+
+
+def _train(cfg: DictConfig) -> pl.Trainer:
     check_strategy(cfg)
     precision = resolve_trainer_precision(cfg.trainer)  # before anything stores the config
     pl.seed_everything(cfg.seed, workers=True)
@@ -62,7 +84,7 @@ def train(cfg: DictConfig) -> pl.Trainer:
         precision,
         cfg.paths.output_dir,
     )
-    ckpt_path = resume_path(cfg, lambda path: verify_resume(path, cfg, module.domain.name))
+    ckpt_path = resume_path(cfg, lambda path: verify_resume(path, cfg, module))
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     save_final(trainer)
     return trainer
@@ -171,17 +193,57 @@ def objective(cfg: DictConfig, trainer: pl.Trainer) -> float | None:
     return value
 
 
-def verify_resume(ckpt_path: str | Path, cfg: DictConfig, domain: str) -> None:
+def verify_resume(ckpt_path: str | Path, cfg: DictConfig, module: pl.LightningModule) -> None:
     """Check a checkpoint to resume from as sample.py does (readable weights-only, multidiff metadata of this
-    domain, a stored config naming only trusted targets) before Lightning restores from it. Targets in this
-    run's own config are the user's and so trusted."""
+    domain, a stored config naming only trusted targets) before Lightning restores from it, and that it holds
+    the model this run configures (:func:`check_same_model`). Targets in this run's own config are the user's
+    and so trusted."""
     path = Path(ckpt_path)
-    meta = checkpoint_meta(read_checkpoint(path), path)
+    ckpt = read_checkpoint(path)
+    meta = checkpoint_meta(ckpt, path)
     meta.expect(cfg.stage, path)
-    if meta.domain != domain:
-        raise ValueError(f"ckpt_path={path} holds a {meta.domain!r} model; this run trains {domain!r}")
+    if meta.domain != module.domain.name:
+        raise ValueError(f"ckpt_path={path} holds a {meta.domain!r} model; this run trains {module.domain.name!r}")
     own = config_targets(OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])))
     check_trusted(meta.config, path, [*cfg.get("trust_targets", []), *sorted(own)])
+    check_same_model(path, meta.config, ckpt.get("state_dict", {}), cfg, module)
+
+
+#: the config groups that decide the model a checkpoint holds (the rest, such as data, optimizer and trainer
+#: settings, may change between a run and its continuation)
+MODEL_GROUPS = ("net", "process", "autoencoder", "mask", "latent", "stage")
+
+
+def check_same_model(path: Path, stored: dict, state: dict, cfg: DictConfig, module: pl.LightningModule) -> None:
+    """Refuse to resume from a checkpoint of another model, naming the settings that differ and what to do."""
+    ours = {
+        g: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v := cfg.get(g)) else v for g in MODEL_GROUPS
+    }
+    differ = [
+        f"{key}: {theirs!r} in the checkpoint, {mine!r} now"
+        for group in MODEL_GROUPS
+        if not (group == "autoencoder" and not ours.get("latent") and ours.get("stage") != "autoencoder")
+        for key, theirs, mine in _differences(stored.get(group), ours.get(group), group)
+    ]
+    shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    misfit = sorted(
+        k for k in {*shapes, *state} if k not in shapes or k not in state or tuple(state[k].shape) != shapes[k]
+    )
+    if not differ and not misfit:
+        return
+    what = "; ".join(differ[:6]) + ("; ..." if len(differ) > 6 else "")
+    if not differ:
+        what = f"its weights do not fit this model ({', '.join(misfit[:3])}{', ...' if len(misfit) > 3 else ''})"
+    raise ValueError(
+        f"{path} holds another model than this run configures ({what}). To continue that run, use its settings; "
+        "to train this model, start a new run folder (hydra.run.dir=DIR) or start afresh here (ckpt_path=null)"
+    )
+
+
+def _differences(theirs: Any, mine: Any, key: str) -> list[tuple[str, Any, Any]]:
+    if isinstance(theirs, dict) and isinstance(mine, dict):
+        return [d for k in sorted({*theirs, *mine}) for d in _differences(theirs.get(k), mine.get(k), f"{key}.{k}")]
+    return [] if theirs == mine else [(key, theirs, mine)]
 
 
 def save_final(trainer: pl.Trainer) -> Path | None:

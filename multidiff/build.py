@@ -246,5 +246,16 @@ def load_checkpoint(
         module.load_state_dict(state)
     except RuntimeError as e:
         raise CheckpointFormatError(f"{path}: its weights do not fit the model its config describes: {e}") from None
+    _check_finite(state, path)
     module.checkpoint_step = int(ckpt.get("global_step") or 0)  # which snapshots post-hoc EMA may use
     return module.eval()
+
+
+def _check_finite(state: Mapping[str, Tensor], path: str | Path) -> None:
+    """Refuse weights holding NaN or infinity: every sample drawn from them would be too."""
+    bad = [k for k, t in state.items() if torch.is_tensor(t) and t.is_floating_point() and not t.isfinite().all()]
+    if bad:
+        raise CheckpointFormatError(
+            f"{path}: {len(bad)} weight tensors hold NaN or infinite values ({', '.join(bad[:3])}"
+            f"{', ...' if len(bad) > 3 else ''}); the model diverged or the file is damaged: use an earlier checkpoint"
+        )

@@ -61,10 +61,13 @@ class MixtureDomain(Domain):
     def decode(self, state: State, observation=None) -> list[np.ndarray]:
         return list(state.x.numpy())
 
-    def export(self, items: list[np.ndarray], out_dir: Path, meta: dict) -> list[Path]:
+    def export(
+        self, items: list[np.ndarray], out_dir: Path, meta: dict, start: int = 0, preview: bool = True
+    ) -> list[Path]:
         out_dir.mkdir(parents=True, exist_ok=True)
-        np.save(out_dir / "points.npy", np.stack(items))
-        return [out_dir / "points.npy"]
+        path = out_dir / f"points_{start:06d}.npy"  # numbered by the batch's first item: batches never clash
+        np.save(path, np.stack(items))
+        return [path]
 
 
 class MixtureNet(nn.Module):
@@ -125,7 +128,7 @@ def test_a_domain_defined_outside_the_package_trains_and_samples(user_conf, tmp_
         run,
     )
     trainer = train.train(cfg)
-    assert trainer.global_step == 400 and (run / "samples" / "step_0000200" / "points.npy").is_file()
+    assert trainer.global_step == 400 and (run / "samples" / "step_0000200" / "points_000000.npy").is_file()
 
     # the checkpoint names this file's classes: refused unless trusted by name, then sampled
     out = tmp_path / "out"
@@ -133,7 +136,7 @@ def test_a_domain_defined_outside_the_package_trains_and_samples(user_conf, tmp_
     with pytest.raises(ValueError, match="test_extending"):
         sample.sample(compose("sample", args, tmp_path / "s0"))
     sample.sample(compose("sample", [*args, "trust_targets=[test_extending.*]"], tmp_path / "s1"))
-    points = torch.from_numpy(np.load(out / "points.npy"))
+    points = torch.from_numpy(np.concatenate([np.load(f) for f in sorted(out.glob("points_*.npy"))]))
     assert points.shape == (512, 2)
     # a trained model puts its samples near the modes (the prior has sigma 80); both modes are found
     nearest = torch.cdist(points, MODES).min(1)

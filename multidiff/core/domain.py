@@ -63,8 +63,18 @@ class Domain:
         partial scan, ...), with options as keyword arguments the domain names explicitly."""
         raise ValueError(f"the {self.name} domain does not generate from observations; sample without observe=")
 
-    def export(self, items: list[Any], out_dir: Path, meta: dict[str, Any]) -> list[Path]:
-        """Write items in the domain's file format plus a PNG preview; return the paths."""
+    #: files :meth:`export` writes whole for the items it is given, in formats whose records simply follow each
+    #: other (SDF, multi-frame XYZ): a folder written batch by batch joins them in batch order
+    #: (:mod:`multidiff.sample_folder`); every other file is named per item
+    concatenated: tuple[str, ...] = ()
+
+    def export(
+        self, items: list[Any], out_dir: Path, meta: dict[str, Any], start: int = 0, preview: bool = True
+    ) -> list[Path]:
+        """Write items in the domain's file format, plus a PNG preview when ``preview``; return the paths.
+        ``start``: the run-wide index of the first item (sampling writes batch by batch), from which per-item
+        file names and record names are numbered, so that the batches of one run never write the same name
+        (except the files named in :attr:`concatenated`)."""
         raise NotImplementedError
 
     # -- evaluation -------------------------------------------------------------------------

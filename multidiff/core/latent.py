@@ -36,6 +36,7 @@ class LatentDomain(Domain):
         self.info = data.info
         # what users ask for and get back is the data domain's: the same bound methods, signatures included
         self.condition, self.export, self.evaluate = data.condition, data.export, data.evaluate
+        self.concatenated = data.concatenated
         self.quality, self.quick_metrics = data.quality, data.quick_metrics
 
         # with the data domain's option names (keep=, n_atoms=, ...), so that strict option checks see them; a

@@ -87,17 +87,20 @@ class AudioDomain(Domain):
         values = (clip * scale).expand(n, 1, -1).clone()
         return Observation(values, mask.expand(n, 1, -1), {"scale": scale, "path": str(path)})
 
-    def export(self, items: list[dict[str, Any]], out_dir: Path, meta: dict[str, Any]) -> list[Path]:
+    def export(
+        self, items: list[dict[str, Any]], out_dir: Path, meta: dict[str, Any], start: int = 0, preview: bool = True
+    ) -> list[Path]:
         """``{digit}_sample_{i}.wav`` when conditioned (the metrics read the digit from the name)."""
         out_dir = Path(out_dir)
         names = [
             f"{it['label']}_sample_{i:04d}" if it["label"] is not None else f"sample_{i:04d}"
-            for i, it in enumerate(items)
+            for i, it in enumerate(items, start)
         ]
         clips = [it["wav"] for it in items]
         paths = write_clips(clips, out_dir, int(self.info["sample_rate"]), names)
         rate, known = int(self.info["sample_rate"]), [it.get("known") for it in items]
-        paths.append(plot_clips(clips, out_dir / "preview.png", rate, names, self.preview_clips, known))
+        if preview and items:
+            paths.append(plot_clips(clips, out_dir / "preview.png", rate, names, self.preview_clips, known))
         return paths
 
     def evaluate(

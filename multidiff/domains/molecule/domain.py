@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -283,15 +284,19 @@ class MoleculeDomain(Domain):
         raw = c * np.asarray(info["std"]) + np.asarray(info["mean"])
         return [{name: float(v) for name, v in zip(info["names"], row)} for row in raw]
 
-    def export(self, items: list[Molecule], out_dir: Path, meta: dict[str, Any]) -> list[Path]:
+    concatenated = ("samples.sdf", "samples.xyz")
+
+    def export(
+        self, items: list[Molecule], out_dir: Path, meta: dict[str, Any], start: int = 0, preview: bool = True
+    ) -> list[Path]:
         """``samples.sdf`` (bonds, charges, ``valid`` flag, condition fields), ``samples.xyz`` and
-        ``samples.png``."""
+        ``samples.png``; records named ``sample_{start + i}``."""
         out_dir = Path(out_dir)
-        return [
-            write_sdf(items, out_dir / "samples.sdf", meta),
-            write_xyz(items, out_dir / "samples.xyz"),
-            draw_grid(items, out_dir / "samples.png", self.png_max_molecules),
-        ]
+        items = [replace(m, name=f"sample_{i}") for i, m in enumerate(items, start)]
+        paths = [write_sdf(items, out_dir / "samples.sdf", meta), write_xyz(items, out_dir / "samples.xyz")]
+        if preview:
+            paths.append(draw_grid(items, out_dir / "samples.png", self.png_max_molecules))
+        return paths
 
     # -- evaluation -----------------------------------------------------------------------------
     def reference(self, novelty: bool = True, path: Path | None = None, progress: bool = True) -> dict[str, Any]:

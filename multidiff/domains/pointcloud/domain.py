@@ -149,7 +149,9 @@ class PointCloudDomain(Domain):
         given = points if norm.mode in ("global", "none") else norm(points)
         return Observation(values, mask.expand(n, total, 3), {"points": given, "path": str(path)})
 
-    def export(self, items: list[dict[str, Any]], out_dir: Path, meta: dict[str, Any]) -> list[Path]:
+    def export(
+        self, items: list[dict[str, Any]], out_dir: Path, meta: dict[str, Any], start: int = 0, preview: bool = True
+    ) -> list[Path]:
         """One PLY per shape (``{label}_sample_NNNN.ply`` when conditioned) and ``preview.png``."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -157,11 +159,11 @@ class PointCloudDomain(Domain):
         comments = [f"multidiff pointcloud sample; frame: {'data units' if frame in ('global', 'none') else frame}"]
         comments += [f"{k}: {v}" for k, v in meta.items() if isinstance(v, (str, int, float))]
         paths, titles = [], []
-        for i, it in enumerate(items):
+        for i, it in enumerate(items, start):
             stem = f"{it['label']}_sample_{i:04d}" if it.get("label") is not None else f"sample_{i:04d}"
             paths.append(write_ply(out_dir / f"{stem}.ply", it["points"], binary=self.ply_binary, comments=comments))
             titles.append(stem)
-        if items:
+        if preview and items:
             paths.append(
                 render_grid(
                     [it["points"] for it in items],
