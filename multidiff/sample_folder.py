@@ -173,13 +173,19 @@ class SampleFolder:
 
     @contextmanager
     def tidied(self) -> Iterator[None]:
-        """Remove the staging folder (its locks) after the block when the folder is finished, whatever happened
-        in the block (a refused second request leaves a finished folder as it was)."""
+        """After the block, whatever happened in it, remove the staging folder (its locks) when the folder is
+        finished (a refused second request leaves it as it was) or when it holds no batch, written or in
+        progress (a run that failed before its first batch leaves nothing, ``out`` too if it is empty)."""
         try:
             yield
         finally:
-            if (self.out / RECORD).is_file():
+            started = self.staging.is_dir() and any(p.is_dir() for p in self.staging.iterdir())
+            if (self.out / RECORD).is_file() or not started:
                 shutil.rmtree(self.staging, ignore_errors=True)
+                try:
+                    self.out.rmdir()
+                except OSError:  # not empty: the samples, or a run folder's own files
+                    pass
 
     def files(self) -> list[Path]:
         return sorted(p for p in self.out.iterdir() if not p.name.startswith("."))

@@ -6,6 +6,7 @@ import pytest
 from helpers import ROOT, compose
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
+from pytorch_lightning.callbacks import Timer
 
 from multidiff.build import build_sampler
 from multidiff.core.processes import Process
@@ -125,3 +126,20 @@ def test_hparams_search_names_real_config_keys(search, tmp_path):
     assert cfg.domain._target_.split(".")[2] == search.split("_")[0]  # the domain the search is for
     for key in sweeper.params:  # a typo in the search space would otherwise fail only inside each trial
         assert OmegaConf.select(cfg, key, default="<missing>") != "<missing>", f"{search}: no config key {key}"
+
+
+def test_trainer_options_users_reach_for_are_settable_without_plus(tmp_path):
+    overrides = [
+        "trainer.max_time=00:00:01:00",
+        "trainer.limit_train_batches=0.5",
+        "trainer.limit_val_batches=2",
+        "trainer.accumulate_grad_batches=4",
+    ]
+    cfg = compose("train", overrides, tmp_path)
+    trainer = instantiate(cfg.trainer, precision="32-true", logger=False, enable_checkpointing=False)
+    assert trainer.limit_train_batches == 0.5 and trainer.limit_val_batches == 2
+    timers = [c for c in trainer.callbacks if isinstance(c, Timer)]
+    assert trainer.accumulate_grad_batches == 4 and timers[0].time_remaining() == 60
+    # and the defaults are Lightning's own: all batches, no time limit
+    trainer = instantiate(compose("train", [], tmp_path).trainer, precision="32-true", logger=False)
+    assert trainer.limit_train_batches == 1.0 and not [c for c in trainer.callbacks if isinstance(c, Timer)]

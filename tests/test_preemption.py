@@ -200,3 +200,36 @@ def test_atomic_write_keeps_the_previous_file_when_killed_mid_write(tmp_path, mo
         io.save_checkpoint({"global_step": 2, "w": torch.zeros(1000)}, path)
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no temporary file left behind
+
+
+def test_second_launch_into_a_running_folder_is_refused_and_the_first_finishes(shared_datasets, tmp_path):
+    run = tmp_path / "run"
+    first = start(run, shared_datasets, "trainer.max_steps=120")
+    wait_for(run / ".train.lock.json", first)
+    second = start(run, shared_datasets, "trainer.max_steps=120")
+    out, _ = second.communicate(timeout=120)
+    assert second.returncode == 1, out[-3000:]
+    assert f"{run} is in use by process {first.pid}" in out and "hydra.run.dir" in out
+    out, _ = first.communicate(timeout=300)
+    assert first.returncode == 0, out[-3000:]
+    assert step_of(run / "checkpoints" / "last.ckpt") == 120
+    assert not (run / ".train.lock.json").exists()
+
+
+def test_lock_of_a_killed_run_is_taken_over(shared_datasets, tmp_path):
+    run = tmp_path / "run"
+    proc = start(run, shared_datasets, "trainer.max_steps=100000")
+    wait_for(run / ".train.lock.json", proc)
+    proc.kill()  # SIGKILL: its note stays behind, the operating system releases its lock
+    proc.communicate(timeout=60)
+    assert (run / ".train.lock.json").exists()
+    resume(run, shared_datasets, 3)
+
+
+def test_resuming_another_model_names_the_settings_that_differ(audio_cfg, tmp_path):
+    run = tmp_path / "run"
+    train.train(audio_cfg("trainer.max_steps=1", out=run))
+    with pytest.raises(ValueError, match=r"net\.channels: \[8, 16\] in the checkpoint, \[8, 24\] now.*hydra\.run\.dir"):
+        train.train(audio_cfg("trainer.max_steps=2", "net.channels=[8,24]", out=run))
+    # data and trainer settings may change between a run and its continuation
+    assert train.train(audio_cfg("trainer.max_steps=2", "data.batch_size=4", out=run)).global_step == 2

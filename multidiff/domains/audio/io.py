@@ -32,6 +32,8 @@ def read_wav(path: str | Path) -> tuple[Tensor, int]:
         raise ValueError(f"cannot read audio file {path}: {e}") from e
     if data.shape[0] == 0:
         raise ValueError(f"audio file {path} holds no samples")
+    if bad := int((~np.isfinite(data)).sum()):  # a float WAV can hold them; every use of the clip would spread them
+        raise ValueError(f"audio file {path} holds {bad} NaN or infinite samples")
     return torch.from_numpy(np.ascontiguousarray(data.T)), int(sr)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -245,11 +244,7 @@ class MoleculeDomain(Domain):
         molecules = []
         for i in range(n):
             rows = order[bounds[i] : bounds[i + 1]]
-            molecules.append(
-                Molecule(
-                    x[rows, :3], [self.elements[t] for t in types[rows]], charges[rows], props[i], name=f"sample_{i}"
-                )
-            )
+            molecules.append(Molecule(x[rows, :3], [self.elements[t] for t in types[rows]], charges[rows], props[i]))
         if observation is not None:
             given = " ".join(str(j + 1) for j in range(int(observation.meta["given"])))
             for mol in molecules:
@@ -290,10 +285,12 @@ class MoleculeDomain(Domain):
         self, items: list[Molecule], out_dir: Path, meta: dict[str, Any], start: int = 0, preview: bool = True
     ) -> list[Path]:
         """``samples.sdf`` (bonds, charges, ``valid`` flag, condition fields), ``samples.xyz`` and
-        ``samples.png``; records named ``sample_{start + i}``."""
+        ``samples.png``; unnamed molecules (sampled ones) named ``sample_{start + i}``."""
         out_dir = Path(out_dir)
-        items = [replace(m, name=f"sample_{i}") for i, m in enumerate(items, start)]
-        paths = [write_sdf(items, out_dir / "samples.sdf", meta), write_xyz(items, out_dir / "samples.xyz")]
+        paths = [
+            write_sdf(items, out_dir / "samples.sdf", meta, start),
+            write_xyz(items, out_dir / "samples.xyz", start),
+        ]
         if preview:
             paths.append(draw_grid(items, out_dir / "samples.png", self.png_max_molecules))
         return paths

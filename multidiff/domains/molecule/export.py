@@ -34,10 +34,10 @@ def annotate(molecules: Sequence[Molecule]) -> list[tuple[np.ndarray, str | None
     return out
 
 
-def write_sdf(molecules: Sequence[Molecule], path: Path, meta: dict[str, Any] | None = None) -> Path:
-    """One record per molecule, atoms in order. Valid molecules (EDM validity) carry their inferred
-    bonds and formal charges; invalid ones keep atoms and coordinates only and ``valid = 0``.
-    Fields: ``valid``, ``smiles`` (when valid), ``num_atoms``, the molecule's properties (e.g. the
+def write_sdf(molecules: Sequence[Molecule], path: Path, meta: dict[str, Any] | None = None, start: int = 0) -> Path:
+    """One record per molecule, atoms in order, an unnamed one named ``sample_{start + k}``. Valid molecules
+    (EDM validity) carry their inferred bonds and formal charges; invalid ones keep atoms and coordinates only
+    and ``valid = 0``. Fields: ``valid``, ``smiles`` (when valid), ``num_atoms``, the molecule's properties (e.g. the
     sampled condition) and scalar entries of ``meta``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,7 +46,7 @@ def write_sdf(molecules: Sequence[Molecule], path: Path, meta: dict[str, Any] | 
         for k, (mol, (orders, smiles)) in enumerate(zip(molecules, annotate(molecules))):
             rd = to_rdkit(mol, orders if smiles is not None else None, with_charges=True)
             rd.UpdatePropertyCache(strict=False)  # unsanitised molecules still need valences to write
-            rd.SetProp("_Name", mol.name or f"molecule_{k}")
+            rd.SetProp("_Name", mol.name or f"sample_{start + k}")
             rd.SetIntProp("valid", int(smiles is not None))
             if smiles is not None:
                 rd.SetProp("smiles", smiles)
@@ -58,14 +58,14 @@ def write_sdf(molecules: Sequence[Molecule], path: Path, meta: dict[str, Any] | 
     return path
 
 
-def write_xyz(molecules: Sequence[Molecule], path: Path) -> Path:
+def write_xyz(molecules: Sequence[Molecule], path: Path, start: int = 0) -> Path:
     """Concatenated XYZ frames; the comment line holds the name and ``key=value`` properties."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = []
     for k, mol in enumerate(molecules):
         props = " ".join(f"{key}={_field(v)}" for key, v in mol.properties.items())
-        lines += [str(len(mol)), f"{mol.name or f'molecule_{k}'} {props}".strip()]
+        lines += [str(len(mol)), f"{mol.name or f'sample_{start + k}'} {props}".strip()]
         lines += [f"{e:<2s} {x:14.8f} {y:14.8f} {z:14.8f}" for e, (x, y, z) in zip(mol.elements, mol.positions)]
     path.write_text("\n".join(lines) + "\n")
     return path
