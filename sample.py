@@ -73,7 +73,9 @@ def sample(cfg: DictConfig) -> list[Path]:
             raise ValueError(f"observe={cfg.observe}: {bad} of its values are NaN or infinite; give a finite file")
         return obs
 
-    observation(batches[0])  # a bad request fails here, before anything is generated or written
+    # a bad request fails here, before anything is generated or written
+    call_strict(module.domain.condition, "condition", request, 1)
+    observation(batches[0])
     if cfg.observe is None and cfg.observe_with != "auto":
         raise ValueError(f"observe_with={cfg.observe_with} needs observe=FILE")
     observed_by = module.observed_by(cfg.observe_with) if cfg.observe is not None else None
