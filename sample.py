@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +15,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from multidiff.build import build_sampler, load_checkpoint
-from multidiff.core.observation import Observation
-from multidiff.core.options import accepted_keywords, call_strict
+from multidiff.build import load_checkpoint
+from multidiff.core.options import call_strict
 from multidiff.core.state import State
 from multidiff.posthoc_ema import load_ema_length
-from multidiff.precision import resolve_precision
 from multidiff.runlock import hold
 from multidiff.sample_folder import Batch, SampleFolder, plan, shard_of
+from multidiff.sampling import request_from_config
 
 log = logging.getLogger("multidiff.sample")
 
@@ -44,61 +44,24 @@ def sample(cfg: DictConfig) -> list[Path]:
     if cfg.ema_length is not None:
         snapshots = Path(cfg.ema_snapshots or Path(cfg.ckpt).resolve().parent.parent / "posthoc_ema")
         load_ema_length(module, snapshots, float(cfg.ema_length), step=module.checkpoint_step or None)
-    sampling = build_sampler(cfg.sampler, steps=steps, spacing=cfg.spacing)
-    precision = resolve_precision(cfg.precision, device)
     guide = None
     if cfg.guide_ckpt:
         guide = load_checkpoint(
             cfg.guide_ckpt, domain=module.domain.name, weights=cfg.weights, trust_targets=list(cfg.trust_targets)
         ).to(device)
-    interval = None if cfg.guidance_interval is None else tuple(float(v) for v in cfg.guidance_interval)
-    if cfg.guidance == 1.0 and (guide is not None or interval is not None):
-        raise ValueError("guide_ckpt= and guidance_interval= act only when guidance != 1: set guidance, e.g. 2")
-    request = OmegaConf.to_container(cfg.condition, resolve=True)
-    observe_options = {k: v for k in ("keep", "keep_unit", "n_atoms") if (v := _plain(cfg.get(k))) is not None}
-
-    # an observation that draws something (molecules' atom counts) takes the batch's seed
-    seeded = "seed" in (accepted_keywords(module.domain.observe) or [])
-
-    def observation(batch: Batch) -> Observation | None:
-        if cfg.observe is None:
-            if observe_options:
-                raise ValueError(f"{', '.join(observe_options)} need observe=FILE")
-            return None
-        options = {**observe_options, **({"seed": batch.seed} if seeded else {})}
-        obs = call_strict(
-            module.domain.observe, f"{module.domain.name} observation option", options, batch.count, Path(cfg.observe)
-        )
-        if bad := int((~torch.isfinite(obs.values)).sum()):
-            raise ValueError(f"observe={cfg.observe}: {bad} of its values are NaN or infinite; give a finite file")
-        return obs
-
+    request = request_from_config(cfg, module, guide, steps=steps)
+    condition = OmegaConf.to_container(cfg.condition, resolve=True)
     # a bad request fails here, before anything is generated or written
-    call_strict(module.domain.condition, "condition", request, 1)
-    observation(batches[0])
-    if cfg.observe is None and cfg.observe_with != "auto":
-        raise ValueError(f"observe_with={cfg.observe_with} needs observe=FILE")
-    observed_by = module.observed_by(cfg.observe_with) if cfg.observe is not None else None
+    call_strict(module.domain.condition, "condition", condition, 1)
+    request.observation(module.domain, 1, batches[0].seed)
     meta = {
         "ckpt": str(cfg.ckpt),
         "n": n,
         "batch_size": batch_size,
-        "sampler": sampling.name,
-        "sampler_options": sampling.options,
-        "steps": sampling.steps,
-        "spacing": sampling.spacing,
-        "noise": sampling.noise,
         "seed": cfg.seed,
-        "precision": precision,
-        "guidance": cfg.guidance,
-        "guidance_interval": None if interval is None else list(interval),
-        "guide_ckpt": None if cfg.guide_ckpt is None else str(cfg.guide_ckpt),
         "weights": cfg.weights if cfg.ema_length is None else f"post-hoc EMA, length {cfg.ema_length}",
-        "condition": request,
-        "observe": None if cfg.observe is None else str(cfg.observe),
-        **observe_options,
-        "resample": cfg.resample,
-        "observed_by": observed_by,
+        "condition": condition,
+        **request.record(),
     }
     out = Path(cfg.out or cfg.paths.output_dir)
     folder = SampleFolder(out, meta, module.domain.concatenated)
@@ -111,24 +74,9 @@ def sample(cfg: DictConfig) -> list[Path]:
         if len(todo) < len(mine):
             log.info("resuming %s%s: %d of %d batches already on disk", what, out, len(mine) - len(todo), len(mine))
         for batch in tqdm(todo, desc=f"{what}{n} samples, batches", unit="batch", disable=not todo):
-            obs = observation(batch)
-            state = module.generate(
-                batch.count,
-                sampler=sampling.fn,
-                steps=sampling.steps,
-                spacing=sampling.spacing,
-                seed=batch.seed,
-                guidance=cfg.guidance,
-                condition=request,
-                noise=sampling.noise,
-                guidance_interval=interval,
-                guide=guide,
-                observation=obs,
-                resample=cfg.resample,
-                observe_with=cfg.observe_with,
-                precision=precision,
-            )
-            check_finite(state.x, batch, precision)
+            obs = request.observation(module.domain, batch.count, batch.seed)
+            state = module.generate(batch.count, request, seed=batch.seed, condition=condition, observation=obs)
+            check_finite(state.x, batch, request.precision)
             items = module.domain.decode(State(state.x.cpu(), state.cond, state.ctx), obs)
             with folder.writing(batch) as staging:
                 batch_meta = {**meta, "batch": batch.index, "batch_seed": batch.seed}
@@ -170,8 +118,23 @@ def check_finite(x: torch.Tensor, batch: Batch, precision: str) -> None:
         )
 
 
-def _plain(value):
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+def moved_option(argv: list[str]) -> str | None:
+    """A message for a top-level ``key=value`` that ``conf/sample.yaml`` does not declare: the domain's own
+    options (observation options, conditions) are given under their group, and Hydra alone would only say
+    'not in struct'."""
+    declared = OmegaConf.load(Path(__file__).parent / "conf" / "sample.yaml")
+    known = {k for k in declared if k != "defaults"} | {
+        d if isinstance(d, str) else next(iter(d)) for d in declared.defaults
+    }
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        if eq and key.isidentifier() and key not in known:
+            return (
+                f"{arg}: sample.py has no option {key!r}. An option of the observation file is given as "
+                f"+observe_options.{key}={value}, a condition as +condition.{key}={value}; sample.py's own options "
+                f"are in conf/sample.yaml"
+            )
+    return None
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="sample")
@@ -180,4 +143,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    if message := moved_option(sys.argv[1:]):
+        sys.exit(f"Error: {message}")
     main()

@@ -25,7 +25,7 @@ from pytorch_lightning.strategies.launchers.multiprocessing import _MultiProcess
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from multidiff.build import build_autoencoder, build_module, build_sampler, latent_config
+from multidiff.build import build_autoencoder, build_module, latent_config
 from multidiff.checkpoint import (
     check_trusted,
     checkpoint_meta,
@@ -38,6 +38,7 @@ from multidiff.objective import SAMPLE_QUALITY, check_objective, generate_items,
 from multidiff.precision import resolve_trainer_precision, sampling_precision
 from multidiff.preemption import AtomicCheckpointIO, find_resume
 from multidiff.runlock import hold
+from multidiff.sampling import SamplingRequest, build_sampler
 
 log = logging.getLogger("multidiff.train")
 LIGHTNING_KEYWORDS = ("last", "hpc", "best")
@@ -166,14 +167,8 @@ def objective(cfg: DictConfig, trainer: pl.Trainer) -> float | None:
         opts = cfg.sample_quality
         options = OmegaConf.to_container(opts.evaluate, resolve=True)
         options.setdefault("data_config", evaluation_data_config(module.run_config))
-        items, _ = generate_items(
-            module,
-            build_sampler(cfg.sampler),
-            opts.n,
-            opts.seed,
-            opts.batch_size,
-            precision=sampling_precision(cfg.trainer.precision),
-        )
+        request = SamplingRequest(build_sampler(cfg.sampler), precision=sampling_precision(cfg.trainer.precision))
+        items, _ = generate_items(module, request, opts.n, opts.seed, opts.batch_size)
         value, meaning, metrics = score_items(module.domain, items, options, Path(cfg.paths.output_dir))
         value = value if math.isfinite(value) else math.nan
     else:

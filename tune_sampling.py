@@ -18,11 +18,12 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from multidiff.build import build_sampler, load_checkpoint
+from multidiff.build import load_checkpoint
 from multidiff.checkpoint import evaluation_data_config
 from multidiff.config import sampler_config
 from multidiff.objective import generate_items, score_items
 from multidiff.posthoc_ema import PROFILES, load_ema_length
+from multidiff.sampling import SamplingRequest, build_sampler
 
 log = logging.getLogger("multidiff.tune_sampling")
 
@@ -76,10 +77,10 @@ def tune(cfg: DictConfig) -> list[dict[str, Any]]:
         if ema_length is not None:
             load_ema_length(module, snapshots, ema_length, step=module.checkpoint_step or None)
         sampling = build_sampler(sampler_config(name), steps=steps)
+        # (a guide acts only at guidance != 1)
+        sampled = SamplingRequest(sampling, guidance=guidance, guide=guide if guidance != 1.0 else None)
         counter.calls = 0
-        items, batches = generate_items(
-            module, sampling, cfg.n, cfg.seed, cfg.batch_size, guidance=guidance, condition=request, guide=guide
-        )
+        items, batches = generate_items(module, sampled, cfg.n, cfg.seed, cfg.batch_size, condition=request)
         nfe = counter.calls / batches
         quality, meaning, metrics = score_items(module.domain, items, options, out)
         row = {

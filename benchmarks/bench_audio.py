@@ -23,6 +23,7 @@ from multidiff.core.schedules import KarrasSchedule  # noqa: E402
 from multidiff.core.state import State  # noqa: E402
 from multidiff.domains.audio import AudioDomain  # noqa: E402
 from multidiff.module import DiffusionModule  # noqa: E402
+from multidiff.sampling import named_request  # noqa: E402
 
 
 def main() -> None:
@@ -63,7 +64,7 @@ def main() -> None:
 
     module.eval()
     t0 = time.perf_counter()
-    module.generate(a.batch, sampler="dpmpp_2m", steps=a.steps, progress=False)
+    module.generate(a.batch, named_request("dpmpp_2m", a.steps), progress=False)
     sample_s = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"net={a.net} params={params:.2f}M batch={a.batch} length={a.length} threads={a.threads}")

@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from multidiff.build import load_autoencoder  # noqa: E402
 from multidiff.checkpoint import evaluation_data_config  # noqa: E402
 from multidiff.core.state import State  # noqa: E402
+from multidiff.sampling import named_request  # noqa: E402
 
 
 def _batches(module, data_root: str | None, n: int, split: str = "test"):
@@ -203,7 +204,7 @@ def speed_one(a) -> None:
         data_state = dom.data.unpack(batch)
         out["encode_s_per_item"] = _median_time(lambda: dom.encode(data_state), a.repeats) / n
     module.eval()
-    gen = lambda: module.generate(n, steps=a.steps, progress=False)  # noqa: E731
+    gen = lambda: module.generate(n, named_request(steps=a.steps), progress=False)  # noqa: E731
     sampled = gen()
     out["sample_s_per_item"] = _median_time(lambda: dom.decode(gen()), max(1, a.repeats // 2)) / n
     if latent:

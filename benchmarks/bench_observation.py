@@ -38,6 +38,7 @@ from multidiff.core.schedules import KarrasSchedule  # noqa: E402
 from multidiff.core.space import TensorSpace  # noqa: E402
 from multidiff.core.state import State  # noqa: E402
 from multidiff.module import DiffusionModule  # noqa: E402
+from multidiff.sampling import named_request  # noqa: E402
 
 N, A = 20_000, 0.2
 MIX = GaussianMixture(
@@ -163,9 +164,8 @@ def trained_table(train_steps: int = 6000, batch: int = 2048) -> None:
         ("same network, replacement", "dpmpp_2m", "replacement"),
         ("same network, replacement", "ddpm", "replacement"),
     ):
-        out = module.generate(
-            N, sampler=sampler, steps=50, seed=1, observation=obs, observe_with=observe_with, progress=False
-        )
+        request = named_request(sampler, 50, observe_with=observe_with)
+        out = module.generate(N, request, seed=1, observation=obs, progress=False)
         e = conditional_errors(MIX, out.x, A)
         print(f"| {label} | {sampler}, 50 | {e['weight']:.4f} | {e['mean']:.4f} | {e['var']:.4f} |", flush=True)
 
@@ -179,26 +179,28 @@ def speed_ckpt(
     options = {"seed": 0} if seeded else {"keep": keep} if keep is not None else {}
     obs = module.domain.observe(batch, observe, **options)
     print(f"{module.domain.name}: {ckpt}, batch {batch}, {sampler} {steps} steps, {torch.get_num_threads()} threads")
-    runs: list[tuple[str, dict]] = [
-        ("no observation", {}),
-        ("observation, replacement", {"observation": obs, "observe_with": "replacement"}),
+    # (label, observation, how it is honoured)
+    runs: list[tuple[str, Observation | None, str]] = [
+        ("no observation", None, "auto"),
+        ("observation, replacement", obs, "replacement"),
     ]
     if module.observed_by() == "model":
-        runs.append(("observation, trained conditional", {"observation": obs, "observe_with": "model"}))
-    for _, kwargs in runs:  # warm-up: every path once
-        module.generate(batch, sampler=sampler, steps=2, progress=False, **kwargs)
-    times: dict[str, list[float]] = {label: [] for label, _ in runs}
+        runs.append(("observation, trained conditional", obs, "model"))
+    for _, given, how in runs:  # warm-up: every path once
+        module.generate(batch, named_request(sampler, 2, observe_with=how), observation=given, progress=False)
+    times: dict[str, list[float]] = {label: [] for label, _, _ in runs}
     sizes: dict[str, float] = {}
     for _ in range(repeats):  # alternated, medians: the machine's drift hits every run alike
-        for label, kwargs in runs:
+        for label, given, how in runs:
             t0 = time.perf_counter()
-            state = module.generate(batch, sampler=sampler, steps=steps, progress=False, **kwargs)
+            request = named_request(sampler, steps, observe_with=how)
+            state = module.generate(batch, request, observation=given, progress=False)
             times[label].append((time.perf_counter() - t0) / batch)
             sizes[label] = len(state.x) / batch
     print(f"| run (median of {repeats}) | s per item | relative to no observation |")
     print("|---|---|---|")
     base = statistics.median(times["no observation"])
-    for label, _ in runs:
+    for label, _, _ in runs:
         per = statistics.median(times[label])
         size = f" ({sizes[label]:.1f} atoms per molecule)" if seeded else ""
         print(f"| {label}{size} | {per:.3f} | {per / base:.2f}x |", flush=True)
@@ -210,20 +212,20 @@ def speed(batch: int, steps: int) -> None:
     mask = torch.zeros(1, 1, 8192, dtype=torch.bool)
     mask[..., :4096] = True
     obs = Observation(0.1 * torch.randn(batch, 1, 8192), mask.expand(batch, 1, 8192))
-    module.generate(batch, steps=2, progress=False)  # warm-up
+    module.generate(batch, named_request(steps=2), progress=False)  # warm-up
     print(
         f"audio U-Net (default config), batch {batch} x 8192 samples, {steps} steps, {torch.get_num_threads()} threads"
     )
     print("| run | s per item | relative to no observation |")
     print("|---|---|---|")
     base = None
-    for label, kwargs in (
-        ("no observation", {}),
-        ("observation (replacement)", {"observation": obs}),
-        ("observation, resample=2", {"observation": obs, "resample": 2}),
+    for label, given, resample in (
+        ("no observation", None, 1),
+        ("observation (replacement)", obs, 1),
+        ("observation, resample=2", obs, 2),
     ):
         t0 = time.perf_counter()
-        module.generate(batch, steps=steps, progress=False, **kwargs)
+        module.generate(batch, named_request(steps=steps, resample=resample), observation=given, progress=False)
         per = (time.perf_counter() - t0) / batch
         base = base or per
         print(f"| {label} | {per:.3f} | {per / base:.2f}x |", flush=True)

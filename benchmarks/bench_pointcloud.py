@@ -40,6 +40,7 @@ from multidiff.domains.pointcloud.io import read_points  # noqa: E402
 from multidiff.domains.pointcloud.metrics import one_nn_accuracy  # noqa: E402
 from multidiff.domains.pointcloud.normalize import resample  # noqa: E402
 from multidiff.module import DiffusionModule  # noqa: E402
+from multidiff.sampling import named_request  # noqa: E402
 
 POINTFLOW_SHAPES = 405  # PointFlow's airplane test set size: 405 samples vs 405 references
 
@@ -102,9 +103,9 @@ def bench_train(args) -> dict:
 
 def bench_sample(args) -> dict:
     module = build_module(args).eval()
-    module.generate(2, sampler=args.sampler, steps=2, progress=False)  # warm-up
+    module.generate(2, named_request(args.sampler, 2), progress=False)  # warm-up
     with Clock() as c:
-        state = module.generate(args.sample_n, sampler=args.sampler, steps=args.steps, progress=False)
+        state = module.generate(args.sample_n, named_request(args.sampler, args.steps), progress=False)
     assert torch.isfinite(state.x).all()
     res = {
         "sampler": args.sampler,

@@ -21,12 +21,15 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from gmm import GaussianMixture  # noqa: E402
 
-from multidiff.build import build_module, build_sampler  # noqa: E402
+from multidiff.build import build_module  # noqa: E402
 from multidiff.config import compose_run, sampler_config  # noqa: E402
 from multidiff.core.noise import make_noise  # noqa: E402
 from multidiff.core.samplers import SAMPLERS  # noqa: E402
 from multidiff.core.schedules import KarrasSchedule, LinearSchedule  # noqa: E402
 from multidiff.core.space import TensorSpace  # noqa: E402
+from multidiff.sampling import (  # noqa: E402
+    named_request,  # noqa: E402
+)
 
 # the test suite's Monte-Carlo bands for N = 20,000 samples (tests/test_samplers.py)
 N, TOL = 20_000, {"weight": 0.015, "mean": 0.035, "cov": 0.03}
@@ -84,17 +87,14 @@ def overhead(batch: int, length: int, steps: int) -> None:
         return out
 
     net.forward = timed
-    module.generate(batch, steps=2, progress=False)  # warm-up
+    module.generate(batch, named_request(steps=2), progress=False)  # warm-up
     print(f"audio U-Net (default config), batch {batch} x {length} samples, {torch.get_num_threads()} threads")
     print("| sampler | steps | network evaluations | s per evaluation | sampler overhead |")
     print("|---|---|---|---|---|")
     for name in SAMPLERS:
-        sampling = build_sampler(sampler_config(name))
         inside.update(calls=0, seconds=0.0)
         t0 = time.perf_counter()
-        module.generate(
-            batch, sampler=sampling.fn, steps=steps, spacing=sampling.spacing, noise=sampling.noise, progress=False
-        )
+        module.generate(batch, named_request(name, steps), progress=False)
         total = time.perf_counter() - t0
         rest = total - inside["seconds"]
         print(

@@ -31,6 +31,7 @@ from multidiff.domains.pointcloud.chamfer import chamfer  # noqa: E402
 from multidiff.domains.pointcloud.emd import emd_multiscale  # noqa: E402
 from multidiff.domains.pointcloud.normalize import resample  # noqa: E402
 from multidiff.module import OBSERVE_WITH  # noqa: E402
+from multidiff.sampling import named_request  # noqa: E402
 
 
 def main() -> None:
@@ -67,15 +68,8 @@ def main() -> None:
             obs = module.domain.observe(1, partial_path)
             truth = torch.from_numpy(resample(shape, total, rng)[0])[None]
             for name, observation in (("completion", obs), ("unconditional", None)):
-                state = module.generate(
-                    1,
-                    sampler=a.sampler,
-                    steps=a.steps,
-                    seed=a.seed + i,
-                    observation=observation,
-                    progress=False,
-                    observe_with=a.observe_with,
-                )
+                request = named_request(a.sampler, a.steps, observe_with=a.observe_with)
+                state = module.generate(1, request, seed=a.seed + i, observation=observation, progress=False)
                 cloud = module.domain.decode(State(state.x, state.cond, state.ctx), observation)[0]["points"]
                 if observation is not None:
                     assert np.array_equal(cloud[: len(partial)], partial)  # the partial is kept exactly

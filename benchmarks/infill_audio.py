@@ -24,6 +24,7 @@ from multidiff.domains.audio.data import fsdd_files  # noqa: E402
 from multidiff.domains.audio.io import fix_length, load_clip, write_wav  # noqa: E402
 from multidiff.domains.audio.metrics import evaluate_folder  # noqa: E402
 from multidiff.module import OBSERVE_WITH  # noqa: E402
+from multidiff.sampling import named_request  # noqa: E402
 
 
 def main() -> None:
@@ -55,16 +56,8 @@ def main() -> None:
         write_wav(observed, clip, rate)
         lo, hi = (round(f * length) for f in a.gap)
         obs = module.domain.observe(1, observed, keep=[[0, a.gap[0]], [a.gap[1], 1]])
-        state = module.generate(
-            1,
-            sampler=a.sampler,
-            steps=a.steps,
-            seed=i,
-            observation=obs,
-            resample=a.resample,
-            progress=False,
-            observe_with=a.observe_with,
-        )
+        request = named_request(a.sampler, a.steps, observe_with=a.observe_with, resample=a.resample)
+        state = module.generate(1, request, seed=i, observation=obs, progress=False)
         item = module.domain.decode(State(state.x, state.cond, state.ctx), obs)[0]
         write_wav(folders["infilled"] / f"{digit}_sample_{i:04d}.wav", item["wav"], rate)
         silence, noise = clip.clone(), clip.clone()

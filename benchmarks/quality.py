@@ -38,10 +38,10 @@ sys.path.insert(0, str(ROOT))
 
 import evaluate as evaluate_script  # noqa: E402
 import sample as sample_script  # noqa: E402
-from multidiff.build import build_sampler  # noqa: E402
 from multidiff.checkpoint import check_trusted, checkpoint_meta, evaluation_data_config, read_checkpoint  # noqa: E402
 from multidiff.config import compose_run, sampler_config  # noqa: E402
 from multidiff.core.samplers import SAMPLERS  # noqa: E402
+from multidiff.sampling import build_sampler  # noqa: E402
 
 # metric (dotted path into evaluate's JSON) -> column title, per domain
 COLUMNS = {

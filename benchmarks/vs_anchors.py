@@ -136,6 +136,7 @@ def overhead(domain: str, threads: int, precision: str, steps: int = 50) -> None
 
     from multidiff.build import build_module
     from multidiff.config import compose_run
+    from multidiff.sampling import named_request
 
     torch.set_num_threads(threads)
     sizes = sorted(QM9_N_NODES)
@@ -169,12 +170,12 @@ def overhead(domain: str, threads: int, precision: str, steps: int = 50) -> None
     module.model.forward = timed_forward
     if atoms is not None:
         module.domain.num_atoms = atoms[:4]
-    module.generate(min(n, 4), sampler="dpmpp_2m", steps=2, progress=False, precision=precision)  # warm-up
+    module.generate(min(n, 4), named_request("dpmpp_2m", 2, precision=precision), progress=False)  # warm-up
     if atoms is not None:
         module.domain.num_atoms = atoms
     net_s[0], calls[0] = 0.0, 0
     t0 = time.perf_counter()
-    module.generate(n, sampler="dpmpp_2m", steps=steps, spacing="karras", progress=False, precision=precision)
+    module.generate(n, named_request("dpmpp_2m", steps, precision=precision), progress=False)
     total = time.perf_counter() - t0
     emit({"batch": n, "steps": steps, "calls": calls[0], "sample_s": total, "network_s": net_s[0],
           "sampling_over_network": total / net_s[0], "precision": precision})  # fmt: skip

@@ -6,18 +6,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from multidiff.checkpoint import CHECKPOINT_KEY
+from multidiff.base_module import TrainedModule
 from multidiff.core.domain import Domain
 from multidiff.core.protocols import Autoencoder
 from multidiff.core.state import State
-from multidiff.training import optimizer_config
 
 
-class AutoencoderModule(pl.LightningModule):
+class AutoencoderModule(TrainedModule):
     """Trains ``autoencoder`` (a domain's :class:`~multidiff.core.protocols.Autoencoder`) on ``domain``'s data.
 
     The latent is regularised lightly, as latent diffusion's autoencoders are: the encoder gives the mean of a
@@ -25,6 +23,8 @@ class AutoencoderModule(pl.LightningModule):
     loss adds ``kl_weight`` times its KL divergence to a standard normal (``mean^2 / 2`` per latent entry, up to
     a constant). ``latent_noise=0`` with a small ``kl_weight`` is a plain autoencoder with a weight on latent size.
     """
+
+    kind = "autoencoder"
 
     def __init__(
         self,
@@ -36,7 +36,7 @@ class AutoencoderModule(pl.LightningModule):
         latent_noise: float = 0.0,
         run_config: dict | None = None,
     ):
-        super().__init__()
+        super().__init__(domain, optimizer, lr_scheduler, run_config)
         if not isinstance(autoencoder, Autoencoder):
             raise TypeError(f"{type(autoencoder).__name__} does not provide the Autoencoder protocol")
         if autoencoder.domain != domain.name:
@@ -46,10 +46,8 @@ class AutoencoderModule(pl.LightningModule):
             )
         if kl_weight < 0 or latent_noise < 0:
             raise ValueError(f"kl_weight and latent_noise must be >= 0, got {kl_weight} and {latent_noise}")
-        self.domain, self.autoencoder = domain, autoencoder
-        self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
+        self.autoencoder = autoencoder
         self.kl_weight, self.latent_noise = kl_weight, latent_noise
-        self.run_config = run_config or {}
 
     def losses(self, state: State, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """The training loss and its parts (reconstruction terms, ``kl``)."""
@@ -104,14 +102,3 @@ class AutoencoderModule(pl.LightningModule):
             items = self.domain.decode(s.to("cpu"))[:n]
             paths += self.domain.export(items, out_dir / name, {"autoencoder": name})
         return paths
-
-    def configure_optimizers(self) -> Any:
-        return optimizer_config(self.parameters(), self.optimizer_factory, self.lr_scheduler_factory)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint[CHECKPOINT_KEY] = {
-            "kind": "autoencoder",
-            "domain": self.domain.name,
-            "domain_info": self.domain.info,
-            "config": self.run_config,
-        }

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import get_method, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor
 
 from multidiff.autoencoder import AutoencoderModule
 from multidiff.checkpoint import CheckpointFormatError, check_trusted, checkpoint_meta, read_checkpoint
 from multidiff.core.latent import LatentDomain
-from multidiff.core.noise import NOISE_KINDS
-from multidiff.core.options import accepted_keywords, check_keys
-from multidiff.core.samplers import CALL_ARGS
-from multidiff.core.schedules import SPACINGS
+from multidiff.core.options import check_keys
 from multidiff.module import DiffusionModule
 
 #: the keys of the ``autoencoder`` config group
@@ -117,71 +112,6 @@ def load_autoencoder(
             f"{path}: its weights do not fit the autoencoder its config describes: {e}"
         ) from None
     return module.eval()
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """A configured sampler: the function with its options bound, and the sigma grid to run it on."""
-
-    fn: Callable[..., Tensor]
-    steps: int
-    spacing: str
-    noise: str = "gaussian"
-
-    @property
-    def name(self) -> str:
-        fn = self.fn.func if isinstance(self.fn, functools.partial) else self.fn
-        return fn.__name__.removeprefix("sample_")
-
-    @property
-    def options(self) -> dict[str, Any]:
-        return dict(self.fn.keywords) if isinstance(self.fn, functools.partial) else {}
-
-    def evaluations(self) -> int:
-        """Network evaluations per item: the sampler run with its options on one number, counting the calls
-        (second-order steps, restarts and the last step's shortcut included; the grid's values do not matter)."""
-        from multidiff.core.noise import GaussianNoise
-        from multidiff.core.schedules import KarrasSchedule
-        from multidiff.core.space import TensorSpace
-
-        calls = [0]
-
-        def denoise(x: Tensor, sigma: Tensor) -> Tensor:
-            calls[0] += 1
-            return x * 0
-
-        x = torch.zeros(1, 1)
-        sigmas = KarrasSchedule().sigmas(self.steps, self.spacing)
-        self.fn(denoise, x, sigmas, noise_sampler=GaussianNoise(TensorSpace(), x, {}, torch.Generator()))
-        return calls[0]
-
-
-def build_sampler(
-    cfg: DictConfig | Mapping[str, Any], steps: int | None = None, spacing: str | None = None
-) -> Sampling:
-    """The ``sampler`` config group (``_target_`` + ``_partial_: true`` + the function's options, plus ``steps``,
-    ``spacing`` and ``noise``) as one object, the same for sample.py, in-training previews and benchmarks. ``steps`` /
-    ``spacing`` override the config's. An option the function does not take is an error naming those it does."""
-    cfg = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    grid = {"steps": cfg.pop("steps", None), "spacing": cfg.pop("spacing", "karras")}
-    noise = cfg.pop("noise", "gaussian")
-    if noise not in NOISE_KINDS:
-        raise ValueError(f"unknown sampler noise {noise!r}; valid: {', '.join(NOISE_KINDS)}")
-    target = cfg.get("_target_")
-    if not isinstance(target, str) or cfg.get("_partial_") is not True:
-        raise ValueError(f"sampler config needs '_target_' (a sampler function) and '_partial_: true', got {cfg}")
-    fn = get_method(target)
-    options = {k: v for k, v in cfg.items() if not k.startswith("_")}
-    valid = accepted_keywords(fn, skip=CALL_ARGS)
-    if valid is not None:
-        check_keys(options, valid, f"option of sampler {target}")
-    steps = steps or grid["steps"]
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"sampler steps must be a positive integer, got {steps!r}")
-    spacing = spacing or grid["spacing"]
-    if spacing not in SPACINGS:
-        raise ValueError(f"unknown sampler spacing {spacing!r}; valid: {', '.join(SPACINGS)}")
-    return Sampling(functools.partial(fn, **options), steps, spacing, noise)
 
 
 def _rebuild(

@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from multidiff.core.samplers import SAMPLERS
+
 #: the key under which train.py's checkpoints keep the run configuration and the domain info
 CHECKPOINT_KEY = "multidiff"
 #: what a checkpoint holds: a diffusion model (sample.py's input) or a stage-one autoencoder (latent diffusion);
@@ -27,21 +29,8 @@ _SCHEDULES = {
     f"multidiff.core.schedules.{name}Schedule"
     for name in ("Cosine", "Karras", "Linear", "Polynomial", "Rectified", "Sigmoid")
 }
-_SAMPLERS = {
-    f"multidiff.core.samplers.sample_{name}"
-    for name in (
-        "ddim",
-        "ddpm",
-        "dpmpp_2m",
-        "euler",
-        "heun",
-        "euler_ancestral",
-        "dpmpp_2m_sde",
-        "dpmpp_3m_sde",
-        "unipc",
-        "restart",
-    )
-}
+# sampler configs name their sampler (``name: ddim``); configs stored by earlier versions named its function
+_SAMPLERS = {f"{fn.__module__}.{fn.__name__}" for fn in SAMPLERS.values()}
 
 _AUTOENCODERS = {
     "multidiff.domains.audio.autoencoder.ConvAutoencoder1d",

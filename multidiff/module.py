@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from multidiff.checkpoint import CHECKPOINT_KEY
+from multidiff.base_module import TrainedModule
 from multidiff.core.denoiser import Preconditioned, sampling_denoiser
 from multidiff.core.domain import Domain, State
 from multidiff.core.latent import LatentDomain
@@ -28,28 +26,22 @@ from multidiff.core.observation import (
 from multidiff.core.options import call_strict
 from multidiff.core.processes import Process
 from multidiff.core.protocols import MaskSampler
-from multidiff.core.samplers import get_sampler
 from multidiff.precision import resolve_precision, with_precision
-from multidiff.training import optimizer_config
-
-#: how ``generate`` honours an observation: ``auto`` (the model if it was trained with observations, else
-#: replacement), ``model`` (observation-conditioned network, with replacement of the state's known part) or
-#: ``replacement`` (RePaint, for any model)
-OBSERVE_WITH = ("auto", "model", "replacement")
+from multidiff.sampling import OBSERVE_WITH, SamplingRequest
 
 #: noise-level buckets for the per-level loss log, as log10(sigma) edges
 SIGMA_BUCKETS = (-math.inf, -1.0, 0.0, 1.0, math.inf)
 
 
-class DiffusionModule(pl.LightningModule):
-    """Any denoiser, any process, any domain.
+class DiffusionModule(TrainedModule):
+    """Any denoiser, any process, any domain (``optimizer``, ``lr_scheduler``, ``run_config``: see
+    :class:`~multidiff.base_module.TrainedModule`).
 
-    ``optimizer`` and ``lr_scheduler`` are partials (Hydra ``_partial_: true``) taking the
-    parameters / the optimizer. ``run_config`` is the resolved run configuration; it is stored
-    in every checkpoint together with the domain's ``info`` so that sampling needs no dataset.
     ``masks``: observation-conditioned training (a mask drawn per item, the network given the mask and the
     clean observed values, the loss taken on the unknown part); needs a net built with ``observable``.
     """
+
+    kind = "diffusion"
 
     def __init__(
         self,
@@ -62,8 +54,8 @@ class DiffusionModule(pl.LightningModule):
         run_config: dict | None = None,
         masks: MaskSampler | None = None,
     ):
-        super().__init__()
-        self.domain, self.process = domain, process
+        super().__init__(domain, optimizer, lr_scheduler, run_config)
+        self.process = process
         self.model = Preconditioned(net, process, domain.space)
         if isinstance(domain, LatentDomain):
             # a latent model carries its (frozen) autoencoder: its checkpoint alone samples and decodes
@@ -78,9 +70,7 @@ class DiffusionModule(pl.LightningModule):
                 f"(net {type(net).__name__} has observable={getattr(net, 'observable', False)})"
             )
         self.masks = masks
-        self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
         self.cond_drop_prob = cond_drop_prob
-        self.run_config = run_config or {}
 
     # -- training ---------------------------------------------------------------------------
     def diffusion_loss(self, state: State, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
@@ -150,18 +140,6 @@ class DiffusionModule(pl.LightningModule):
         self.log("val/loss", losses.mean(), prog_bar=True, batch_size=losses.shape[0], sync_dist=True)
         self._log_buckets("val", losses, sigma, losses.shape[0])
 
-    def configure_optimizers(self) -> Any:
-        return optimizer_config(self.parameters(), self.optimizer_factory, self.lr_scheduler_factory)
-
-    # -- checkpoints ------------------------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint[CHECKPOINT_KEY] = {
-            "kind": "diffusion",
-            "domain": self.domain.name,
-            "domain_info": self.domain.info,
-            "config": self.run_config,
-        }
-
     # -- generation -------------------------------------------------------------------------
     def latent_id(self) -> str | None:
         """Which autoencoder's latents this model denoises (a digest of its weights and scale), or None for data."""
@@ -191,33 +169,22 @@ class DiffusionModule(pl.LightningModule):
     def generate(
         self,
         n: int,
-        sampler: str | Callable[..., Tensor] = "dpmpp_2m",
-        steps: int = 50,
-        spacing: str = "karras",
+        request: SamplingRequest,
+        *,
         seed: int = 0,
-        guidance: float = 1.0,
-        progress: bool = True,
         condition: Mapping[str, Any] | None = None,
-        noise: str = "gaussian",
-        guidance_interval: tuple[float, float] | None = None,
-        guide: DiffusionModule | None = None,
         observation: Observation | None = None,
-        resample: int = 1,
-        observe_with: str = "auto",
-        precision: str = "32-true",
+        progress: bool = True,
     ) -> State:
-        """Draw ``n`` items. ``sampler``: a name or a sampler function (options bound, e.g. by
-        :func:`multidiff.build.build_sampler`); ``condition``: the request for :meth:`Domain.condition`
-        (e.g. ``{"digit": 7}``), whose unknown keys are an error naming the valid ones; ``noise``: ``gaussian``
-        or ``brownian`` (:mod:`multidiff.core.noise`); ``guidance``, ``guidance_interval``, ``guide``: see
-        :func:`~multidiff.core.denoiser.sampling_denoiser` (``guide``: a weaker module of the same domain);
-        ``observation``: known values and mask (:meth:`Domain.observe`), honoured by replacement with ``resample``
-        jumps per step, and by the network itself if it was trained with observations (``observe_with``, one of
-        :data:`OBSERVE_WITH`; :mod:`multidiff.core.observation`); ``precision``: the network's, one of
-        :data:`multidiff.precision.PRECISIONS` (the sampler's arithmetic stays in float32)."""
-        precision = resolve_precision(precision, self.device)
-        by_model = self.observed_by(observe_with) == "model"
-        sample_fn = get_sampler(sampler) if isinstance(sampler, str) else sampler
+        """Draw ``n`` items as ``request`` says (:class:`~multidiff.sampling.SamplingRequest`: sampler, guidance,
+        how an observation is honoured, precision). ``condition``: the request for :meth:`Domain.condition`
+        (e.g. ``{"digit": 7}``), whose unknown keys are an error naming the valid ones; ``observation``: known
+        values and mask (:meth:`Domain.observe`, e.g. the request's file read by
+        :meth:`~multidiff.sampling.SamplingRequest.observation`), honoured by replacement and, for a model
+        trained with observations, by the network itself (:mod:`multidiff.core.observation`)."""
+        sampler, guide, resample = request.sampler, request.guide, request.resample
+        precision = resolve_precision(request.precision, self.device)
+        by_model = self.observed_by(request.observe_with) == "model"
         cond = call_strict(self.domain.condition, "condition", condition or {}, n)
         if guide is not None and guide.domain.name != self.domain.name:
             raise ValueError(f"guide model is a {guide.domain.name!r} model; this one is {self.domain.name!r}")
@@ -226,6 +193,8 @@ class DiffusionModule(pl.LightningModule):
                 "the guide model must denoise the same space as this one: both on the data, or both on the latents "
                 f"of the same autoencoder (this one: {ours or 'data'}, guide: {theirs or 'data'})"
             )
+        if resample != 1 and observation is None:
+            raise ValueError(f"resample={resample}: resampling jumps apply to an observation only")
         gen = torch.Generator().manual_seed(seed)
         if observation is not None and observation.ctx is not None:  # the observation fixes the items' sizes
             if self.domain.space.num_items(observation.values, observation.ctx) != n:
@@ -233,27 +202,23 @@ class DiffusionModule(pl.LightningModule):
             state = State(torch.zeros_like(observation.values), cond, observation.ctx).to(self.device)
         else:
             state = self.domain.template(n, cond, gen).to(self.device)
-        sigmas = self.process.schedule.sigmas(steps, spacing).to(self.device)
-        noise_fn = make_noise(noise, self.domain.space, state.x, state.ctx, sigmas, gen, seed)
+        sigmas = self.process.schedule.sigmas(sampler.steps, sampler.spacing).to(self.device)
+        noise_fn = make_noise(sampler.noise, self.domain.space, state.x, state.ctx, sigmas, gen, seed)
         x = self.domain.space.noise(state.x, state.ctx, generator=gen) * self.process.prior_std()
-        if resample != 1 and (observation is None or resample < 1):
-            raise ValueError(f"resample={resample}: resampling jumps (a positive count) apply to an observation only")
         if observation is not None:
             if observation.values.shape != state.x.shape:
                 raise ValueError(
                     f"observation of shape {tuple(observation.values.shape)} does not fit {n} items of this model, "
                     f"shaped {tuple(state.x.shape)}"
                 )
-            if resample > 1 and noise == "brownian":
-                raise ValueError("resampling needs independent noise draws over the same step: use noise=gaussian")
             observation = observation.to(self.device)
         modules = [self] if guide is None else [self, guide]
         was_training = [m.training for m in modules]
         for m in modules:
             m.eval()
         bar = tqdm(
-            total=steps,
-            desc=f"sampling ({_name(sample_fn)}, {steps} steps)",
+            total=sampler.steps,
+            desc=f"sampling ({sampler.name}, {sampler.steps} steps)",
             disable=not progress,
             leave=False,
         )
@@ -261,11 +226,16 @@ class DiffusionModule(pl.LightningModule):
             by_model = by_model and observation is not None
             known = torch.broadcast_to(observation.mask, state.x.shape) if by_model else None
             denoise = sampling_denoiser(
-                self.model, state, guidance, guidance_interval, None if guide is None else guide.model, known
+                self.model,
+                state,
+                request.guidance,
+                request.guidance_interval,
+                None if guide is None else guide.model,
+                known,
             )
             denoise = with_precision(denoise, precision, self.device)
             if observation is None:
-                x = sample_fn(denoise, x, sigmas, noise_sampler=noise_fn, callback=lambda *a: bar.update(1))
+                x = sampler.fn(denoise, x, sigmas, noise_sampler=noise_fn, callback=lambda *a: bar.update(1))
             else:
                 fresh = lambda like: self.domain.space.noise(like, state.ctx, generator=gen)  # noqa: E731
                 space = self.domain.space
@@ -273,7 +243,7 @@ class DiffusionModule(pl.LightningModule):
                     denoise = conditioned_denoiser(denoise, observation, space, state.ctx)
                 denoise = replacement_denoiser(denoise, observation, fresh, space, state.ctx)
                 x = sample_with_resampling(
-                    sample_fn, denoise, x, sigmas, resample, noise_fn, callback=lambda *a: bar.update(1)
+                    sampler.fn, denoise, x, sigmas, resample, noise_fn, callback=lambda *a: bar.update(1)
                 )
                 x = observation.impose(x, space, state.ctx)
         finally:
@@ -281,8 +251,3 @@ class DiffusionModule(pl.LightningModule):
             for m, mode in zip(modules, was_training):
                 m.train(mode)
         return State(x, state.cond, state.ctx)
-
-
-def _name(fn: Callable[..., Any]) -> str:
-    fn = fn.func if isinstance(fn, functools.partial) else fn
-    return getattr(fn, "__name__", type(fn).__name__).removeprefix("sample_")

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from multidiff.build import Sampling
 from multidiff.core.options import accepted_keywords, call_strict, check_keys
 from multidiff.core.state import State
+from multidiff.sampling import SamplingRequest
 
 SAMPLE_QUALITY = "sample_quality"
 LOGGED_PREFIXES = ("val/", "train/", "samples/")  # what the module and its callbacks log
@@ -40,33 +40,19 @@ def check_objective(name: str | None, domain: Any, evaluate_options: Mapping[str
 
 def generate_items(
     module: Any,
-    sampling: Sampling,
+    request: SamplingRequest,
     n: int,
     seed: int,
     batch_size: int,
-    guidance: float = 1.0,
     condition: Mapping[str, Any] | None = None,
-    guide: Any = None,
-    precision: str = "32-true",
 ) -> tuple[list[Any], int]:
     """``n`` decoded items in batches, item ``i`` seeded by ``seed + i``'s batch start (the same items for the
     same seed whatever else changes); returns the items and the number of batches."""
     items: list[Any] = []
     batches = 0
     for start in range(0, n, batch_size):
-        state = module.generate(
-            min(batch_size, n - start),
-            sampler=sampling.fn,
-            steps=sampling.steps,
-            spacing=sampling.spacing,
-            noise=sampling.noise,
-            seed=seed + start,
-            guidance=guidance,
-            condition=dict(condition or {}),
-            guide=guide,
-            progress=False,
-            precision=precision,
-        )
+        count = min(batch_size, n - start)
+        state = module.generate(count, request, seed=seed + start, condition=dict(condition or {}), progress=False)
         batches += 1
         items += module.domain.decode(State(state.x.cpu(), state.cond, state.ctx))
     return items, batches

@@ -18,6 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from multidiff.config import sampler_config
 from multidiff.core.noise import NOISE_KINDS, GaussianNoise
 from multidiff.core.observation import Observation
 from multidiff.core.options import accepted_keywords, call_strict, check_keys
@@ -156,9 +157,7 @@ class SamplingRequest:
         return {**self.sampler.record(), **plain}
 
 
-def request_from_config(
-    cfg: DictConfig, module: Any, guide: Any = None, steps: int | None = None
-) -> SamplingRequest:
+def request_from_config(cfg: DictConfig, module: Any, guide: Any = None, steps: int | None = None) -> SamplingRequest:
     """``conf/sample.yaml``'s request (its keys of the same names as :class:`SamplingRequest`'s fields) for
     ``module``: ``observe_with=auto`` resolved to what the model does, ``precision=auto`` to what its device
     computes natively. ``guide``: the module ``guide_ckpt`` names, loaded by the caller."""
@@ -166,7 +165,7 @@ def request_from_config(
     observe = None if cfg.observe is None else str(cfg.observe)
     for key, default in (("observe_with", "auto"), ("resample", 1)):
         if observe is None and cfg[key] != default:
-            raise ValueError(f"{key}={cfg[key]} acts on an observation: give observe=FILE")
+            raise ValueError(f"{key}={cfg[key]} needs observe=FILE: it acts on an observation")
     options = OmegaConf.to_container(cfg.observe_options, resolve=True) if cfg.observe_options else {}
     return SamplingRequest(
         sampler=build_sampler(cfg.sampler, steps=steps, spacing=cfg.spacing),
@@ -180,3 +179,9 @@ def request_from_config(
         resample=cfg.resample,
         precision=resolve_precision(cfg.precision, module.device),
     )
+
+
+def named_request(sampler: str = "dpmpp_2m", steps: int | None = None, **fields: Any) -> SamplingRequest:
+    """A request for the sampler of ``conf/sampler/<sampler>.yaml`` (its grid and options; ``steps`` if given)
+    with ``fields`` of :class:`SamplingRequest` (an unknown one is a TypeError): for scripts and notebooks."""
+    return SamplingRequest(build_sampler(sampler_config(sampler), steps=steps), **fields)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,21 +20,9 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
 from multidiff.precision import sampling_precision
+from multidiff.sampling import SamplingRequest, build_sampler
 
 log = logging.getLogger(__name__)
-
-
-def optimizer_config(
-    params: Iterable[torch.nn.Parameter],
-    optimizer: Callable[..., torch.optim.Optimizer],
-    lr_scheduler: Callable[..., Any] | None,
-) -> Any:
-    """``configure_optimizers``' answer for the trainable ``params`` (frozen ones, such as a latent model's
-    autoencoder, are left out), a per-step scheduler when one is configured."""
-    opt = optimizer(params=[p for p in params if p.requires_grad])
-    if lr_scheduler is None:
-        return opt
-    return {"optimizer": opt, "lr_scheduler": {"scheduler": lr_scheduler(optimizer=opt), "interval": "step"}}
 
 
 class Warmup:
@@ -88,11 +77,9 @@ class SampleCallback(pl.Callback):
     current batch and its reconstruction under ``<run dir>/reconstructions/step_<k>``."""
 
     def __init__(self, sampler: Mapping[str, Any], every_n_steps: int = 5000, n: int = 8):
-        from multidiff.build import build_sampler
-
         self.every_n_steps, self.n = every_n_steps, n
         # the run's sampler config group, built as sample.py builds it (same function, same options)
-        self.sampling = build_sampler(sampler)
+        self.request = SamplingRequest(build_sampler(sampler))
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -105,20 +92,11 @@ class SampleCallback(pl.Callback):
             module.export_reconstructions(batch, out, self.n)
             log.info("step %d: reconstructions in %s", step, out)
             return
-        s = self.sampling
-        state = module.generate(
-            self.n,
-            sampler=s.fn,
-            steps=s.steps,
-            spacing=s.spacing,
-            noise=s.noise,
-            seed=step,
-            progress=False,
-            precision=sampling_precision(trainer.precision),  # the precision the run trains in
-        )
-        items = module.domain.decode(state)
+        # at the precision the run trains in
+        request = replace(self.request, precision=sampling_precision(trainer.precision))
+        items = module.domain.decode(module.generate(self.n, request, seed=step, progress=False))
         out = Path(trainer.default_root_dir) / "samples" / f"step_{step:07d}"
-        module.domain.export(items, out, {"step": step, "sampler": s.name, "steps": s.steps, "spacing": s.spacing})
+        module.domain.export(items, out, {"step": step, **request.sampler.record()})
         metrics = module.domain.quick_metrics(items)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         for k, v in metrics.items():

@@ -11,6 +11,7 @@ import sample
 import train
 from multidiff.build import load_checkpoint
 from multidiff.domains.audio.data import AudioFolderDataModule, FSDDDataModule
+from multidiff.sampling import named_request
 
 
 def test_missing_fsdd_folder_names_path_and_source(tmp_path):
@@ -64,7 +65,7 @@ def test_unknown_class_request_lists_valid_ones(audio_cfg, tmp_path):
     train.train(audio_cfg("trainer.max_steps=1", out=run))
     module = load_checkpoint(run / "checkpoints" / "last.ckpt")
     with pytest.raises(ValueError, match="0, 1, 2"):
-        module.generate(2, steps=2, condition={"digit": 11}, progress=False)
+        module.generate(2, named_request(steps=2), condition={"digit": 11}, progress=False)
 
 
 @pytest.mark.slow

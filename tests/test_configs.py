@@ -6,13 +6,14 @@ import pytest
 from helpers import ROOT, compose
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import Timer
 
-from multidiff.build import build_sampler
 from multidiff.core.processes import Process
 from multidiff.core.samplers import SAMPLERS
 from multidiff.core.schedules import Schedule
 from multidiff.precision import resolve_trainer_precision
+from multidiff.sampling import build_sampler
 
 CONF = ROOT / "conf"
 
@@ -41,6 +42,16 @@ def test_sampler_configs_build_real_samplers(sampler, tmp_path):
     cfg = compose("sample", ["ckpt=x", f"sampler={sampler}"], tmp_path)
     built = build_sampler(cfg.sampler)
     assert SAMPLERS[sampler] is built.fn.func and built.name == sampler and built.steps >= 1
+
+
+def test_sampler_group_is_the_registry_and_names_samplers_one_way(tmp_path):
+    assert options("sampler") == sorted(SAMPLERS)  # one config per sample_* function, named alike
+    for name in options("sampler"):
+        assert OmegaConf.load(CONF / "sampler" / f"{name}.yaml").name == name
+    with pytest.raises(ValueError, match="unknown sampler 'plms'; valid: euler, ddim"):
+        build_sampler({"name": "plms", "steps": 4})
+    with pytest.raises(ValueError, match="names its sampler with name:"):
+        build_sampler({"_target_": "multidiff.core.samplers.sample_euler", "_partial_": True, "steps": 4})
 
 
 def test_sampler_option_typo_names_valid_options(tmp_path):
@@ -104,8 +115,8 @@ def test_in_training_previews_use_the_runs_sampler_with_its_options(tmp_path):
     cfg = compose("train", ["sampler=ddim", "sampler.eta=0.7", "sampler.steps=12"], tmp_path)
     preview = instantiate(cfg.callbacks.samples)
     sampling = build_sampler(cfg.sampler)
-    assert preview.sampling.name == sampling.name == "ddim"
-    assert preview.sampling.options == sampling.options == {"eta": 0.7} and preview.sampling.steps == 12
+    assert preview.request.sampler.name == sampling.name == "ddim"
+    assert preview.request.sampler.options == sampling.options == {"eta": 0.7} and preview.request.sampler.steps == 12
 
 
 def test_multi_node_preset_sizes_the_slurm_job_from_the_trainer(tmp_path):

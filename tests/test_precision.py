@@ -12,6 +12,7 @@ from multidiff.precision import (
     sampling_precision,
     with_precision,
 )
+from multidiff.sampling import named_request
 
 X86 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw{}\n"
 
@@ -78,8 +79,8 @@ def test_generate_in_bf16_mixed_matches_float32(tiny_audio_ckpt):
     module = load_checkpoint(tiny_audio_ckpt)
     seen = []
     module.model.net.head.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
-    exact = module.generate(2, steps=4, progress=False, seed=3).x
-    mixed = module.generate(2, steps=4, progress=False, seed=3, precision="bf16-mixed").x
+    exact = module.generate(2, named_request(steps=4), progress=False, seed=3).x
+    mixed = module.generate(2, named_request(steps=4, precision="bf16-mixed"), progress=False, seed=3).x
     assert set(seen) == {torch.float32, torch.bfloat16} and mixed.dtype == torch.float32
     assert torch.isfinite(mixed).all()
     assert (mixed - exact).abs().max() / exact.abs().max() < 2e-2

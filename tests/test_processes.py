@@ -7,6 +7,7 @@ from multidiff.core.processes import EDMProcess, FlowProcess, VPProcess
 from multidiff.core.schedules import CosineSchedule, KarrasSchedule, RectifiedSchedule
 from multidiff.core.space import TensorSpace
 from multidiff.module import DiffusionModule
+from multidiff.sampling import named_request
 
 PROCESSES = {
     "vp_eps": lambda: VPProcess(CosineSchedule(), "eps"),
@@ -78,7 +79,7 @@ def test_generate_with_exact_denoiser_matches_mixture(name):
     """The whole generation path (prior, preconditioning, c_noise, sampler) for every process."""
     gmm, process = GaussianMixture.default(), PROCESSES[name]()
     module = DiffusionModule(PointDomain(), OracleNet(gmm, process), process, optimizer=torch.optim.Adam)
-    state = module.generate(8000, sampler="dpmpp_2m", steps=50, spacing="karras", seed=1, progress=False)
+    state = module.generate(8000, named_request(steps=50), seed=1, progress=False)
     errs = gmm.moment_errors(state.x)
     # Monte-Carlo bands for N = 8,000 at ~4 standard errors (see test_samplers.py)
     assert errs["weight"] < 0.025 and errs["mean"] < 0.055 and errs["cov"] < 0.045, errs

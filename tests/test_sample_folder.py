@@ -206,7 +206,14 @@ def test_observation_with_nan_is_refused_naming_the_file(tiny_audio_ckpt, tmp_pa
     wav = tmp_path / "nan.wav"
     sf.write(wav, clip, 8000, subtype="FLOAT")
     out = tmp_path / "out"
-    args = [f"ckpt={tiny_audio_ckpt}", f"observe={wav}", "keep=[0,0.5]", f"out={out}", "n=2", "steps=2"]
+    args = [
+        f"ckpt={tiny_audio_ckpt}",
+        f"observe={wav}",
+        "+observe_options.keep=[0,0.5]",
+        f"out={out}",
+        "n=2",
+        "steps=2",
+    ]
     with pytest.raises(ValueError, match=f"{wav} holds 20 NaN or infinite samples"):
         sample.sample(compose("sample", args, tmp_path / "h"))
     assert not out.exists()

@@ -11,7 +11,7 @@ from gmm import GaussianMixture
 
 from multidiff.config import sampler_config
 from multidiff.core.noise import BrownianNoise, make_noise
-from multidiff.core.samplers import SAMPLERS, get_sampler
+from multidiff.core.samplers import SAMPLERS, sampler_named
 from multidiff.core.schedules import KarrasSchedule, LinearSchedule
 from multidiff.core.space import GraphSpace, TensorSpace
 
@@ -51,7 +51,7 @@ def run(gmm, schedule, name, steps, spacing, opts, seed=0):
     x = torch.randn(N, 2, generator=gen, dtype=torch.float64) * (sigmas[0] ** 2 + 1) ** 0.5
     kind = sampler_config(name).noise
     noise = make_noise(kind, TensorSpace(), x, {}, sigmas, gen, seed)
-    return get_sampler(name)(gmm.denoise, x, sigmas, noise_sampler=noise, **opts)
+    return sampler_named(name)(gmm.denoise, x, sigmas, noise_sampler=noise, **opts)
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,7 @@ def test_sampling_is_reproducible_from_a_seed(gmm):
 
 def test_unknown_sampler_lists_valid_ones():
     with pytest.raises(ValueError, match="dpmpp_2m"):
-        get_sampler("plms")
+        sampler_named("plms")
 
 
 def test_brownian_increments_add_up_so_noise_does_not_depend_on_the_step_count():
@@ -153,7 +153,7 @@ def test_restart_refuses_repeated_noise(gmm):
     x = torch.randn(10, 2, dtype=torch.float64) * 80
     brownian = make_noise("brownian", TensorSpace(), x, {}, sigmas, torch.Generator(), seed=0)
     with pytest.raises(ValueError, match="independent noise"):
-        get_sampler("restart")(gmm.denoise, x, sigmas, noise_sampler=brownian)
+        sampler_named("restart")(gmm.denoise, x, sigmas, noise_sampler=brownian)
 
 
 def test_restart_restarts_once_where_the_grid_crosses_t_min(gmm):
@@ -165,7 +165,7 @@ def test_restart_restarts_once_where_the_grid_crosses_t_min(gmm):
 
     x = torch.randn(8, 2, dtype=torch.float64)
     noise = lambda *_: torch.randn(8, 2, dtype=torch.float64)  # noqa: E731
-    restart = get_sampler("restart")
+    restart = sampler_named("restart")
     restart(model, x * 0.05, torch.tensor([0.05, 0.02, 0.0], dtype=torch.float64), noise_sampler=noise)
     assert len(calls) == 3  # entirely below t_min: Heun only (2 + 1 evaluations), no restart
     calls.clear()
@@ -182,7 +182,7 @@ def test_restart_restarts_once_where_the_grid_crosses_t_min(gmm):
 
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
 def test_evaluations_count_what_a_run_calls(gmm, name):
-    from multidiff.build import build_sampler
+    from multidiff.sampling import build_sampler
 
     sampling = build_sampler(sampler_config(name), steps=6)
     calls = [0]

@@ -6,7 +6,8 @@ from helpers import ROOT, compose
 from test_net_contract import NETS
 
 import sample
-from multidiff.build import build_module, build_sampler
+from multidiff.build import build_module
+from multidiff.sampling import SamplingRequest, build_sampler, named_request
 
 SAMPLERS = sorted(f.stem for f in (ROOT / "conf" / "sampler").glob("*.yaml"))
 INFO = {
@@ -38,17 +39,13 @@ def test_sampler_runs_in_domain(modules, domain, name, tmp_path):
         sampling = build_sampler(
             compose("sample", ["ckpt=x", "sampler=restart", "sampler.restart_steps=2"], tmp_path).sampler, steps=4
         )
-    state = module.generate(
-        2, sampler=sampling.fn, steps=sampling.steps, spacing=sampling.spacing, noise=sampling.noise, progress=False
-    )
+    state = module.generate(2, SamplingRequest(sampling), progress=False)
     assert torch.isfinite(state.x).all() and state.x.abs().sum() > 0
     if domain == "molecule":  # the sample stays in the zero centre-of-mass subspace
         batch = state.ctx["batch"]
         for b in range(2):
             assert state.x[batch == b, :3].mean(0).abs().max() < 1e-4
-    again = module.generate(
-        2, sampler=sampling.fn, steps=sampling.steps, spacing=sampling.spacing, noise=sampling.noise, progress=False
-    )
+    again = module.generate(2, SamplingRequest(sampling), progress=False)
     assert torch.equal(state.x, again.x)  # reproducible from the seed, Brownian noise included
 
 
@@ -64,15 +61,15 @@ def test_sample_cli_with_new_samplers(tiny_audio_ckpt, name, tmp_path):
 
 def test_autoguidance_with_the_model_itself_is_the_plain_model(modules):
     module = modules["pointcloud"]
-    plain = module.generate(2, steps=4, progress=False)
-    guided = module.generate(2, steps=4, guidance=2.0, guide=module, progress=False)
+    plain = module.generate(2, named_request(steps=4), progress=False)
+    guided = module.generate(2, named_request(steps=4, guidance=2.0, guide=module), progress=False)
     torch.testing.assert_close(guided.x, plain.x)
     with pytest.raises(ValueError, match="audio"):
-        module.generate(2, steps=4, guidance=2.0, guide=modules["audio"], progress=False)
+        module.generate(2, named_request(steps=4, guidance=2.0, guide=modules["audio"]), progress=False)
     with pytest.raises(ValueError, match="guide"):
-        module.generate(2, steps=4, guidance=2.0, progress=False)  # unconditional and no guide
+        module.generate(2, named_request(steps=4, guidance=2.0), progress=False)  # unconditional and no guide
     with pytest.raises(ValueError, match="observation only"):
-        module.generate(2, steps=4, resample=3, progress=False)
+        module.generate(2, named_request(steps=4, resample=3), progress=False)
 
 
 @pytest.mark.slow

@@ -58,9 +58,11 @@ class Domain:
         ``observation`` it was generated from, mapped back to the observed file's units and marked."""
         raise NotImplementedError
 
-    def observe(self, n: int, path: Path) -> Observation:
+    def observe(self, n: int, path: Path, *, seed: int = 0) -> Observation:
         """A user's file as an observation of ``n`` items in this domain's state layout (a clip with a gap, a
-        partial scan, ...), with options as keyword arguments the domain names explicitly."""
+        partial scan, ...), with options as keyword arguments the domain names explicitly (callers check them with
+        :func:`~multidiff.core.options.call_strict`); ``seed`` fixes whatever the observation draws (each batch
+        of a run passes its own)."""
         raise ValueError(f"the {self.name} domain does not generate from observations; sample without observe=")
 
     #: files :meth:`export` writes whole for the items it is given, in formats whose records simply follow each

@@ -9,8 +9,6 @@ and handed to the data domain, so requests, files and metrics are the data domai
 
 from __future__ import annotations
 
-import functools
-import inspect
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from torch import Tensor
 
 from .domain import Domain
 from .observation import Observation
+from .options import call_strict
 from .protocols import Autoencoder
 from .state import State
 
@@ -38,12 +37,6 @@ class LatentDomain(Domain):
         self.condition, self.export, self.evaluate = data.condition, data.export, data.evaluate
         self.concatenated = data.concatenated
         self.quality, self.quick_metrics = data.quality, data.quick_metrics
-
-        # with the data domain's option names (keep=, n_atoms=, ...), so that strict option checks see them; a
-        # partial, not a closure, so that the domain still pickles (ddp_spawn sends the module to its processes)
-        observe = functools.partial(LatentDomain._observe, self)
-        observe.__signature__ = inspect.signature(data.observe)  # type: ignore[attr-defined]
-        self.observe = observe  # type: ignore[method-assign]
 
     def bind(self, info: dict[str, Any]) -> None:
         self.data.bind(info)
@@ -83,11 +76,12 @@ class LatentDomain(Domain):
             data = State(given.to(device).impose(data.x, space, ctx), data.cond, ctx)
         return self.data.decode(data, given)
 
-    def _observe(self, n: int, path: Path, **options: Any) -> Observation:
-        """The data domain's observation of ``path``, encoded: the latent of the observed values, known where
-        the autoencoder's ``latent_mask`` says a latent entry depends on observed values only; the decoded
-        samples then get the observed values back exactly (:meth:`decode`)."""
-        given = self.data.observe(n, path, **options)
+    def observe(self, n: int, path: Path, **options: Any) -> Observation:
+        """The data domain's observation of ``path`` (its options, checked strictly against its ``observe``),
+        encoded: the latent of the observed values, known where the autoencoder's ``latent_mask`` says a latent
+        entry depends on observed values only; the decoded samples then get the observed values back exactly
+        (:meth:`decode`)."""
+        given = call_strict(self.data.observe, f"{self.name} observation option (observe_options)", options, n, path)
         known = torch.broadcast_to(given.mask, given.values.shape)
         ctx = {} if given.ctx is None else given.ctx
         latent = self.encode(State(torch.where(known, given.values, 0), None, ctx))

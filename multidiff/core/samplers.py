@@ -339,24 +339,18 @@ def sample_restart(
     return sample_heun(model, x, sigmas[k:])
 
 
+#: the samplers by name: this module's ``sample_*`` functions (k-diffusion's convention), the one list that the
+#: config group ``conf/sampler/``, the checkpoint trust list and error messages are checked against or built from
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
-    "ddpm": sample_ddpm,
-    "ddim": sample_ddim,
-    "euler": sample_euler,
-    "heun": sample_heun,
-    "dpmpp_2m": sample_dpmpp_2m,
-    "euler_ancestral": sample_euler_ancestral,
-    "dpmpp_2m_sde": sample_dpmpp_2m_sde,
-    "dpmpp_3m_sde": sample_dpmpp_3m_sde,
-    "unipc": sample_unipc,
-    "restart": sample_restart,
+    name.removeprefix("sample_"): fn for name, fn in list(globals().items()) if name.startswith("sample_")
 }
 
 #: arguments every sampler takes from the caller, never from its options
 CALL_ARGS = ("model", "x", "sigmas", "noise_sampler", "callback")
 
 
-def get_sampler(name: str) -> Callable[..., Tensor]:
+def sampler_named(name: str) -> Callable[..., Tensor]:
+    """The sampler ``name`` (a key of :data:`SAMPLERS`, e.g. ``dpmpp_2m``); an unknown name lists the valid ones."""
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; valid: {', '.join(SAMPLERS)}")
     return SAMPLERS[name]

@@ -57,7 +57,9 @@ def test_continuation_from_a_latent_model_keeps_the_observed_samples(stages, sha
     out = tmp_path / "out"
     sample.sample(
         compose(
-            "sample", [f"ckpt={ld}", "n=2", "steps=4", f"out={out}", f"observe={clip}", "keep=[0,0.5]"], tmp_path / "s"
+            "sample",
+            [f"ckpt={ld}", "n=2", "steps=4", f"out={out}", f"observe={clip}", "+observe_options.keep=[0,0.5]"],
+            tmp_path / "s",
         )
     )
     got, _ = sf.read(sorted(out.glob("*.wav"))[0], dtype="float32")

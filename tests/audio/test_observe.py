@@ -35,8 +35,8 @@ def run(ckpt, tmp_path, *overrides, name="out"):
 )
 def test_infilling_keeps_the_observed_samples(ckpt, by, clip, tmp_path, request):
     original = sf.read(clip, dtype="int16")[0]
-    out = run(request.getfixturevalue(ckpt), tmp_path, f"observe={clip}", "keep=[[0,0.3],[0.7,1]]")
-    assert json.loads((out / "sampling.json").read_text())["observed_by"] == by
+    out = run(request.getfixturevalue(ckpt), tmp_path, f"observe={clip}", "+observe_options.keep=[[0,0.3],[0.7,1]]")
+    assert json.loads((out / "sampling.json").read_text())["observe_with"] == by
     wavs = sorted(out.glob("*.wav"))
     assert len(wavs) == 2 and (out / "preview.png").is_file()
     kept = np.zeros(1024, bool)
@@ -57,8 +57,8 @@ def test_continuation_in_seconds_and_resampling(tiny_audio_ckpt, clip, tmp_path)
         tiny_audio_ckpt,
         tmp_path,
         f"observe={clip16k}",
-        "keep=[0,0.05]",
-        "keep_unit=s",
+        "+observe_options.keep=[0,0.05]",
+        "+observe_options.keep_unit=s",
         "resample=2",
         "sampler.noise=gaussian",
     )
@@ -68,11 +68,11 @@ def test_continuation_in_seconds_and_resampling(tiny_audio_ckpt, clip, tmp_path)
 @pytest.mark.parametrize(
     "overrides, match",
     [
-        (["keep=[[0,0.3],[0.7,1.2]]"], "outside the clip"),
-        (["keep=[0.5,0.2]"], "outside the clip"),
+        (["+observe_options.keep=[[0,0.3],[0.7,1.2]]"], "outside the clip"),
+        (["+observe_options.keep=[0.5,0.2]"], "outside the clip"),
         ([], "say which spans to keep"),
-        (["keep=[0,0.5]", "keep_unit=ms"], "keep_unit"),
-        (["keep=[0,1]"], "full"),
+        (["+observe_options.keep=[0,0.5]", "+observe_options.keep_unit=ms"], "keep_unit"),
+        (["+observe_options.keep=[0,1]"], "full"),
     ],
 )
 def test_bad_observation_requests_write_nothing(tiny_audio_ckpt, clip, tmp_path, overrides, match):
@@ -88,9 +88,9 @@ def test_wrong_files_are_named(tiny_audio_ckpt, clip, tmp_path):
     sf.write(long, np.tile(data, 3), rate)
     for path, match in ((stereo, "2 channels"), (long, "longer than the model's window")):
         with pytest.raises(ValueError, match=match):
-            run(tiny_audio_ckpt, tmp_path, f"observe={path}", "keep=[0,0.5]")
+            run(tiny_audio_ckpt, tmp_path, f"observe={path}", "+observe_options.keep=[0,0.5]")
     with pytest.raises(ValueError, match="need observe"):
-        run(tiny_audio_ckpt, tmp_path, "keep=[0,0.5]")
+        run(tiny_audio_ckpt, tmp_path, "+observe_options.keep=[0,0.5]")
     assert not (tmp_path / "out").exists()
 
 
@@ -98,13 +98,29 @@ def test_observing_by_the_model_needs_a_model_trained_with_masks(
     tiny_audio_ckpt, tiny_audio_masked_ckpt, clip, tmp_path
 ):
     with pytest.raises(ValueError, match="observe_with=model needs a model trained with observations"):
-        run(tiny_audio_ckpt, tmp_path, f"observe={clip}", "keep=[0,0.5]", "observe_with=model", name="refused")
+        run(
+            tiny_audio_ckpt,
+            tmp_path,
+            f"observe={clip}",
+            "+observe_options.keep=[0,0.5]",
+            "observe_with=model",
+            name="refused",
+        )
     with pytest.raises(ValueError, match="observe_with=nope; valid: auto, model, replacement"):
-        run(tiny_audio_masked_ckpt, tmp_path, f"observe={clip}", "keep=[0,0.5]", "observe_with=nope", name="refused")
+        run(
+            tiny_audio_masked_ckpt,
+            tmp_path,
+            f"observe={clip}",
+            "+observe_options.keep=[0,0.5]",
+            "observe_with=nope",
+            name="refused",
+        )
     with pytest.raises(ValueError, match="needs observe=FILE"):
         run(tiny_audio_masked_ckpt, tmp_path, "observe_with=model", name="refused")
     assert not (tmp_path / "refused").exists()
     # the trained model also observes by replacement when asked, and generates from nothing
-    out = run(tiny_audio_masked_ckpt, tmp_path, f"observe={clip}", "keep=[0,0.5]", "observe_with=replacement")
-    assert json.loads((out / "sampling.json").read_text())["observed_by"] == "replacement"
+    out = run(
+        tiny_audio_masked_ckpt, tmp_path, f"observe={clip}", "+observe_options.keep=[0,0.5]", "observe_with=replacement"
+    )
+    assert json.loads((out / "sampling.json").read_text())["observe_with"] == "replacement"
     assert len(list(run(tiny_audio_masked_ckpt, tmp_path, name="free").glob("*.wav"))) == 2

@@ -76,7 +76,15 @@ def test_train_sample_evaluate(qm9_root, tmp_path):
     fragment = Molecule(first.positions[:3] + [7.0, -2.0, 3.0], first.elements[:3], name="fragment")
     frag_file = write_sdf([fragment], tmp_path / "fragment.sdf")
     grown = tmp_path / "grown"
-    args = ["sample.py", f"ckpt={ckpt}", "n=4", "steps=10", f"observe={frag_file}", "n_atoms=12", f"out={grown}"]
+    args = [
+        "sample.py",
+        f"ckpt={ckpt}",
+        "n=4",
+        "steps=10",
+        f"observe={frag_file}",
+        "+observe_options.n_atoms=12",
+        f"out={grown}",
+    ]
     _run([*args, f"hydra.run.dir={tmp_path / 'g'}"], ROOT)
     records = list(Chem.SDMolSupplier(str(grown / "samples.sdf"), sanitize=False, removeHs=False))
     assert len(records) == 4
@@ -112,7 +120,7 @@ def test_train_with_fragments_then_grow_by_the_network(qm9_root, tmp_path):
     grown = tmp_path / "grown"
     args = ["sample.py", f"ckpt={run / 'checkpoints' / 'last.ckpt'}", "n=3", "steps=8", f"out={grown}"]
     _run([*args, f"observe={ROOT / 'docs' / 'fragment_c4.sdf'}", f"hydra.run.dir={tmp_path / 'g'}"], ROOT)
-    assert json.loads((grown / "sampling.json").read_text())["observed_by"] == "model"
+    assert json.loads((grown / "sampling.json").read_text())["observe_with"] == "model"
     records = list(Chem.SDMolSupplier(str(grown / "samples.sdf"), sanitize=False, removeHs=False))
     assert len(records) == 3
     for r in records:

@@ -14,6 +14,7 @@ from multidiff.domains.molecule.export import write_sdf, write_xyz
 from multidiff.domains.molecule.fragments import fragment_metrics
 from multidiff.domains.molecule.io import read_molecules
 from multidiff.domains.molecule.structures import Molecule
+from multidiff.sampling import named_request
 
 
 def tiny_module(qm9_root, run, *overrides: str):
@@ -73,7 +74,7 @@ def test_grown_molecules_keep_the_fragment_exactly_in_its_frame(model, real, tmp
     obs = module.domain.observe(6, path, seed=3)
     counts = torch.bincount(obs.ctx["batch"])
     assert obs.ctx["num_items"] == 6 and (counts > k).all() and counts.max() <= 29  # QM9 sizes above the fragment
-    state = module.generate(6, sampler="dpmpp_2m", steps=4, seed=0, observation=obs)
+    state = module.generate(6, named_request(steps=4), seed=0, observation=obs)
     molecules = module.domain.decode(state, obs)
     for mol, n in zip(molecules, counts.tolist()):
         assert len(mol) == n and mol.elements[:k] == fragment.elements

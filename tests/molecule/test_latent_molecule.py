@@ -60,7 +60,7 @@ def test_two_stages_sample_evaluate_and_grow(qm9_root, tmp_path):
     sample.sample(
         compose(
             "sample",
-            [f"ckpt={ld}", "n=2", "steps=4", f"observe={frag_file}", "n_atoms=9", f"out={grown}"],
+            [f"ckpt={ld}", "n=2", "steps=4", f"observe={frag_file}", "+observe_options.n_atoms=9", f"out={grown}"],
             tmp_path / "g",
         )
     )

@@ -45,7 +45,7 @@ def test_completion_keeps_the_observed_points(model, by, partial, tmp_path, requ
     path, pts = partial
     out, ckpt = tmp_path / "out", request.getfixturevalue(model)
     sample.sample(compose("sample", [f"ckpt={ckpt}", "n=2", "steps=5", f"out={out}", f"observe={path}"], tmp_path))
-    assert json.loads((out / "sampling.json").read_text())["observed_by"] == by
+    assert json.loads((out / "sampling.json").read_text())["observe_with"] == by
     clouds = [read_points(p) for p in sorted(out.glob("*.ply"))]
     assert len(clouds) == 2
     for cloud in clouds:
@@ -64,6 +64,10 @@ def test_too_large_or_broken_partials_are_refused(ckpt, partial, tmp_path):
             sample.sample(compose("sample", [f"ckpt={ckpt}", "n=1", f"out={tmp_path}/o", f"observe={bad}"], tmp_path))
     with pytest.raises(ValueError, match="keep"):  # an audio option is not a point-cloud one
         sample.sample(
-            compose("sample", [f"ckpt={ckpt}", "n=1", f"out={tmp_path}/o", f"observe={path}", "keep=[0,1]"], tmp_path)
+            compose(
+                "sample",
+                [f"ckpt={ckpt}", "n=1", f"out={tmp_path}/o", f"observe={path}", "+observe_options.keep=[0,1]"],
+                tmp_path,
+            )
         )
     assert not (tmp_path / "o").exists()

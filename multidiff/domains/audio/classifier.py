@@ -159,9 +159,3 @@ class DigitClassifier(nn.Module):
             probs.append(torch.softmax(self.head(f).double(), dim=-1).cpu())
         self.train(was_training)
         return torch.cat(feats), torch.cat(probs)
-
-
-if __name__ == "__main__":  # ``python -m multidiff.domains.audio.classifier`` still trains: the CLI is in reference.py
-    from multidiff.domains.audio.reference import main
-
-    main()

@@ -72,7 +72,9 @@ class AudioDomain(Domain):
             for x, c in zip(state.x, state.cond if state.cond is not None else [None] * len(state.x))
         ]
 
-    def observe(self, n: int, path: Path, *, keep: list | None = None, keep_unit: str = "fraction") -> Observation:
+    def observe(
+        self, n: int, path: Path, *, keep: list | None = None, keep_unit: str = "fraction", seed: int = 0
+    ) -> Observation:
         """A clip with the spans in ``keep`` known (``[[start, end], ...]`` or one ``[start, end]``, as fractions
         of the clip or, with ``keep_unit=s``, in seconds); the rest, and anything after a clip shorter than the
         model's window, is generated: ``keep=[0, 0.5]`` continues the first half. A clip at another sample rate

@@ -22,26 +22,13 @@ from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
 from multidiff.distributed import per_device_batch
-from multidiff.paths import exclusive, replaced, writable_dir
+from multidiff.paths import exclusive, writable_dir
+
+from .arrays import load_arrays, save_arrays
+from .reference import reference_stats
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
-
-
-def save_arrays(arrays: dict[str, Any], path: Path) -> None:
-    """Packed arrays -> one torch file, written atomically."""
-    tensors = {k: torch.from_numpy(np.array(v)) if isinstance(v, np.ndarray) else v for k, v in arrays.items()}
-    tensors["splits"] = {k: torch.from_numpy(np.asarray(v)) for k, v in arrays["splits"].items()}
-    with replaced(path) as tmp:  # an interrupted run never leaves a half-written cache
-        torch.save(tensors, tmp)
-
-
-def load_arrays(path: Path) -> dict[str, Any]:
-    """Inverse of :func:`save_arrays` (numpy arrays again)."""
-    raw = torch.load(path, weights_only=True)
-    out = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in raw.items()}
-    out["splits"] = {k: v.numpy() for k, v in raw["splits"].items()}
-    return out
 
 
 class MoleculeSet(Dataset):
@@ -122,8 +109,6 @@ class MoleculeDataModule(pl.LightningDataModule):
         return writable_dir(self.root, self.name) / "processed" / f"{self.name}_v{self.cache_version}.pt"
 
     def prepare_data(self) -> None:
-        from .reference import reference_stats  # reference.py imports this module's cache reader: no cycle at import
-
         path = self.cache_path
         if path.exists():
             return

@@ -15,8 +15,8 @@ from tqdm import tqdm
 
 from multidiff.paths import replaced
 
+from .arrays import load_arrays
 from .bonds import BondTable
-from .data import load_arrays
 from .metrics import MoleculeAnalysis, atom_type_frequencies, histogram
 from .structures import Molecule, sanitized_smiles, to_rdkit
 

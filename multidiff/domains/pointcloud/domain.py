@@ -125,7 +125,7 @@ class PointCloudDomain(Domain):
             items.append({"points": points, "label": None if c is None else names[int(c)], "observed": len(given)})
         return items
 
-    def observe(self, n: int, path: Path) -> Observation:
+    def observe(self, n: int, path: Path, *, seed: int = 0) -> Observation:
         """A partial cloud (any supported format) to complete: its points are kept, the model's remaining
         ``n_points - len(partial)`` are generated, in the training data's frame."""
         path = Path(path)
