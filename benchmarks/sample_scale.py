@@ -25,30 +25,23 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MULTIDIFF_SHARED", ROOT.parent / "shared")) / "datasets"
-TINY = [
-    "domain=audio",
-    "data.max_clips=24",
-    "data.batch_size=8",
-    "data.download=false",
-    "net.channels=[8,16]",
-    "net.factors=[4]",
-    "net.attn_levels=[1]",
-    "net.heads=2",
-    "net.emb_dim=32",
-    "callbacks.samples=null",
-    "callbacks.progress=null",
-    "trainer.max_steps=1",
-]
+sys.path.insert(0, str(ROOT / "tests"))
+from helpers import TINY_AUDIO  # noqa: E402  (the tests' tiny U-Net)
+
+# its clips at --length samples instead
+TINY = ["domain=audio", *(o for o in TINY_AUDIO if not o.startswith("data.length=")), "trainer.max_steps=1"]
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[float, float]:
     """Run ``cmd`` to completion; its wall time (s) and its own peak resident memory (MiB)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr.read().decode()[-3000:]}")
+    with tempfile.TemporaryFile() as log:  # a file, not a pipe: nothing reads it while the child runs
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status) != 0:
+            log.seek(0)
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{log.read().decode()[-3000:]}")
     return wall, usage.ru_maxrss / 1024
 
 
