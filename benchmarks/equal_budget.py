@@ -7,7 +7,7 @@ domain's file format (so evaluate.py scores both sides alike), and plot both sid
     python benchmarks/equal_budget.py plot   --domain pointcloud --anchor runs/eb_pc_anchor \
         --project runs/eb_pc_project --out docs/equal_budget_pointcloud.png
 
-The multidiff side is train.py with the same budget (README, "Against the anchors"). Anchors (never a
+The multidiff side is train.py with the same budget (docs/benchmarks.md, "Against the anchors"). Anchors (never a
 dependency of multidiff): ANCHORS_DIR (default ~/.cache/anchors) holds
   diffusion-point-cloud/  github luost26/diffusion-point-cloud: DPM's FlowVAE with train_gen.py's settings
   pylib/                  pip install --no-deps --target ANCHORS_DIR/pylib audio-diffusion-pytorch==0.1.3

@@ -248,7 +248,7 @@ def check_trusted(config: Any, source: str | Path, trust_targets: Sequence[str] 
             raise UntrustedCheckpointError(
                 f"{source}: config key '{where}' names {target!r}, which multidiff does not trust {place}: loading "
                 f"would call it. If you wrote this component and trust the file, pass trust_targets=[{target}] "
-                "(or a pattern such as mypkg.*); see README 'Sharing checkpoints'."
+                "(or a pattern such as mypkg.*); see docs/sharing.md."
             )
         if "_args_" in node and not user_trusted:
             raise UntrustedCheckpointError(

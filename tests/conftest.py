@@ -1,4 +1,6 @@
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import multidiff.env  # noqa: F401  (before torch, as the entry points)
@@ -59,3 +61,13 @@ def tiny_audio_masked_ckpt(tmp_path_factory, shared_datasets) -> Path:
     overrides = ["domain=audio", "mask=spans", f"paths.data_dir={shared_datasets}", *TINY_AUDIO, "trainer.max_steps=2"]
     train.train(compose("train", overrides, run))
     return run / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="session")
+def qm9_root() -> Path:
+    """QM9 (from the qm9pack package) processed once per machine into a per-user cache outside the repository,
+    reused across runs: the cache file is versioned, so a format change writes a new file, never reads a stale one."""
+    pytest.importorskip("qm9pack")
+    root = Path(tempfile.gettempdir()) / f"multidiff-test-cache-{os.getuid()}" / "qm9"
+    root.mkdir(parents=True, exist_ok=True)
+    return root

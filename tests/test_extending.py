@@ -1,5 +1,5 @@
 """A whole new domain, defined in this file and its own conf directory, trains and samples with the package
-untouched: a 2-D Gaussian mixture. README 'Extending multidiff' walks through the same pieces."""
+untouched: a 2-D Gaussian mixture. docs/extending.md walks through the same pieces."""
 
 from pathlib import Path
 

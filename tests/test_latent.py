@@ -155,14 +155,14 @@ def test_autoencoders_refuse_another_domain():
         AutoencoderModule(PointCloudDomain(), _audio_ae(), optimizer=torch.optim.Adam)
 
 
-def test_latent_domain_pickles_with_strict_observation_options():
-    """ddp_spawn pickles the module, domain included; strict option checks read the data domain's names."""
+def test_latent_domain_pickles_with_strict_observation_options(tmp_path):
+    """ddp_spawn pickles the module, domain included; its observation options are checked against the data
+    domain's own."""
     import pickle
-
-    from multidiff.core.options import accepted_keywords
 
     domain = AudioDomain()
     domain.bind(AUDIO_INFO)
     latent = pickle.loads(pickle.dumps(LatentDomain(domain, _audio_ae())))
-    assert accepted_keywords(latent.observe) == ["n", "path", "keep", "keep_unit"]
+    with pytest.raises(ValueError, match=r"unknown audio observation option .*'kep'; valid: keep, keep_unit, seed"):
+        latent.observe(1, tmp_path / "clip.wav", kep=[0, 0.5])
     assert latent.info["length"] == 1024 and latent.template(1, None, torch.Generator()).x.shape == (1, 3, 32)

@@ -2,7 +2,7 @@
 
 Observing x1 = a in a 2-D mixture leaves x2 distributed as a 1-D mixture with known weights, means and
 variances; its exact denoiser is what an observation-conditioned model converges to, and the yardstick for
-training-free replacement (RePaint), which is known to be biased: the figures are in the README.
+training-free replacement (RePaint), which is known to be biased: the figures are in docs/results.md.
 """
 
 import pytest
@@ -150,4 +150,4 @@ def test_zero_com_replacement_keeps_the_fragment_shape_and_recovers_its_surround
     errs = frag.errors(out)
     assert errs["shape"] < 1e-9 and errs["com"] < 1e-9  # the fragment's shape exact, still zero centre of mass
     assert errs["mean"] < 4  # standard errors
-    assert 0.9 < errs["var"] < 1.1  # replacement is approximate: a few percent here (README)
+    assert 0.9 < errs["var"] < 1.1  # replacement is approximate: a few percent here (docs/results.md)

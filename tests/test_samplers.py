@@ -29,7 +29,7 @@ CASES = [
     ("heun", 50, "karras", {"s_churn": 10.0}),
     ("dpmpp_2m", 50, "karras", {}),
     ("dpmpp_2m", 50, "log_snr", {}),
-    # the fewest steps at which each passes on both schedules (README 'Samplers' has the table)
+    # the fewest steps at which each passes on both schedules (docs/results.md has the table)
     ("euler_ancestral", EA_STEPS, "karras", {}),
     ("dpmpp_2m_sde", 50, "karras", {}),
     ("dpmpp_3m_sde", 50, "karras", {}),

@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("qm9pack")
-
-
-@pytest.fixture(scope="session")
-def qm9_root() -> Path:
-    # a per-user cache outside the repo, reused across runs: the cache file is versioned, so a
-    # format change writes a new file instead of reading a stale one
-    root = Path(tempfile.gettempdir()) / f"multidiff-test-cache-{os.getuid()}" / "qm9"
-    root.mkdir(parents=True, exist_ok=True)
-    return root
 
 
 @pytest.fixture(scope="session")
