@@ -65,14 +65,14 @@ def sample(cfg: DictConfig) -> list[Path]:
     }
     out = Path(cfg.out or cfg.paths.output_dir)
     folder = SampleFolder(out, meta, module.domain.concatenated)
-    what = f"shard {shard} of {num_shards} of " if num_shards > 1 else ""
+    what = f"shard {shard}/{num_shards}: " if num_shards > 1 else ""
     with folder.tidied(), hold(folder.staging, f"shard-{shard}-of-{num_shards}", "Wait for it, or choose another out="):
         if folder.open():
             log.info("%s already holds these %d samples", out, n)
             return folder.finish(batches) or []
         todo = [b for b in mine if not folder.done(b)]
         if len(todo) < len(mine):
-            log.info("resuming %s%s: %d of %d batches already on disk", what, out, len(mine) - len(todo), len(mine))
+            log.info("%sresuming %s: %d of %d batches already on disk", what, out, len(mine) - len(todo), len(mine))
         for batch in tqdm(todo, desc=f"{what}{n} samples, batches", unit="batch", disable=not todo):
             obs = request.observation(module.domain, batch.count, batch.seed)
             state = module.generate(batch.count, request, seed=batch.seed, condition=condition, observation=obs)
@@ -83,7 +83,7 @@ def sample(cfg: DictConfig) -> list[Path]:
                 module.domain.export(items, staging, batch_meta, start=batch.start, preview=batch.index == 0)
         paths = folder.finish(batches)
     if paths is None:
-        log.info("%swritten; %s is complete when every shard is", what, out)
+        log.info("%sdone; %s is complete when every shard is", what, out)
         return []
     log.info("wrote %d files to %s", len(paths), out)
     return paths
