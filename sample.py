@@ -22,6 +22,7 @@ from multidiff.posthoc_ema import load_ema_length
 from multidiff.runlock import hold
 from multidiff.sample_folder import Batch, SampleFolder, plan, shard_of
 from multidiff.sampling import request_from_config
+from multidiff.threads import use_threads
 
 log = logging.getLogger("multidiff.sample")
 
@@ -38,6 +39,7 @@ def sample(cfg: DictConfig) -> list[Path]:
     if num_shards > 1 and cfg.out is None:
         raise ValueError(f"num_shards={num_shards}: the shards write into one folder; name it with out=DIR")
     device = shard_device(cfg.device, shard, num_shards)
+    governor = use_threads(cfg.threads)
     module = load_checkpoint(
         cfg.ckpt, domain=cfg.expect_domain, weights=cfg.weights, trust_targets=list(cfg.trust_targets)
     ).to(device)
@@ -81,6 +83,7 @@ def sample(cfg: DictConfig) -> list[Path]:
             with folder.writing(batch) as staging:
                 batch_meta = {**meta, "batch": batch.index, "batch_seed": batch.seed}
                 module.domain.export(items, staging, batch_meta, start=batch.start, preview=batch.index == 0)
+            governor.update()
         paths = folder.finish(batches)
     if paths is None:
         log.info("%sdone; %s is complete when every shard is", what, out)

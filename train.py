@@ -39,6 +39,8 @@ from multidiff.precision import resolve_trainer_precision, sampling_precision
 from multidiff.preemption import AtomicCheckpointIO, find_resume
 from multidiff.runlock import hold
 from multidiff.sampling import SamplingRequest, build_sampler
+from multidiff.threads import use_threads
+from multidiff.training import FollowLoad
 
 log = logging.getLogger("multidiff.train")
 LIGHTNING_KEYWORDS = ("last", "hpc", "best")
@@ -66,6 +68,7 @@ def run_folder_lock(cfg: DictConfig) -> AbstractContextManager:
 
 def _train(cfg: DictConfig) -> pl.Trainer:
     check_strategy(cfg)
+    governor = use_threads(cfg.threads)
     precision = resolve_trainer_precision(cfg.trainer)  # before anything stores the config
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
@@ -73,6 +76,7 @@ def _train(cfg: DictConfig) -> pl.Trainer:
     datamodule.setup("fit")
     module = build_stage(cfg, datamodule)
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
+    callbacks.append(FollowLoad(governor))
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c is not None]
     plugins = [AtomicCheckpointIO(), *[instantiate(p) for p in cfg.trainer.get("plugins") or []]]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins)

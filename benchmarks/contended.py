@@ -1,6 +1,6 @@
 """Training throughput on a shared machine: alone, beside a busy process, beside a second training job.
 
-    python benchmarks/contended.py [--steps 12] [--rounds 2] [--threads 2]
+    python benchmarks/contended.py [--steps 20] [--rounds 2] [--threads 2]
 
 Each measurement is a fresh process timing training steps of the default CPU audio recipe
 (``experiment=fsdd_unet_cpu``: the 9.3M-parameter U-Net, batch 16 x 8,192 samples, AdamW) at its default
@@ -43,7 +43,7 @@ def worker(threads: str, steps: int) -> None:
     from multidiff.precision import resolve_precision
     from multidiff.threads import use_threads
 
-    n_threads = use_threads(int(threads) if threads.isdigit() else threads)
+    governor = use_threads(int(threads) if threads.isdigit() else threads)
     with tempfile.TemporaryDirectory() as run_dir:
         cfg = compose_run("train", ["experiment=fsdd_unet_cpu", "data.num_classes=0"], Path(run_dir))
     info = {"sample_rate": 8000, "length": cfg.data.length, "num_classes": 0, "class_names": []}
@@ -63,11 +63,14 @@ def worker(threads: str, steps: int) -> None:
 
     for _ in range(2):
         step()
-    t0 = time.perf_counter()
+        governor.update()  # as train.py's FollowLoad callback does after every step
+    used, t0 = [], time.perf_counter()
     for _ in range(steps):
         step()
+        used.append(governor.update())
     wall = time.perf_counter() - t0
-    print("RESULT " + json.dumps({"threads": n_threads, "precision": precision, "it_per_s": steps / wall}), flush=True)
+    record = {"threads": max(set(used), key=used.count), "precision": precision, "it_per_s": steps / wall}
+    print("RESULT " + json.dumps(record), flush=True)
 
 
 def launch(threads: str, steps: int) -> subprocess.Popen:
@@ -102,7 +105,7 @@ def scenario(kind: str, threads: str, steps: int) -> list[dict]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--worker", help=argparse.SUPPRESS)
-    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--steps", type=int, default=20)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--threads", type=int, default=2, help="the fixed thread count compared with auto")
     p.add_argument("--json", type=Path, help="also write the results here")

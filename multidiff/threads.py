@@ -5,12 +5,14 @@ When another process keeps one of those cores busy, every operation waits for th
 a 2-thread job beside one busy process runs at a fraction of what one thread alone would (measured in
 ``benchmarks/contended.py``). ``threads=auto`` therefore takes the cores that are idle when the run starts,
 within the process's CPU affinity and within what the environment already allows (``OMP_NUM_THREADS``, which
-Hydra's joblib launcher sets to each job's share).
+Hydra's joblib launcher sets to each job's share), and follows the machine's load while it runs
+(:class:`ThreadGovernor`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 
@@ -65,13 +67,56 @@ def resolve_threads(threads: int | str, allowed: int) -> int:
     return threads
 
 
-def use_threads(threads: int | str) -> int:
-    """Set torch's intra-op threads as :func:`resolve_threads` says, log it, and return the number."""
-    import torch
+class ThreadGovernor:
+    """Torch's intra-op threads for this process, as ``threads`` says (:func:`resolve_threads`); with ``auto``,
+    re-measured at :meth:`update` (at most every ``every_s`` seconds) from what the other processes used since
+    the last measurement: the machine's busy time (/proc/stat) less this process's own CPU time. Two jobs that
+    start together both find the machine idle; a few seconds later each sees the other and takes one core.
+    A job left alone again takes the cores back."""
 
-    allowed = torch.get_num_threads()
-    n = resolve_threads(threads, allowed)
-    if n != allowed:
-        torch.set_num_threads(n)
-    log.info("%d CPU thread%s (threads=%s)", n, "" if n == 1 else "s", threads)
-    return n
+    def __init__(self, threads: int | str, every_s: float = 5.0):
+        import torch
+
+        self.adaptive, self.every_s = threads == "auto", every_s
+        self.allowed, self.cpus = torch.get_num_threads(), usable_cores()
+        self.threads = resolve_threads(threads, self.allowed)
+        self._set(self.threads)
+        log.info("%d CPU thread%s (threads=%s)", self.threads, "" if self.threads == 1 else "s", threads)
+        self._mark()
+
+    def _set(self, n: int) -> None:
+        import torch
+
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+        self.threads = n
+
+    def _mark(self) -> None:
+        self._wall, self._own = time.monotonic(), time.process_time()
+        try:
+            self._busy, self._total = _cpu_times(self.cpus)
+        except (OSError, ValueError):
+            self.adaptive = False  # no /proc/stat: keep the threads chosen at start
+
+    def update(self) -> int:
+        """The thread count now (changed when other processes took or gave back cores since the last call)."""
+        wall = time.monotonic() - getattr(self, "_wall", 0.0)
+        if not self.adaptive or self.allowed <= 1 or wall < self.every_s:
+            return self.threads
+        own = (time.process_time() - self._own) / wall
+        busy0, total0 = self._busy, self._total
+        self._mark()
+        if self._total <= total0:
+            return self.threads
+        others = max(0.0, len(self.cpus) * (self._busy - busy0) / (self._total - total0) - own)
+        n = max(1, min(self.allowed, len(self.cpus) - math.floor(others + 0.25)))
+        if n != self.threads:
+            log.info("other processes use %.1f cores: %d CPU thread%s now", others, n, "" if n == 1 else "s")
+            self._set(n)
+        return n
+
+
+def use_threads(threads: int | str) -> ThreadGovernor:
+    """Set torch's intra-op threads as ``threads`` says; call the returned governor's ``update`` now and then
+    (between training steps, sampling batches) to follow the machine's load."""
+    return ThreadGovernor(threads)

@@ -21,6 +21,7 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
 from multidiff.precision import sampling_precision
 from multidiff.sampling import SamplingRequest, build_sampler
+from multidiff.threads import ThreadGovernor
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,17 @@ class SampleCallback(pl.Callback):
         for k, v in metrics.items():
             module.log(f"samples/{k}", float(v), rank_zero_only=True)
         log.info("step %d: samples in %s %s", step, out, metrics)
+
+
+class FollowLoad(pl.Callback):
+    """Between training steps, let the thread governor (:class:`~multidiff.threads.ThreadGovernor`) follow the
+    machine's load: fewer threads while other processes hold cores, all of them back when they leave."""
+
+    def __init__(self, governor: ThreadGovernor):
+        self.governor = governor
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: Any) -> None:
+        self.governor.update()
 
 
 class LossCurves(pl.Callback):

@@ -11,8 +11,8 @@ PACKAGE = ROOT / "multidiff"
 #: lowest first; a module may import from its own layer or a lower one. A module not matched here is an error,
 #: so a new file is placed deliberately.
 LAYERS = [
-    ("foundations", ["multidiff", "env", "paths", "distributed", "precision", "config", "runlock", "posthoc_ema",
-                     "sweep"]),
+    ("foundations", ["multidiff", "env", "paths", "distributed", "precision", "config", "runlock", "threads",
+                     "posthoc_ema", "sweep"]),
     ("core", ["core"]),
     ("domains", ["domains"]),
     ("services", ["checkpoint", "sample_folder", "preemption", "sampling"]),

@@ -1,0 +1,34 @@
+"""threads=auto: a process takes the cores that are idle when it starts."""
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from multidiff.threads import busy_cores, resolve_threads, usable_cores
+
+
+def test_explicit_threads_are_taken_as_given_and_bad_ones_named():
+    assert resolve_threads(3, allowed=2) == 3
+    for bad in (0, -1, "two", True):
+        with pytest.raises(ValueError, match=f"threads={bad!r}: use a positive integer or auto"):
+            resolve_threads(bad, allowed=2)
+
+
+def test_auto_stays_within_what_the_environment_allows():
+    assert resolve_threads("auto", allowed=1) == 1  # OMP_NUM_THREADS=1, or a joblib job's share
+    assert 1 <= resolve_threads("auto", allowed=len(usable_cores())) <= len(usable_cores())
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/stat")
+def test_auto_leaves_a_busy_core_to_its_process():
+    cores = len(usable_cores())
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        assert busy_cores(usable_cores()) >= 0.6
+        assert resolve_threads("auto", allowed=cores) <= max(1, cores - 1)
+    finally:
+        busy.kill()
+        busy.wait()
