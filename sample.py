@@ -1,4 +1,4 @@
-"""Generate samples from a checkpoint: python sample.py ckpt=PATH n=N sampler=NAME steps=K out=DIR seed=S
+"""Generate samples: python sample.py ckpt=PATH|pretrained=NAME n=N sampler=NAME steps=K out=DIR seed=S
 [shard=I num_shards=K]; rerunning a stopped command continues it."""
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from multidiff.build import load_checkpoint
+from multidiff.build import load_checkpoint, load_model, shipped_models
 from multidiff.core.options import call_strict
 from multidiff.core.state import State
+from multidiff.module import DiffusionModule
 from multidiff.posthoc_ema import load_ema_length
 from multidiff.runlock import hold
 from multidiff.sample_folder import Batch, SampleFolder, plan, shard_of
@@ -40,9 +41,7 @@ def sample(cfg: DictConfig) -> list[Path]:
         raise ValueError(f"num_shards={num_shards}: the shards write into one folder; name it with out=DIR")
     device = shard_device(cfg.device, shard, num_shards)
     governor = use_threads(cfg.threads)
-    module = load_checkpoint(
-        cfg.ckpt, domain=cfg.expect_domain, weights=cfg.weights, trust_targets=list(cfg.trust_targets)
-    ).to(device)
+    module = load_source(cfg).to(device)
     if cfg.ema_length is not None:
         snapshots = Path(cfg.ema_snapshots or Path(cfg.ckpt).resolve().parent.parent / "posthoc_ema")
         load_ema_length(module, snapshots, float(cfg.ema_length), step=module.checkpoint_step or None)
@@ -57,7 +56,8 @@ def sample(cfg: DictConfig) -> list[Path]:
     call_strict(module.domain.condition, "condition", condition, 1)
     request.observation(module.domain, 1, batches[0].seed)
     meta = {
-        "ckpt": str(cfg.ckpt),
+        "ckpt": None if cfg.ckpt is None else str(cfg.ckpt),
+        "pretrained": None if cfg.pretrained is None else str(cfg.pretrained),
         "n": n,
         "batch_size": batch_size,
         "seed": cfg.seed,
@@ -90,6 +90,24 @@ def sample(cfg: DictConfig) -> list[Path]:
         return []
     log.info("wrote %d files to %s", len(paths), out)
     return paths
+
+
+def load_source(cfg: DictConfig) -> DiffusionModule:
+    """The model to sample: ``ckpt=`` (a training checkpoint) or ``pretrained=`` (a shipped model by name, or a
+    folder written by ``python -m multidiff.export``), exactly one of them."""
+    trust = list(cfg.trust_targets)
+    if (cfg.ckpt is None) == (cfg.pretrained is None):
+        shipped = ", ".join(shipped_models()) or "none"
+        raise ValueError(
+            f"give ckpt=PATH (a training checkpoint) or pretrained=NAME|DIR (a shipped model: {shipped}; or an "
+            "exported model folder), one of them"
+        )
+    if cfg.ckpt is not None:
+        return load_checkpoint(cfg.ckpt, domain=cfg.expect_domain, weights=cfg.weights, trust_targets=trust)
+    for key, default in (("weights", "ema"), ("ema_length", None)):
+        if cfg[key] != default:
+            raise ValueError(f"{key}={cfg[key]} needs ckpt= (a model folder holds one set of weights)")
+    return load_model(cfg.pretrained, domain=cfg.expect_domain, trust_targets=trust)
 
 
 def positive_int(value: Any, name: str) -> int:

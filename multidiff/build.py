@@ -9,10 +9,17 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from safetensors.torch import load_file
 from torch import Tensor
 
 from multidiff.autoencoder import AutoencoderModule
-from multidiff.checkpoint import CheckpointFormatError, check_trusted, checkpoint_meta, read_checkpoint
+from multidiff.checkpoint import (
+    CHECKPOINT_KEY,
+    CheckpointFormatError,
+    check_trusted,
+    checkpoint_meta,
+    read_checkpoint,
+)
 from multidiff.core.latent import LatentDomain
 from multidiff.core.options import check_keys
 from multidiff.module import DiffusionModule
@@ -104,7 +111,8 @@ def load_autoencoder(
 ) -> AutoencoderModule:
     """A stage-one checkpoint (``train.py stage=autoencoder``) as its module, rebuilt only from trusted
     components; ``domain``: refuse one of another domain."""
-    module, ckpt = _rebuild(path, "autoencoder", domain, map_location, trust_targets, build_autoencoder)
+    ckpt = read_checkpoint(path, map_location)
+    module = _rebuild(ckpt, path, "autoencoder", domain, trust_targets, build_autoencoder)
     try:
         module.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:
@@ -115,16 +123,16 @@ def load_autoencoder(
 
 
 def _rebuild(
+    ckpt: dict[str, Any],
     path: str | Path,
     kind: str,
     domain: str | None,
-    map_location: str | torch.device,
     trust_targets: Sequence[str],
     build: Callable[[dict, dict], Any],
-) -> tuple[Any, dict[str, Any]]:
-    """A checkpoint's module of ``kind`` (see :data:`~multidiff.checkpoint.KINDS`), built from its config after the
-    trust check, without its weights yet; and the checkpoint's contents. ``domain``: refuse one of another domain."""
-    ckpt = read_checkpoint(path, map_location)
+) -> Any:
+    """The module of ``kind`` (see :data:`~multidiff.checkpoint.KINDS`) that checkpoint contents ``ckpt`` (read
+    from ``path``) describe, built from its config after the trust check, without its weights yet. ``domain``:
+    refuse one of another domain."""
     meta = checkpoint_meta(ckpt, path)
     meta.expect(kind, path)
     what = "model" if kind == "diffusion" else kind
@@ -143,7 +151,7 @@ def _rebuild(
         raise CheckpointFormatError(
             f"{path}: metadata says domain {meta.domain!r} but its config builds a {module.domain.name!r} domain"
         )
-    return module, ckpt
+    return module
 
 
 def load_checkpoint(
@@ -163,7 +171,8 @@ def load_checkpoint(
     """
     if weights not in ("ema", "current"):
         raise ValueError(f"weights={weights!r}: use 'ema' or 'current'")
-    module, ckpt = _rebuild(path, "diffusion", domain, map_location, trust_targets, build_module)
+    ckpt = read_checkpoint(path, map_location)
+    module = _rebuild(ckpt, path, "diffusion", domain, trust_targets, build_module)
     state = ckpt["state_dict"]
     if weights == "current":
         if "current_model_state" not in ckpt:
@@ -178,6 +187,54 @@ def load_checkpoint(
         raise CheckpointFormatError(f"{path}: its weights do not fit the model its config describes: {e}") from None
     _check_finite(state, path)
     module.checkpoint_step = int(ckpt.get("global_step") or 0)  # which snapshots post-hoc EMA may use
+    return module.eval()
+
+
+#: the models shipped with the package, by name: folders of ``multidiff/models/`` (see :func:`load_model`)
+SHIPPED_MODELS = Path(__file__).parent / "models"
+#: what an exported model folder holds (:mod:`multidiff.export`)
+MODEL_FILES = {"weights": "weights.safetensors", "config": "config.yaml", "card": "MODEL_CARD.md"}
+
+
+def shipped_models() -> list[str]:
+    """The names ``pretrained=`` takes for the models shipped with the package."""
+    return sorted(p.name for p in SHIPPED_MODELS.iterdir() if p.is_dir()) if SHIPPED_MODELS.is_dir() else []
+
+
+def model_folder(model: str | Path) -> Path:
+    """A shipped model's folder by name (``fsdd-digits``), or an exported model folder's path."""
+    shipped = shipped_models()
+    if str(model) in shipped:
+        return SHIPPED_MODELS / str(model)
+    folder = Path(model)
+    if not (folder / MODEL_FILES["config"]).is_file() or not (folder / MODEL_FILES["weights"]).is_file():
+        raise FileNotFoundError(
+            f"pretrained={model}: neither a shipped model ({', '.join(shipped) or 'none'}) nor a folder holding "
+            f"{MODEL_FILES['config']} and {MODEL_FILES['weights']} (written by python -m multidiff.export)"
+        )
+    return folder
+
+
+def load_model(model: str | Path, domain: str | None = None, trust_targets: Sequence[str] = ()) -> DiffusionModule:
+    """A shipped or exported model (:func:`model_folder`) as its module: the config is trust-checked as a
+    checkpoint's is, the ``safetensors`` weights (no pickle) are loaded into the model it describes."""
+    folder = model_folder(model)
+    meta = OmegaConf.to_container(OmegaConf.load(folder / MODEL_FILES["config"]), resolve=False)
+    try:
+        state = load_file(folder / MODEL_FILES["weights"])
+    except Exception as e:  # noqa: BLE001 - any failure to parse the file means 'not a weights file'
+        raise CheckpointFormatError(
+            f"{folder / MODEL_FILES['weights']}: not a readable safetensors file: {e}"
+        ) from None
+    module = _rebuild(
+        {CHECKPOINT_KEY: meta, "state_dict": state}, folder, "diffusion", domain, trust_targets, build_module
+    )
+    try:
+        module.load_state_dict(state)  # (half-precision weights are cast to the model's float32)
+    except RuntimeError as e:
+        raise CheckpointFormatError(f"{folder}: its weights do not fit the model its config describes: {e}") from None
+    _check_finite(state, folder)
+    module.checkpoint_step = int(meta.get("step") or 0)
     return module.eval()
 
 

@@ -1,0 +1,81 @@
+"""Models that travel: ``python -m multidiff.export ckpt=PATH out=DIR [dtype=float16] [weights=ema]``.
+
+Writes the checkpoint's model as a folder that ``sample.py pretrained=DIR`` (and :func:`multidiff.build.load_model`)
+reads: ``weights.safetensors`` (the weights, half precision by default: no pickle, no code), ``config.yaml``
+(the run configuration and the dataset facts the model needs, trust-checked on loading like a checkpoint's)
+and ``MODEL_CARD.md`` (domain, data, training steps, parameters, how to sample; edit it to add metrics).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import save_file
+
+from multidiff.build import MODEL_FILES, load_checkpoint
+from multidiff.core.options import check_keys
+from multidiff.module import DiffusionModule
+from multidiff.paths import replaced
+
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def export_model(module: DiffusionModule, out: str | Path, dtype: str = "float16", card: str | None = None) -> Path:
+    """Write ``module`` as a model folder (see the module's docstring); ``card``: the model card's text (None:
+    one generated from what the module knows). Every file is written whole or not at all."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype}; valid: {', '.join(DTYPES)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {
+        k: (v.to(DTYPES[dtype]) if v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in module.state_dict().items()
+    }
+    with replaced(out / MODEL_FILES["weights"]) as tmp:
+        save_file(state, str(tmp), metadata={"format": "multidiff", "domain": module.domain.name, "dtype": dtype})
+    meta = {
+        "kind": "diffusion",
+        "domain": module.domain.name,
+        "domain_info": module.domain.info,
+        "config": module.run_config,
+        "step": int(getattr(module, "checkpoint_step", 0)),
+    }
+    with replaced(out / MODEL_FILES["config"]) as tmp:
+        OmegaConf.save(OmegaConf.create(meta), tmp)
+    with replaced(out / MODEL_FILES["card"]) as tmp:
+        tmp.write_text(card if card is not None else model_card(module, out, dtype))
+    return out
+
+
+def model_card(module: DiffusionModule, out: Path, dtype: str) -> str:
+    """A model card from what the module knows; metrics are the user's to add, with the command that made them."""
+    cfg = module.run_config
+    params = sum(p.numel() for p in module.model.net.parameters()) / 1e6
+    data = cfg.get("data", {}).get("_target_", "?").rsplit(".", 1)[-1]
+    return f"""# {out.name}
+
+A multidiff {module.domain.name} model: `{cfg.get("net", {}).get("_target_", "?").rsplit(".", 1)[-1]}`, \
+{params:.2f}M parameters, process `{cfg.get("process", {}).get("_target_", "?").rsplit(".", 1)[-1]}`, \
+trained {getattr(module, "checkpoint_step", 0)} steps on `{data}`; weights in {dtype}.
+
+```bash
+python sample.py pretrained={out} n=8 out=samples/
+```
+"""
+
+
+def main(argv: list[str]) -> None:
+    options = dict(a.split("=", 1) for a in argv if "=" in a)
+    if len(options) != len(argv) or "ckpt" not in options or "out" not in options:
+        sys.exit("usage: python -m multidiff.export ckpt=PATH out=DIR [dtype=float16|bfloat16|float32] [weights=ema]")
+    check_keys(options, ["ckpt", "out", "dtype", "weights"], "export option")
+    module = load_checkpoint(options["ckpt"], weights=options.get("weights", "ema"))
+    out = export_model(module, options["out"], options.get("dtype", "float16"))
+    print(f"wrote {', '.join(sorted(p.name for p in out.iterdir()))} to {out}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
