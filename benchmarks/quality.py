@@ -10,6 +10,7 @@ to ``--out``. Works for every domain: the checkpoint names it.
     python benchmarks/quality.py --ckpt runs/pc/checkpoints/last.ckpt --cells dpmpp_2m:50 ddpm:1000 \\
         --n 128 --eval max_shapes=128
     python benchmarks/quality.py --ckpt runs/mol/checkpoints/last.ckpt --samplers all --nfe 10 20 50 --n 128
+    python benchmarks/quality.py --pretrained fsdd-digits --cells dpmpp_2m:50 --digit all --guidance 2 --n 100
 
 ``--nfe`` gives each sampler a budget of network evaluations per item instead of a step count (the most steps
 whose evaluations fit: Heun's second-order steps and Restart's restarts count) and draws ``quality_vs_nfe.png``.
@@ -38,7 +39,14 @@ sys.path.insert(0, str(ROOT))
 
 import evaluate as evaluate_script  # noqa: E402
 import sample as sample_script  # noqa: E402
-from multidiff.checkpoint import check_trusted, checkpoint_meta, evaluation_data_config, read_checkpoint  # noqa: E402
+from multidiff.build import model_folder  # noqa: E402
+from multidiff.checkpoint import (  # noqa: E402
+    CHECKPOINT_KEY,
+    check_trusted,
+    checkpoint_meta,
+    evaluation_data_config,
+    read_checkpoint,
+)
 from multidiff.config import compose_run, sampler_config  # noqa: E402
 from multidiff.core.samplers import SAMPLERS  # noqa: E402
 from multidiff.sampling import build_sampler  # noqa: E402
@@ -170,7 +178,9 @@ def audio_baselines(args: argparse.Namespace, data_cfg: dict, out: Path) -> dict
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, type=Path)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt", type=Path, help="a training checkpoint")
+    source.add_argument("--pretrained", help="or a shipped model's name or an exported model folder (sample.py's)")
     p.add_argument("--samplers", nargs="+", default=["dpmpp_2m", "ddim"])
     p.add_argument("--steps", nargs="+", type=int, default=[10, 20, 50, 200])
     p.add_argument("--cells", nargs="+", help="explicit SAMPLER:STEPS cells instead of the grid")
@@ -192,15 +202,21 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
-    meta = checkpoint_meta(read_checkpoint(args.ckpt), args.ckpt)
+    if args.ckpt is not None:
+        meta, model = checkpoint_meta(read_checkpoint(args.ckpt), args.ckpt), f"ckpt={args.ckpt.resolve()}"
+    else:
+        folder = model_folder(args.pretrained)
+        meta = checkpoint_meta({CHECKPOINT_KEY: OmegaConf.to_container(OmegaConf.load(folder / "config.yaml"))}, folder)
+        model = f"pretrained={args.pretrained}"
+    source = model.split("=", 1)[1]
     if args.replot:
         cells = set(parse_cells(args))
         rows = json.loads((args.out / "results.json").read_text())
         rows = [r for r in rows if (r.get("sampler"), r.get("steps")) in cells]
-        plot_against_nfe(rows, meta.domain, args.out / "quality_vs_nfe.png", f"{args.ckpt}, {args.n} items per point")
+        plot_against_nfe(rows, meta.domain, args.out / "quality_vs_nfe.png", f"{source}, {args.n} items per point")
         return
     # the data config is instantiated for evaluation: the same trust check as sample.py, and never a download
-    check_trusted(meta.config, args.ckpt, args.trust_targets)
+    check_trusted(meta.config, source, args.trust_targets)
     domain, data_cfg = meta.domain, evaluation_data_config(meta.config)
     options = {"progress": False}
     for item in args.eval:
@@ -235,24 +251,29 @@ def main() -> None:
         cell_dir = args.out / f"{name}_{steps}{suffix}"
         t0 = time.perf_counter()
         for digit in digits:
+            # one folder per request (sample.py refuses a second request into a folder), the clips then moved into
+            # the cell's folder: their names hold the class, which the metrics read
+            part = cell_dir / "requests" / f"digit_{digit}"
             overrides = [
-                f"ckpt={args.ckpt.resolve()}",
+                model,
                 f"n={per_call}",
                 f"sampler={name}",
                 f"steps={steps}",
                 f"seed={args.seed}",
                 f"batch_size={args.batch_size}",
                 f"guidance={args.guidance}",
-                f"weights={args.weights}",
+                *([f"weights={args.weights}"] if args.ckpt is not None else []),
                 f"trust_targets=[{','.join(args.trust_targets)}]",
                 "device=cpu" if not torch.cuda.is_available() else "device=cuda",
-                f"out={cell_dir}",
+                f"out={part}",
             ]
             if args.spacing:
                 overrides.append(f"spacing={args.spacing}")
             if digit is not None:
                 overrides.append(f"+condition.digit={digit}")
             sample_script.sample(compose_run("sample", overrides, args.out / "_hydra"))
+            for clip in part.glob("*.wav"):
+                clip.replace(cell_dir / clip.name)
         seconds = (time.perf_counter() - t0) / (per_call * len(digits))
         nfe = build_sampler(sampler_config(name), steps=steps).evaluations()
         label = f"{name}, {steps} steps ({nfe} evaluations)"
@@ -281,7 +302,7 @@ def main() -> None:
     (args.out / "results.json").write_text(json.dumps(rows, indent=1, default=str))
     print(table)
     if args.nfe:
-        plot_against_nfe(rows, domain, args.out / "quality_vs_nfe.png", f"{args.ckpt}, {args.n} items per point")
+        plot_against_nfe(rows, domain, args.out / "quality_vs_nfe.png", f"{source}, {args.n} items per point")
 
 
 def plot_against_nfe(rows: list[dict], domain: str, path: Path, title: str) -> None:
