@@ -158,27 +158,31 @@ class SamplingRequest:
 
 
 def request_from_config(cfg: DictConfig, module: Any, guide: Any = None, steps: int | None = None) -> SamplingRequest:
-    """``conf/sample.yaml``'s request (its keys of the same names as :class:`SamplingRequest`'s fields) for
-    ``module``: ``observe_with=auto`` resolved to what the model does, ``precision=auto`` to what its device
-    computes natively. ``guide``: the module ``guide_ckpt`` names, loaded by the caller."""
-    interval = cfg.guidance_interval
-    observe = None if cfg.observe is None else str(cfg.observe)
+    """``conf/sample.yaml``'s request for ``module``: every :class:`SamplingRequest` field is read from the key of
+    the same name (a new field needs only its key there), with these made concrete: the sampler built from its
+    group (``steps`` and ``spacing`` overriding it), ``guide`` (the module ``guide_ckpt`` names, loaded by the
+    caller), ``observe_with=auto`` resolved to what the model does, ``precision=auto`` to what its device
+    computes natively, and the interval a tuple."""
+    plain = {
+        f.name: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v := cfg.get(f.name)) else v
+        for f in fields(SamplingRequest)
+        if f.name not in ("sampler", "guide")
+    }
+    observe = plain["observe"] = None if plain["observe"] is None else str(plain["observe"])
     for key, default in (("observe_with", "auto"), ("resample", 1)):
-        if observe is None and cfg[key] != default:
-            raise ValueError(f"{key}={cfg[key]} needs observe=FILE: it acts on an observation")
-    options = OmegaConf.to_container(cfg.observe_options, resolve=True) if cfg.observe_options else {}
-    return SamplingRequest(
-        sampler=build_sampler(cfg.sampler, steps=steps, spacing=cfg.spacing),
-        guidance=float(cfg.guidance),
+        if observe is None and plain[key] != default:
+            raise ValueError(f"{key}={plain[key]} needs observe=FILE: it acts on an observation")
+    if observe is not None:
+        plain["observe_with"] = module.observed_by(plain["observe_with"])
+    interval = plain["guidance_interval"]
+    plain.update(
+        guidance=float(plain["guidance"]),
         guidance_interval=None if interval is None else (float(interval[0]), float(interval[1])),
-        guide=guide,
-        guide_ckpt=None if cfg.guide_ckpt is None else str(cfg.guide_ckpt),
-        observe=observe,
-        observe_options=options,
-        observe_with=module.observed_by(cfg.observe_with) if observe is not None else cfg.observe_with,
-        resample=cfg.resample,
-        precision=resolve_precision(cfg.precision, module.device),
+        guide_ckpt=None if plain["guide_ckpt"] is None else str(plain["guide_ckpt"]),
+        observe_options=plain["observe_options"] or {},
+        precision=resolve_precision(plain["precision"], module.device),
     )
+    return SamplingRequest(build_sampler(cfg.sampler, steps=steps, spacing=cfg.spacing), guide=guide, **plain)
 
 
 def named_request(sampler: str = "dpmpp_2m", steps: int | None = None, **fields: Any) -> SamplingRequest:
