@@ -206,7 +206,8 @@ def main() -> None:
         meta, model = checkpoint_meta(read_checkpoint(args.ckpt), args.ckpt), f"ckpt={args.ckpt.resolve()}"
     else:
         folder = model_folder(args.pretrained)
-        meta = checkpoint_meta({CHECKPOINT_KEY: OmegaConf.to_container(OmegaConf.load(folder / "config.yaml"))}, folder)
+        stored = OmegaConf.to_container(OmegaConf.load(folder / "config.yaml"))
+        meta = checkpoint_meta({CHECKPOINT_KEY: stored, "state_dict": {}}, folder)  # (the weights: sample.py's)
         model = f"pretrained={args.pretrained}"
     source = model.split("=", 1)[1]
     if args.replot:

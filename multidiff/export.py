@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import OmegaConf
@@ -40,7 +41,7 @@ def export_model(module: DiffusionModule, out: str | Path, dtype: str = "float16
         "kind": "diffusion",
         "domain": module.domain.name,
         "domain_info": module.domain.info,
-        "config": module.run_config,
+        "config": portable(module.run_config),
         "step": int(getattr(module, "checkpoint_step", 0)),
     }
     with replaced(out / MODEL_FILES["config"]) as tmp:
@@ -48,6 +49,30 @@ def export_model(module: DiffusionModule, out: str | Path, dtype: str = "float16
     with replaced(out / MODEL_FILES["card"]) as tmp:
         tmp.write_text(card if card is not None else model_card(module, out, dtype))
     return out
+
+
+def portable(config: dict) -> dict:
+    """``config`` with the training machine's folders (``paths``: its data, logs, run and root folders) written as
+    a fresh checkout has them (``datasets``, ``logs``, ``run``, ``.``), so a model folder carries no absolute
+    path of the machine it was trained on."""
+    paths = config.get("paths") or {}
+    folders = {paths.get("data_dir"): "datasets", paths.get("log_dir"): "logs", paths.get("output_dir"): "run"}
+    folders[paths.get("root_dir")] = "."
+    absolute = [(k, v) for k, v in folders.items() if isinstance(k, str) and Path(k).is_absolute()]
+    prefixes = sorted(absolute, key=lambda kv: len(kv[0]), reverse=True)  # the deepest folder first
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        if isinstance(node, str):
+            for prefix, short in prefixes:
+                if node == prefix or node.startswith(prefix + "/"):
+                    return short + node[len(prefix) :]
+        return node
+
+    return walk(config)
 
 
 def model_card(module: DiffusionModule, out: Path, dtype: str) -> str:
