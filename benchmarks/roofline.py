@@ -1,0 +1,174 @@
+"""The machine's peak and how close each domain's training step comes to it.
+
+    python benchmarks/roofline.py [--threads 2] [--steps 6] [--out docs]
+
+Peaks, measured here: a 2,048 x 2,048 matrix product in float32 and in bfloat16 (GFLOP/s), and memory bandwidth
+(a 256 MiB tensor copied: bytes read + written per second). Then each domain's default training step (the
+train config with ``domain=NAME``: audio U-Net 16 x 8,192, point network 32 x 2,048, EGNN 64 QM9 molecules),
+on a real batch of its data, at its default precision (``precision=auto``): FLOPs of forward + backward
+(``torch.utils.flop_counter``), the median time of a whole step (forward, backward, AdamW), the achieved
+fraction of the matrix-product peak of that precision, and the operators that take the most self time
+(``torch.profiler``). Writes ``roofline.json`` and ``roofline.png`` into ``--out``. Reads ../shared/datasets
+(FSDD, ShapeNet airplanes) and QM9 from ``qm9pack`` (processed into a cache on first use).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import multidiff.env  # noqa: E402, F401  (before torch)
+
+import torch  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from multidiff.build import build_module  # noqa: E402
+from multidiff.config import compose_run  # noqa: E402
+from multidiff.precision import resolve_precision  # noqa: E402
+
+DATA = Path(os.environ.get("MULTIDIFF_SHARED", ROOT.parent / "shared")) / "datasets"
+QM9 = Path(tempfile.gettempdir()) / f"multidiff-test-cache-{os.getuid()}" / "qm9"
+DOMAINS = {
+    "audio": ["domain=audio", "data.download=false"],
+    "pointcloud": ["domain=pointcloud"],
+    "molecule": ["domain=molecule", f"data.root={QM9}"],
+}
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def peaks(repeats: int = 5) -> dict[str, float]:
+    n = 2048
+    out = {}
+    for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        out[f"matmul_{name}_gflops"] = 2 * n**3 / median_time(lambda a=a, b=b: a @ b, repeats) / 1e9
+    src = torch.empty(64 * 2**20, dtype=torch.float32).normal_()  # 256 MiB
+    dst = torch.empty_like(src)
+    out["copy_gb_per_s"] = 2 * src.numel() * 4 / median_time(lambda: dst.copy_(src), repeats) / 1e9
+    return out
+
+
+def training_step(domain: str, steps: int) -> dict:
+    with tempfile.TemporaryDirectory() as run:
+        cfg = compose_run("train", [*DOMAINS[domain], f"paths.data_dir={DATA}"], Path(run))
+        datamodule = instantiate(cfg.data)
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        batch = next(iter(datamodule.train_dataloader()))
+        module = build_module(cfg, datamodule.info()).train()
+    opt = module.optimizer_factory(params=[p for p in module.parameters() if p.requires_grad])
+    precision = resolve_precision("auto", "cpu")
+    gen = torch.Generator().manual_seed(0)
+
+    def step(count: FlopCounterMode | None = None) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+            losses, _ = module.diffusion_loss(module.domain.unpack(batch), generator=gen)
+        losses.mean().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    seconds = median_time(step, steps)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        step()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    top = [{"op": e.key, "share": e.self_cpu_time_total / total} for e in events[:8]]
+    params = sum(p.numel() for p in module.model.net.parameters()) / 1e6
+    return {
+        "domain": domain,
+        "net": type(module.model.net).__name__,
+        "params_M": params,
+        "precision": precision,
+        "gflop_per_step": flops / 1e9,
+        "s_per_step": seconds,
+        "gflops": flops / seconds / 1e9,
+        "top_ops": top,
+    }
+
+
+def ceiling_of(row: dict, peak: dict[str, float]) -> float:
+    """The matrix-product peak of the row's precision (bf16-mixed computes its matrix products in bfloat16)."""
+    return peak["matmul_bfloat16_gflops" if row["precision"] == "bf16-mixed" else "matmul_float32_gflops"]
+
+
+def plot(rows: list[dict], peak: dict[str, float], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.5, 3.4))
+    ax = fig.subplots()
+    names = [f"{r['domain']}\n{r['net']} ({r['precision']})" for r in rows]
+    achieved = [r["gflops"] for r in rows]
+    ceilings = [ceiling_of(r, peak) for r in rows]
+    x = range(len(rows))
+    ax.bar(x, ceilings, color="lightgray", label="matrix-product peak of that precision")
+    ax.bar(x, achieved, color="tab:blue", label="training step (forward + backward FLOPs / step time)")
+    for i, (a, c) in enumerate(zip(achieved, ceilings)):
+        ax.text(i, a, f"{100 * a / c:.0f} %", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(list(x), names, fontsize=8)
+    ax.set_ylabel("GFLOP/s")
+    ax.legend(fontsize=7, loc="upper right")
+    ax.set_title(f"{torch.get_num_threads()} threads; copy bandwidth {peak['copy_gb_per_s']:.1f} GB/s", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--steps", type=int, default=6, help="timed training steps per domain (median)")
+    p.add_argument("--domains", nargs="+", default=list(DOMAINS))
+    p.add_argument("--out", type=Path, default=ROOT / "docs")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    peak = peaks()
+    print(json.dumps(peak), flush=True)
+    rows = []
+    for domain in a.domains:
+        rows.append(training_step(domain, a.steps))
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "top_ops"}), flush=True)
+    header = [
+        "domain",
+        "net",
+        "precision",
+        "GFLOP per step",
+        "s per step",
+        "GFLOP/s",
+        "of the matmul peak",
+        "top operators",
+    ]
+    print("\n| " + " | ".join(header) + " |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        ceiling = ceiling_of(r, peak)
+        ops = ", ".join(f"{o['op']} {100 * o['share']:.0f} %" for o in r["top_ops"][:4])
+        print(f"| {r['domain']} | {r['net']} {r['params_M']:.1f}M | {r['precision']} | {r['gflop_per_step']:.1f} | "
+              f"{r['s_per_step']:.3f} | {r['gflops']:.0f} | {100 * r['gflops'] / ceiling:.0f} % | {ops} |")  # fmt: skip
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "roofline.json").write_text(json.dumps({"threads": a.threads, "peak": peak, "steps": rows}, indent=1))
+    plot(rows, peak, a.out / "roofline.png")
+
+
+if __name__ == "__main__":
+    main()
