@@ -56,7 +56,8 @@ def test_bad_requests_are_refused(tiny_audio_ckpt, exported, tmp_path):
     with pytest.raises(ValueError, match="ema_length=0.1 needs ckpt="):
         sample.sample(compose("sample", [f"pretrained={exported}", "ema_length=0.1"], tmp_path / "h"))
     config = exported / "config.yaml"
-    config.write_text(config.read_text().replace("_target_: multidiff.domains.audio.nets.UNet1d", "_target_: os.system"))
+    net = "_target_: multidiff.domains.audio.nets.UNet1d"
+    config.write_text(config.read_text().replace(net, "_target_: os.system"))
     with pytest.raises(UntrustedCheckpointError, match="os.system"):
         load_model(exported)
 
