@@ -149,6 +149,8 @@ def moved_option(argv: list[str]) -> str | None:
     }
     for arg in argv:
         key, eq, value = arg.partition("=")
+        if eq and key == "model":  # `model` is the optimizer's config group: a shipped model is named otherwise
+            return f"{arg}: a shipped or exported model is given as pretrained={value} (model is a config group)"
         if eq and key.isidentifier() and key not in known:
             return (
                 f"{arg}: sample.py has no option {key!r}. An option of the observation file is given as "

@@ -67,3 +67,9 @@ def test_shipped_models_sample_on_a_fresh_clone(name, tmp_path):
     out = tmp_path / "out"
     sample.sample(compose("sample", [f"pretrained={name}", "n=2", "steps=4", f"out={out}"], tmp_path / "h"))
     assert len([p for p in out.iterdir() if p.suffix in (".wav", ".ply", ".sdf")]) >= 1
+
+
+def test_model_equals_points_to_pretrained():
+    assert "pretrained=fsdd-digits" in sample.moved_option(["model=fsdd-digits", "n=2"])
+    assert "+observe_options.keep=[0,1]" in sample.moved_option(["keep=[0,1]"])
+    assert sample.moved_option(["pretrained=fsdd-digits", "n=2", "sampler=ddim", "+condition.digit=3"]) is None
