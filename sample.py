@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 import multidiff.env  # noqa: F401  (before torch)
 
@@ -16,14 +15,14 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from multidiff.build import load_checkpoint, load_model, shipped_models
-from multidiff.core.options import call_strict
+from multidiff.core.options import call_strict, positive_int
 from multidiff.core.state import State
 from multidiff.module import DiffusionModule
 from multidiff.posthoc_ema import load_ema_length
 from multidiff.runlock import hold
 from multidiff.sample_folder import Batch, SampleFolder, plan, shard_of
 from multidiff.sampling import request_from_config
-from multidiff.threads import use_threads
+from multidiff.threads import ThreadGovernor
 
 log = logging.getLogger("multidiff.sample")
 
@@ -40,7 +39,7 @@ def sample(cfg: DictConfig) -> list[Path]:
     if num_shards > 1 and cfg.out is None:
         raise ValueError(f"num_shards={num_shards}: the shards write into one folder; name it with out=DIR")
     device = shard_device(cfg.device, shard, num_shards)
-    governor = use_threads(cfg.threads)
+    governor = ThreadGovernor(cfg.threads)
     module = load_source(cfg).to(device)
     if cfg.ema_length is not None:
         snapshots = Path(cfg.ema_snapshots or Path(cfg.ckpt).resolve().parent.parent / "posthoc_ema")
@@ -108,13 +107,6 @@ def load_source(cfg: DictConfig) -> DiffusionModule:
         if cfg[key] != default:
             raise ValueError(f"{key}={cfg[key]} needs ckpt= (a model folder holds one set of weights)")
     return load_model(cfg.pretrained, domain=cfg.expect_domain, trust_targets=trust)
-
-
-def positive_int(value: Any, name: str) -> int:
-    """``value`` as given on the command line, checked: a positive integer, or an error naming the option."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r}: must be a positive integer, e.g. {name}=16")
-    return value
 
 
 def shard_device(device: str, shard: int, num_shards: int) -> str:

@@ -39,7 +39,7 @@ from multidiff.precision import resolve_trainer_precision, sampling_precision
 from multidiff.preemption import AtomicCheckpointIO, find_resume
 from multidiff.runlock import hold
 from multidiff.sampling import SamplingRequest, build_sampler
-from multidiff.threads import use_threads
+from multidiff.threads import ThreadGovernor
 from multidiff.training import FollowLoad
 
 log = logging.getLogger("multidiff.train")
@@ -68,7 +68,7 @@ def run_folder_lock(cfg: DictConfig) -> AbstractContextManager:
 
 def _train(cfg: DictConfig) -> pl.Trainer:
     check_strategy(cfg)
-    governor = use_threads(cfg.threads)
+    governor = ThreadGovernor(cfg.threads)
     precision = resolve_trainer_precision(cfg.trainer)  # before anything stores the config
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)

@@ -41,9 +41,9 @@ def worker(threads: str, steps: int) -> None:
     from multidiff.build import build_module
     from multidiff.config import compose_run
     from multidiff.precision import resolve_precision
-    from multidiff.threads import use_threads
+    from multidiff.threads import ThreadGovernor
 
-    governor = use_threads(int(threads) if threads.isdigit() else threads)
+    governor = ThreadGovernor(int(threads) if threads.isdigit() else threads)
     with tempfile.TemporaryDirectory() as run_dir:
         cfg = compose_run("train", ["experiment=fsdd_unet_cpu", "data.num_classes=0"], Path(run_dir))
     info = {"sample_rate": 8000, "length": cfg.data.length, "num_classes": 0, "class_names": []}

@@ -113,13 +113,7 @@ def load_autoencoder(
     components; ``domain``: refuse one of another domain."""
     ckpt = read_checkpoint(path, map_location)
     module = _rebuild(ckpt, path, "autoencoder", domain, trust_targets, build_autoencoder)
-    try:
-        module.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as e:
-        raise CheckpointFormatError(
-            f"{path}: its weights do not fit the autoencoder its config describes: {e}"
-        ) from None
-    return module.eval()
+    return _with_weights(module, ckpt["state_dict"], path, "autoencoder").eval()
 
 
 def _rebuild(
@@ -181,11 +175,7 @@ def load_checkpoint(
                 "the average replaces the training weights); use weights=ema"
             )
         state = ckpt["current_model_state"]
-    try:
-        module.load_state_dict(state)
-    except RuntimeError as e:
-        raise CheckpointFormatError(f"{path}: its weights do not fit the model its config describes: {e}") from None
-    _check_finite(state, path)
+    _with_weights(module, state, path, "model")
     module.checkpoint_step = int(ckpt.get("global_step") or 0)  # which snapshots post-hoc EMA may use
     return module.eval()
 
@@ -229,20 +219,22 @@ def load_model(model: str | Path, domain: str | None = None, trust_targets: Sequ
     module = _rebuild(
         {CHECKPOINT_KEY: meta, "state_dict": state}, folder, "diffusion", domain, trust_targets, build_module
     )
-    try:
-        module.load_state_dict(state)  # (half-precision weights are cast to the model's float32)
-    except RuntimeError as e:
-        raise CheckpointFormatError(f"{folder}: its weights do not fit the model its config describes: {e}") from None
-    _check_finite(state, folder)
+    _with_weights(module, state, folder, "model")  # (half-precision weights are cast to the model's float32)
     module.checkpoint_step = int(meta.get("step") or 0)
     return module.eval()
 
 
-def _check_finite(state: Mapping[str, Tensor], path: str | Path) -> None:
-    """Refuse weights holding NaN or infinity: every sample drawn from them would be too."""
+def _with_weights(module: Any, state: Mapping[str, Tensor], source: str | Path, what: str) -> Any:
+    """``module`` with ``state`` loaded, refused (naming ``source``) when the weights do not fit the ``what`` its
+    config describes or hold NaN or infinity, which every sample drawn from them would too."""
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointFormatError(f"{source}: its weights do not fit the {what} its config describes: {e}") from None
     bad = [k for k, t in state.items() if torch.is_tensor(t) and t.is_floating_point() and not t.isfinite().all()]
     if bad:
         raise CheckpointFormatError(
-            f"{path}: {len(bad)} weight tensors hold NaN or infinite values ({', '.join(bad[:3])}"
+            f"{source}: {len(bad)} weight tensors hold NaN or infinite values ({', '.join(bad[:3])}"
             f"{', ...' if len(bad) > 3 else ''}); the model diverged or the file is damaged: use an earlier checkpoint"
         )
+    return module

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from multidiff.core.options import positive_int
 from multidiff.paths import exclusive, replaced
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,7 @@ def plan(n: int, batch_size: int, seed: int) -> list[Batch]:
 
 def shard_of(batches: Sequence[Batch], shard: int, num_shards: int) -> list[Batch]:
     """Shard ``shard`` of ``num_shards``: every ``num_shards``-th batch, so shards finish at about the same time."""
-    if not (isinstance(num_shards, int) and num_shards >= 1):
-        raise ValueError(f"num_shards={num_shards!r}: must be a positive integer")
+    positive_int(num_shards, "num_shards")
     if not (isinstance(shard, int) and 0 <= shard < num_shards):
         raise ValueError(f"shard={shard!r}: must be an integer in 0..{num_shards - 1} (num_shards={num_shards})")
     return [b for b in batches if b.index % num_shards == shard]

@@ -21,7 +21,7 @@ from torch import Tensor
 from multidiff.config import sampler_config
 from multidiff.core.noise import NOISE_KINDS, GaussianNoise
 from multidiff.core.observation import Observation
-from multidiff.core.options import accepted_keywords, call_strict, check_keys
+from multidiff.core.options import accepted_keywords, call_strict, check_keys, positive_int
 from multidiff.core.samplers import CALL_ARGS, SAMPLERS, sampler_named
 from multidiff.core.schedules import SPACINGS, KarrasSchedule
 from multidiff.core.space import TensorSpace
@@ -95,8 +95,7 @@ def build_sampler(
         raise ValueError(f"unknown sampler noise {noise!r}; valid: {', '.join(NOISE_KINDS)}")
     check_keys(cfg, accepted_keywords(fn, skip=CALL_ARGS) or [], f"option of sampler {fn.__name__}")
     steps = steps or grid["steps"]
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"sampler steps must be a positive integer, got {steps!r}")
+    positive_int(steps, "steps")
     spacing = spacing or grid["spacing"]
     if spacing not in SPACINGS:
         raise ValueError(f"unknown sampler spacing {spacing!r}; valid: {', '.join(SPACINGS)}")
@@ -127,8 +126,7 @@ class SamplingRequest:
             raise ValueError("guide_ckpt= and guidance_interval= act only when guidance != 1: set guidance, e.g. 2")
         if self.observe_with not in OBSERVE_WITH:
             raise ValueError(f"observe_with={self.observe_with}; valid: {', '.join(OBSERVE_WITH)}")
-        if isinstance(self.resample, bool) or not isinstance(self.resample, int) or self.resample < 1:
-            raise ValueError(f"resample={self.resample!r}: must be a positive integer (1: no resampling)")
+        positive_int(self.resample, "resample")  # (1: no resampling)
         if self.resample > 1 and self.sampler.noise == "brownian":
             raise ValueError("resampling needs independent noise draws over the same step: use sampler.noise=gaussian")
         if self.observe is None and self.observe_options:

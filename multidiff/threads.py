@@ -34,18 +34,27 @@ def _cpu_times(cpus: set[int]) -> tuple[float, float]:
     return busy, total
 
 
+def _cores_busy(cpus: set[int], before: tuple[float, float], after: tuple[float, float]) -> float:
+    """How many of ``cpus`` were busy between two :func:`_cpu_times` readings."""
+    busy, total = after[0] - before[0], after[1] - before[1]
+    return len(cpus) * busy / total if total > 0 else 0.0
+
+
+def _threads_for(cpus: set[int], others: float, allowed: int) -> int:
+    """One thread per core that other processes (using ``others`` cores) leave free: at least 1, at most
+    ``allowed``."""
+    return max(1, min(allowed, len(cpus) - math.floor(others + 0.5)))
+
+
 def busy_cores(cpus: set[int], window_s: float = 0.3) -> float:
     """How many of ``cpus`` other processes keep busy, measured over ``window_s`` while this one sleeps; 0.0
     where /proc/stat cannot be read (not Linux)."""
     try:
-        busy0, total0 = _cpu_times(cpus)
+        before = _cpu_times(cpus)
         time.sleep(window_s)
-        busy1, total1 = _cpu_times(cpus)
+        return _cores_busy(cpus, before, _cpu_times(cpus))
     except (OSError, ValueError):
         return 0.0
-    if total1 <= total0:
-        return 0.0
-    return len(cpus) * (busy1 - busy0) / (total1 - total0)
 
 
 def usable_cores() -> set[int]:
@@ -60,8 +69,7 @@ def resolve_threads(threads: int | str, allowed: int) -> int:
         if allowed <= 1:  # nothing to choose: no need to measure
             return 1
         cpus = usable_cores()
-        idle = len(cpus) - round(busy_cores(cpus))
-        return max(1, min(allowed, idle))
+        return _threads_for(cpus, busy_cores(cpus), allowed)
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads={threads!r}: use a positive integer or auto (the cores idle at start)")
     return threads
@@ -94,29 +102,21 @@ class ThreadGovernor:
     def _mark(self) -> None:
         self._wall, self._own = time.monotonic(), time.process_time()
         try:
-            self._busy, self._total = _cpu_times(self.cpus)
+            self._times = _cpu_times(self.cpus)
         except (OSError, ValueError):
             self.adaptive = False  # no /proc/stat: keep the threads chosen at start
 
     def update(self) -> int:
         """The thread count now (changed when other processes took or gave back cores since the last call)."""
-        wall = time.monotonic() - getattr(self, "_wall", 0.0)
+        wall = time.monotonic() - self._wall
         if not self.adaptive or self.allowed <= 1 or wall < self.every_s:
             return self.threads
         own = (time.process_time() - self._own) / wall
-        busy0, total0 = self._busy, self._total
+        before = self._times
         self._mark()
-        if self._total <= total0:
-            return self.threads
-        others = max(0.0, len(self.cpus) * (self._busy - busy0) / (self._total - total0) - own)
-        n = max(1, min(self.allowed, len(self.cpus) - math.floor(others + 0.25)))
+        others = max(0.0, _cores_busy(self.cpus, before, self._times) - own)
+        n = _threads_for(self.cpus, others, self.allowed)
         if n != self.threads:
             log.info("other processes use %.1f cores: %d CPU thread%s now", others, n, "" if n == 1 else "s")
             self._set(n)
         return n
-
-
-def use_threads(threads: int | str) -> ThreadGovernor:
-    """Set torch's intra-op threads as ``threads`` says; call the returned governor's ``update`` now and then
-    (between training steps, sampling batches) to follow the machine's load."""
-    return ThreadGovernor(threads)

@@ -17,6 +17,14 @@ def check_keys(given: Iterable[str], valid: Iterable[str], what: str) -> None:
         )
 
 
+def positive_int(value: Any, name: str) -> int:
+    """``value`` (as a user gave it: a config value, a command-line string) if it is a positive integer, else an
+    error naming the option and the value."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r}: must be a positive integer")
+    return value
+
+
 def accepted_keywords(fn: Callable[..., Any], skip: Iterable[str] = ()) -> list[str] | None:
     """The keyword arguments ``fn`` takes (minus ``skip``), or None when it takes any (``**kwargs``)."""
     params = inspect.signature(fn).parameters.values()
