@@ -86,7 +86,7 @@ class DiffusionModule(TrainedModule):
         x = x0 + s * noise
         known = None
         if self.masks is not None:
-            known = torch.broadcast_to(self.masks(state, generator), x0.shape)
+            known = self.masks(state, generator).expand_as(x0)
             x = observed_input(x0, x, known, space, state.ctx)
         pred = self.model.raw(x, sigma, state, cond_drop=drop, known=known)
         # at least float32 (bf16 autocast), float64 stays float64
@@ -224,7 +224,7 @@ class DiffusionModule(TrainedModule):
         )
         try:
             by_model = by_model and observation is not None
-            known = torch.broadcast_to(observation.mask, state.x.shape) if by_model else None
+            known = observation.mask.expand_as(state.x) if by_model else None
             denoise = sampling_denoiser(
                 self.model,
                 state,

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .parts import Parts, parts_of
 from .protocols import Space
 
 NOISE_KINDS = ("gaussian", "brownian")
@@ -39,9 +40,14 @@ class BrownianNoise:
 
         self.space, self.ctx = space, ctx
         self.lo, self.hi = math.log(sigma_min), math.log(sigma_max)
-        self.tree = torchsde.BrownianTree(
-            t0=self.lo, w0=torch.zeros_like(x), t1=self.hi, entropy=seed, tol=1e-3, pool_size=24
-        )
+        self.several = isinstance(x, Parts)
+        # one tree per part of a multi-tensor state (e.g. atoms and atom pairs), each with its own stream
+        self.trees = {
+            name: torchsde.BrownianTree(
+                t0=self.lo, w0=torch.zeros_like(part), t1=self.hi, entropy=seed + k, tol=1e-3, pool_size=24
+            )
+            for k, (name, part) in enumerate(parts_of(x).items())
+        }
 
     def __call__(self, sigma: Tensor, sigma_next: Tensor) -> Tensor:
         a, b = sorted((math.log(float(sigma)), math.log(float(sigma_next))))
@@ -49,7 +55,8 @@ class BrownianNoise:
         if b <= a:
             raise ValueError(f"Brownian noise between equal or out-of-range levels {sigma} and {sigma_next}")
         # an interval query: cheaper than two point evaluations, which torchsde warns against
-        return self.space.project(self.tree(a, b) / (b - a) ** 0.5, self.ctx)
+        draws = {name: tree(a, b) / (b - a) ** 0.5 for name, tree in self.trees.items()}
+        return self.space.project(Parts(draws) if self.several else draws["x"], self.ctx)
 
 
 def make_noise(

@@ -43,7 +43,7 @@ class Observation:
     def __post_init__(self) -> None:
         if self.mask.dtype != torch.bool:
             raise ValueError(f"observation mask must be boolean, got {self.mask.dtype}")
-        known = torch.broadcast_to(self.mask, self.values.shape)
+        known = self.mask.expand_as(self.values)
         if not known.any():
             raise ValueError("the observation mask is empty: nothing is known, sample without observe=")
         if known.all():

@@ -3,7 +3,8 @@
 A processed dataset is one dict of packed arrays (all atoms of all molecules concatenated):
 ``pos`` (A, 3) float32 Angstrom, ``types`` (A,) int8 indices into ``elements``, ``charges`` (A,)
 int8 formal charges, ``ptr`` (M + 1,) atom offsets, ``props`` (M, P) float64 with ``prop_names``,
-``splits`` {train, val, test} molecule indices, ``stats`` (training-set statistics the metrics compare
+``splits`` {train, val, test} molecule indices, ``bonds``/``bond_ptr``/``has_graph`` the bond graphs
+(:mod:`.graphs`), ``stats`` (training-set statistics the metrics compare
 against, from :func:`.reference.reference_stats`).
 """
 
@@ -32,7 +33,8 @@ SPLITS = ("train", "val", "test")
 
 
 class MoleculeSet(Dataset):
-    """Molecules ``indices`` of packed ``arrays`` as PyG ``Data`` (pos, atom_type, charge[, cond, y])."""
+    """Molecules ``indices`` of packed ``arrays`` as PyG ``Data`` (pos, atom_type, charge, edge_index and
+    bond_order (each bond once, i < j)[, cond, y])."""
 
     def __init__(
         self,
@@ -45,6 +47,8 @@ class MoleculeSet(Dataset):
         self.types = torch.from_numpy(arrays["types"].astype(np.int64))  # stored as int8
         self.charges = torch.from_numpy(arrays["charges"].astype(np.int64))
         self.ptr = arrays["ptr"]
+        self.bonds = torch.from_numpy(arrays["bonds"].astype(np.int64))
+        self.bond_ptr = arrays["bond_ptr"]
         self.indices = np.asarray(indices)
         self.cond = None if cond is None else torch.from_numpy(cond.astype(np.float32))
         self.cond_raw = None if cond_raw is None else torch.from_numpy(cond_raw.astype(np.float32))
@@ -55,7 +59,15 @@ class MoleculeSet(Dataset):
     def __getitem__(self, i: int) -> Data:
         m = int(self.indices[i])
         a, b = int(self.ptr[m]), int(self.ptr[m + 1])
-        data = Data(pos=self.pos[a:b], atom_type=self.types[a:b], charge=self.charges[a:b], num_nodes=b - a)
+        bonds = self.bonds[int(self.bond_ptr[m]) : int(self.bond_ptr[m + 1])]
+        data = Data(
+            pos=self.pos[a:b],
+            atom_type=self.types[a:b],
+            charge=self.charges[a:b],
+            edge_index=bonds[:, :2].T.contiguous(),  # PyG offsets it by each molecule's first atom in a batch
+            bond_order=bonds[:, 2],
+            num_nodes=b - a,
+        )
         if self.cond is not None:
             data.cond = self.cond[m : m + 1]  # (1, P) so batches stack to (B, P)
             data.y = self.cond_raw[m : m + 1]
@@ -69,10 +81,11 @@ class MoleculeDataModule(pl.LightningDataModule):
     the training split). ``max_molecules`` keeps the first N molecules of each split (fast tests).
     ``elements``: the one-hot vocabulary and its order (None: the dataset's own); it must cover every
     element of the data. Nets read it from the config (``${data.elements}``) to size their input.
+    ``require_graph``: keep only molecules with a bond graph (graph models; the count left out is logged).
     """
 
     name = "molecules"
-    cache_version = 1
+    cache_version = 2  # 2: bond graphs
     #: property names known before loading (checked at construction); None: only known from the data
     property_names: tuple[str, ...] | None = None
 
@@ -86,8 +99,10 @@ class MoleculeDataModule(pl.LightningDataModule):
         shuffle: bool = True,
         progress: bool = True,
         elements: list[str] | None = None,
+        require_graph: bool = False,
     ):
         super().__init__()
+        self.require_graph = require_graph
         self.elements = [str(e) for e in elements] if elements else None
         self.root = Path(root)
         self.batch_size, self.num_workers, self.shuffle = batch_size, num_workers, shuffle
@@ -147,6 +162,17 @@ class MoleculeDataModule(pl.LightningDataModule):
     # -- splits and loaders --------------------------------------------------------------------
     def split_indices(self, split: str) -> np.ndarray:
         idx = self.load()["splits"][split]
+        if self.require_graph:
+            has = self.load()["has_graph"][idx]
+            if not has.all():
+                log.info(
+                    "%s %s: %d of %d molecules have no bond graph and are left out",
+                    self.name,
+                    split,
+                    int((~has).sum()),
+                    len(idx),
+                )
+            idx = idx[has]
         return idx[: self.max_molecules] if self.max_molecules else idx
 
     def _cond_columns(self) -> list[int]:

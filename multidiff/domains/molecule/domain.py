@@ -13,10 +13,12 @@ from torch import Tensor
 
 from multidiff.core.domain import Domain, State, check_info
 from multidiff.core.observation import Observation
-from multidiff.core.space import GraphSpace
+from multidiff.core.parts import Parts
+from multidiff.core.space import GraphSpace, PairGraphSpace, pair_context, pair_ids
 
 from .export import draw_grid, write_sdf, write_xyz
-from .fragments import fragment_metrics
+from .fragments import check_fragment_bonds, fragment_metrics
+from .graphs import BOND_ORDERS, order_matrix
 from .io import read_molecules
 from .metrics import MoleculeAnalysis, evaluate_molecules
 from .reference import reference_from_molecules, training_smiles
@@ -33,9 +35,17 @@ class MoleculeDomain(Domain):
     (``normalize_factors [1, 4, 10]``); EDM's integer feature is the atomic number, here it is the
     formal charge (the element is already in the one-hot block).
 
-    Config keys: ``onehot_scale``, ``charge_scale``, ``include_charges``, ``num_atoms`` (None: draw
-    atom counts from the training histogram; an int fixes them), ``strain_max_molecules``,
-    ``png_max_molecules``.
+    ``bonds=True`` makes it a graph model: the state is :class:`~multidiff.core.parts.Parts` of those node rows
+    and one row per atom pair, the one-hot bond order (none, single, double, triple) times ``bond_scale``
+    (:class:`~multidiff.core.space.PairGraphSpace`), denoised jointly with the atoms (a continuous relaxation of
+    the categorical parts, as JODO, Huang et al. 2023, so every sampler applies); samples carry the model's bonds
+    and charges. A part's scale sets when it is decided: at a noise level sigma a part scaled by s has the
+    signal-to-noise ratio of unscaled data at sigma / s, so a smaller scale is noised earlier in the forward
+    process and settled later in sampling.
+
+    Config keys: ``onehot_scale``, ``charge_scale``, ``include_charges``, ``bonds``, ``bond_scale``,
+    ``pair_weight`` (the pair rows' share of the loss), ``num_atoms`` (None: draw atom counts from the training
+    histogram; an int fixes them), ``strain_max_molecules``, ``png_max_molecules``.
     """
 
     name = "molecule"
@@ -55,12 +65,16 @@ class MoleculeDomain(Domain):
         onehot_scale: float = 0.25,
         charge_scale: float = 0.1,
         include_charges: bool = True,
+        bonds: bool = False,
+        bond_scale: float = 0.5,
+        pair_weight: float = 1.0,
         num_atoms: int | None = None,
         strain_max_molecules: int = 1000,
         png_max_molecules: int = 48,
     ):
         super().__init__()
-        self.space = GraphSpace(com_dims=3)
+        self.bonds, self.bond_scale = bonds, bond_scale
+        self.space = PairGraphSpace(com_dims=3, pair_weight=pair_weight) if bonds else GraphSpace(com_dims=3)
         self.onehot_scale, self.charge_scale = onehot_scale, charge_scale
         self.include_charges = include_charges
         self.num_atoms = num_atoms
@@ -110,10 +124,20 @@ class MoleculeDomain(Domain):
         parts = [batch.pos.float(), F.one_hot(batch.atom_type.long(), k).float() * self.onehot_scale]
         if self.include_charges:
             parts.append(batch.charge.float().unsqueeze(1) * self.charge_scale)
-        ctx = {"batch": batch.batch, "num_items": int(batch.num_graphs)}
-        x = self.space.remove_com(torch.cat(parts, dim=1), ctx)
+        n = int(batch.num_graphs)
         cond = getattr(batch, "cond", None) if self._condition_info() else None
-        return State(x, cond, ctx)
+        if not self.bonds:
+            ctx = {"batch": batch.batch, "num_items": n}
+            return State(self.space.remove_com(torch.cat(parts, dim=1), ctx), cond, ctx)
+        if getattr(batch, "bond_order", None) is None:
+            raise ValueError("a graph model (domain.bonds=true) trains on data with bonds: this batch has none")
+        ctx = pair_context(batch.batch, n)
+        pair = torch.zeros(ctx["pair_index"].shape[1], len(BOND_ORDERS), device=batch.pos.device)
+        pair[:, 0] = 1.0  # no bond
+        ids = pair_ids(batch.edge_index, ctx["pair_index"], batch.num_nodes)
+        pair[ids] = F.one_hot(batch.bond_order.long(), len(BOND_ORDERS)).float()
+        node = self.space.remove_com(torch.cat(parts, dim=1), ctx)
+        return State(Parts({"node": node, "pair": pair * self.bond_scale}), cond, ctx)
 
     # -- generation -----------------------------------------------------------------------------
     def sample_num_atoms(self, n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -139,7 +163,10 @@ class MoleculeDomain(Domain):
                 raise ValueError(f"num_atoms must be >= 1, got {counts.tolist()}")
         batch = torch.repeat_interleave(torch.arange(n), counts)
         x = torch.zeros(len(batch), self.num_features)
-        return State(x, cond, {"batch": batch, "num_items": n})
+        if not self.bonds:
+            return State(x, cond, {"batch": batch, "num_items": n})
+        ctx = pair_context(batch, n)
+        return State(Parts({"node": x, "pair": torch.zeros(ctx["pair_index"].shape[1], len(BOND_ORDERS))}), cond, ctx)
 
     def condition(self, n: int, **request: Any) -> Tensor | None:
         """Normalised property condition from raw values, e.g. ``gap=6.5`` (one value or one per item).
@@ -183,6 +210,12 @@ class MoleculeDomain(Domain):
         result.require_molecules()
         fragment = result.molecules[0]
         k = len(fragment)
+        lo, hi = self.info.get("charge_range", [0, 0])
+        if self.include_charges and not ((fragment.charges >= lo) & (fragment.charges <= hi)).all():
+            bad = sorted({int(c) for c in fragment.charges if not lo <= c <= hi})
+            raise ValueError(
+                f"observe={path}: formal charge(s) {bad} outside this model's range [{lo}, {hi}] (its training data)"
+            )
         largest = max(self.info["node_counts"]["values"])
         if n_atoms is None:
             if k >= largest:
@@ -197,7 +230,8 @@ class MoleculeDomain(Domain):
             counts = torch.full((n,), n_atoms, dtype=torch.long)
         batch = torch.repeat_interleave(torch.arange(n), counts)
         start = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)[:-1]])
-        given = torch.arange(len(batch)) - start[batch] < k  # the first k rows of every molecule
+        local = torch.arange(len(batch)) - start[batch]
+        given = local < k  # the first k rows of every molecule
         row = torch.zeros(self.num_features)
         frag = torch.zeros(k, self.num_features)
         centre = fragment.positions.mean(0)
@@ -208,7 +242,16 @@ class MoleculeDomain(Domain):
         values = row.repeat(len(batch), 1)
         values[given] = frag.repeat(n, 1)
         meta = {"path": str(path), "fragment": fragment, "centre": centre, "given": k}
-        return Observation(values, given.unsqueeze(1), meta, {"batch": batch, "num_items": n})
+        if not self.bonds:
+            return Observation(values, given.unsqueeze(1), meta, {"batch": batch, "num_items": n})
+        check_fragment_bonds(fragment, f"observe={path}", result.bond_errors.get(result.records[0]))
+        ctx = pair_context(batch, n)
+        i, j = ctx["pair_index"]
+        pair_given = given[i] & given[j]  # pairs of two given atoms: their bond (or its absence) is known
+        orders = torch.as_tensor(fragment.bonds, dtype=torch.long)[local[i].clamp(max=k - 1), local[j].clamp(max=k - 1)]
+        pair = F.one_hot(orders, len(BOND_ORDERS)).float() * self.bond_scale * pair_given.unsqueeze(1)
+        mask = Parts({"node": given.unsqueeze(1), "pair": pair_given.unsqueeze(1)})
+        return Observation(Parts({"node": values, "pair": pair}), mask, meta, ctx)
 
     def _counts_above(self, n: int, k: int, seed: int) -> Tensor:
         hist = self.info["node_counts"]
@@ -225,7 +268,9 @@ class MoleculeDomain(Domain):
         k = len(self.elements)
         if observation is not None:
             state = self._into_fragment_frame(state, observation)
-        x = state.x.detach().double().cpu().numpy()  # float64: a fragment keeps its file coordinates
+        x = (
+            (state.x["node"] if self.bonds else state.x).detach().double().cpu().numpy()
+        )  # float64: a fragment keeps its file coordinates
         if not np.isfinite(x).all():
             log.warning("decode: %d non-finite values set to 0", int((~np.isfinite(x)).sum()))
             x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
@@ -242,9 +287,13 @@ class MoleculeDomain(Domain):
         order = np.argsort(batch, kind="stable")
         bounds = np.concatenate([[0], np.cumsum(np.bincount(batch, minlength=n))])
         molecules = []
+        bonds = self._bond_matrices(state, bounds) if self.bonds else [None] * n
         for i in range(n):
             rows = order[bounds[i] : bounds[i + 1]]
-            molecules.append(Molecule(x[rows, :3], [self.elements[t] for t in types[rows]], charges[rows], props[i]))
+            elements = [self.elements[t] for t in types[rows]]
+            molecules.append(Molecule(x[rows, :3], elements, charges[rows], props[i], bonds=bonds[i]))
+            if self.bonds:
+                molecules[-1].properties["bond_source"] = "model"
         if observation is not None:
             given = " ".join(str(j + 1) for j in range(int(observation.meta["given"])))
             for mol in molecules:
@@ -252,13 +301,27 @@ class MoleculeDomain(Domain):
                 mol.properties["fragment"] = observation.meta["path"]
         return molecules
 
+    def _bond_matrices(self, state: State, bounds: np.ndarray) -> list[np.ndarray]:
+        """Each molecule's ``(n, n)`` bond orders: the most likely class of each of its pair rows."""
+        pair = state.x["pair"].detach().float().cpu()
+        orders = torch.nan_to_num(pair).argmax(1).numpy() if len(pair) else np.zeros(0, np.int64)
+        i, j = state.ctx["pair_index"].cpu().numpy()
+        batch = state.ctx["batch"].cpu().numpy()
+        out = [np.zeros((bounds[m + 1] - bounds[m],) * 2, np.int64) for m in range(len(bounds) - 1)]
+        for a, b, o in zip(i[orders > 0], j[orders > 0], orders[orders > 0]):
+            m = batch[a]
+            out[m][a - bounds[m], b - bounds[m]] = out[m][b - bounds[m], a - bounds[m]] = BOND_ORDERS[o]
+        return out
+
     def _into_fragment_frame(self, state: State, observation: Observation) -> State:
         """Translate every molecule so that its given atoms' centroid is the fragment's, in float64: the given
         atoms then sit on the fragment's coordinates (they hold its shape exactly, see Space.align)."""
-        x = state.x.detach().double().cpu()
+        graph = isinstance(state.x, Parts)
+        x = (state.x["node"] if graph else state.x).detach().double().cpu()
         batch = state.ctx["batch"].cpu()
-        values = observation.values.double().cpu()
-        known = torch.broadcast_to(observation.mask.cpu(), x.shape)[:, 0]
+        values = (observation.values["node"] if graph else observation.values).double().cpu()
+        mask = observation.mask["node"] if graph else observation.mask
+        known = torch.broadcast_to(mask.cpu(), x.shape)[:, 0]
         n = int(state.ctx["num_items"])
         centroid = torch.zeros(n, 3, dtype=torch.float64).index_add_(0, batch[known], x[known, :3])
         centroid /= torch.bincount(batch[known], minlength=n).clamp(min=1).unsqueeze(1)
@@ -269,7 +332,7 @@ class MoleculeDomain(Domain):
         # the given rows exactly as observed: the file's coordinates, not their float32 round trip
         moved[known] = values[known]
         moved[known, :3] = torch.as_tensor(observation.meta["fragment"].positions, dtype=torch.float64).repeat(n, 1)
-        return State(moved, state.cond, state.ctx)
+        return State(state.x.replace(node=moved) if graph else moved, state.cond, state.ctx)
 
     def _raw_condition(self, cond: Tensor | None, n: int) -> list[dict[str, float]]:
         info = self._condition_info()
@@ -337,6 +400,7 @@ class MoleculeDomain(Domain):
         reference: Path | str | None = None,
         data_config: dict | None = None,
         fragment: Path | str | None = None,
+        bonds: str = "auto",
         progress: bool = True,
     ) -> dict[str, Any]:
         """Metrics of an SDF/XYZ file (or a folder holding one), as a JSON-able dict.
@@ -345,7 +409,9 @@ class MoleculeDomain(Domain):
         training SMILES from the cache named in ``info['data_root']`` (computed once); ``reference``: see
         :meth:`reference`; ``data_config``: a data config used to bind an unbound domain; ``fragment``: the file
         the molecules were grown from (``observe=``), adding how well they keep it
-        (:func:`~.fragments.fragment_metrics`). Malformed records are
+        (:func:`~.fragments.fragment_metrics`); ``bonds``: ``perceived`` from distances (EDM's metrics), ``file``
+        (each molecule's own, e.g. a graph model's or a data file's), or ``auto``: ``file`` when every record was
+        written by a graph model (its ``bond_source`` field), else ``perceived``. Malformed records are
         listed in ``malformed_records`` and skipped; a file without any readable molecule is a ValueError. An
         undefined metric is None, with its reason under ``null_reasons``.
         """
@@ -359,6 +425,9 @@ class MoleculeDomain(Domain):
         result.require_molecules()  # before the (possibly slow) reference: nothing to score
         for err in result.errors:
             log.warning("%s: %s", result.path, err)
+        if bonds == "auto":
+            generated = all(m.properties.get("bond_source") == "model" for m in result.molecules)
+            bonds = "file" if generated else "perceived"
         ref = self.reference(novelty, reference, progress)
         metrics = evaluate_molecules(
             result.molecules,
@@ -366,6 +435,7 @@ class MoleculeDomain(Domain):
             ref,
             strain=strain,
             strain_max_molecules=int(strain_max_molecules or self.strain_max_molecules),
+            bonds=bonds,
         )
         if "smiles" not in ref:  # say why there are no training SMILES, more telling than the generic reason
             root = self.info.get("data_root")
@@ -386,7 +456,7 @@ class MoleculeDomain(Domain):
         return float(stable) + float(valid), "molecule stability + validity"
 
     def quick_metrics(self, items: list[Molecule]) -> dict[str, float]:
-        analysis = MoleculeAnalysis(items, self.info.get("elements"))
+        analysis = MoleculeAnalysis(items, self.info.get("elements"), "file" if self.bonds else "perceived")
         out = analysis.stability()
         out["validity"] = float(analysis.valid.mean()) if items else None
         return {k: float(v) for k, v in out.items() if v is not None}  # undefined metrics are left out

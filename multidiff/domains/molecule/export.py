@@ -1,4 +1,5 @@
-"""Write molecules: multi-record SDF (bonds inferred from distances), multi-frame XYZ, PNG grid."""
+"""Write molecules: multi-record SDF (the molecule's own bonds, else bonds inferred from distances), multi-frame
+XYZ, PNG grid."""
 
 from __future__ import annotations
 
@@ -21,30 +22,37 @@ def _field(value: Any) -> str:
 
 
 def annotate(molecules: Sequence[Molecule]) -> list[tuple[np.ndarray, str | None]]:
-    """Bond orders and EDM validity (heavy-atom SMILES, or None when invalid) per molecule."""
+    """Bond orders and validity (heavy-atom SMILES, or None when invalid) per molecule: a molecule's own bonds
+    with its charges (a graph model's), else bonds from distances without charges (EDM validity)."""
     vocabulary = sorted({e for m in molecules for e in m.elements})
     index = {e: k for k, e in enumerate(vocabulary)}
-    types = [np.array([index[e] for e in m.elements], np.int64) for m in molecules]
-    orders = BondTable(vocabulary).batch_orders([m.positions for m in molecules], types)
+    perceive = [k for k, m in enumerate(molecules) if m.bonds is None]
+    types = [np.array([index[e] for e in molecules[k].elements], np.int64) for k in perceive]
+    perceived = BondTable(vocabulary).batch_orders([molecules[k].positions for k in perceive], types)
+    orders = [m.bonds for m in molecules]
+    for k, o in zip(perceive, perceived):
+        orders[k] = o
     out = []
     for m, o in zip(molecules, orders):
-        rd = to_rdkit(m, o, with_conformer=False)
+        rd = to_rdkit(m, o, with_charges=m.bonds is not None, with_conformer=False)
         # readable heavy-atom SMILES for files; metrics use EDM's explicit-H form
         out.append((o, None if sanitized_smiles(rd) is None else Chem.MolToSmiles(Chem.RemoveHs(rd))))
     return out
 
 
 def write_sdf(molecules: Sequence[Molecule], path: Path, meta: dict[str, Any] | None = None, start: int = 0) -> Path:
-    """One record per molecule, atoms in order, an unnamed one named ``sample_{start + k}``. Valid molecules
-    (EDM validity) carry their inferred bonds and formal charges; invalid ones keep atoms and coordinates only
-    and ``valid = 0``. Fields: ``valid``, ``smiles`` (when valid), ``num_atoms``, the molecule's properties (e.g. the
+    """One record per molecule, atoms in order, an unnamed one named ``sample_{start + k}``. A molecule with its
+    own bonds (a graph model's) carries them and its formal charges, valid or not (``valid`` says whether RDKit
+    sanitises it). Otherwise valid molecules (EDM validity) carry their inferred bonds and formal charges; invalid
+    ones keep atoms and coordinates only and ``valid = 0``. Fields: ``valid``, ``smiles`` (when valid), ``num_atoms``, the molecule's properties (e.g. the
     sampled condition) and scalar entries of ``meta``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with Chem.SDWriter(str(path)) as writer:
         writer.SetKekulize(False)
         for k, (mol, (orders, smiles)) in enumerate(zip(molecules, annotate(molecules))):
-            rd = to_rdkit(mol, orders if smiles is not None else None, with_charges=True)
+            own = mol.bonds is not None
+            rd = to_rdkit(mol, orders if smiles is not None or own else None, with_charges=True)
             rd.UpdatePropertyCache(strict=False)  # unsanitised molecules still need valences to write
             rd.SetProp("_Name", mol.name or f"sample_{start + k}")
             rd.SetIntProp("valid", int(smiles is not None))
@@ -80,7 +88,7 @@ def draw_grid(molecules: Sequence[Molecule], path: Path, max_molecules: int = 48
     for mol, (orders, smiles) in zip(molecules, annotate(molecules)):
         if smiles is None:
             continue
-        rd = to_rdkit(mol, orders, with_conformer=False)
+        rd = to_rdkit(mol, orders, with_charges=mol.bonds is not None, with_conformer=False)
         for number in str(mol.properties.get("given_atoms", "")).split():
             rd.GetAtomWithIdx(int(float(number)) - 1).SetBoolProp("given", True)
         rd = Chem.RemoveHs(rd, sanitize=True)  # atom properties survive; indices shift

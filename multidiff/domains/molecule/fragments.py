@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from rdkit import Chem
 
+from .bonds import bond_length_pm
 from .export import annotate
 from .structures import Molecule, to_rdkit
 
@@ -18,6 +19,31 @@ def bonded(mol: Molecule, orders: np.ndarray) -> Chem.Mol:
     rd.UpdatePropertyCache(strict=False)
     Chem.FastFindRings(rd)
     return rd.GetMol()
+
+
+#: how much longer than its tabulated single-bond length a bond of a given fragment may be (Angstrom)
+BOND_SLACK = 0.4
+
+
+def check_fragment_bonds(fragment: Molecule, where: str, bond_error: str | None = None) -> None:
+    """A graph model keeps a fragment's bonds: they must be given (an SDF with a bond block), readable in Kekule
+    form (``bond_error``: why they were not, from the reader) and agree with its coordinates (no bond longer than
+    the single-bond length of its elements plus :data:`BOND_SLACK`)."""
+    if bond_error is not None:
+        raise ValueError(f"{where}: {bond_error}")
+    if fragment.bonds is None:
+        raise ValueError(f"{where}: a graph model grows from a fragment with bonds: give an SDF with its bond block")
+    i, j = np.nonzero(np.triu(fragment.bonds, 1))
+    for a, b in zip(i.tolist(), j.tolist()):
+        ea, eb = fragment.elements[a], fragment.elements[b]
+        length = float(np.linalg.norm(fragment.positions[a] - fragment.positions[b]))
+        table = bond_length_pm(ea, eb, 1) / 100
+        limit = (table if np.isfinite(table) else 2.0) + BOND_SLACK
+        if length > limit:
+            raise ValueError(
+                f"{where}: bond {a + 1}-{b + 1} ({ea}-{eb}, order {int(fragment.bonds[a, b])}) is {length:.2f} A long, "
+                f"beyond the {limit:.2f} A such a bond can have: the bonds contradict the coordinates"
+            )
 
 
 def given_atoms(mol: Molecule, size: int) -> list[int]:

@@ -10,6 +10,7 @@ import numpy as np
 from rdkit import Chem
 
 from .elements import check_elements
+from .graphs import order_matrix, rdkit_bonds
 from .structures import Molecule
 
 
@@ -20,6 +21,7 @@ class ReadResult:
     errors: list[str] = field(default_factory=list)  # "record k: why" (1-based), malformed records
     records: list[int] = field(default_factory=list)  # 1-based record number of each molecule
     path: Path | None = None  # the file read (a folder resolves to one of its files)
+    bond_errors: dict[int, str] = field(default_factory=dict)  # record number -> why its bonds were not read
 
     def require_molecules(self, max_errors: int = 3) -> None:
         """Raise ValueError naming the file, its record count and the first rejections when nothing was read."""
@@ -76,7 +78,7 @@ def _record(block: str) -> Chem.Mol | None:
 
 def read_sdf(path: Path) -> ReadResult:
     records = _sdf_records(Path(path).read_text())
-    molecules, errors, numbers = [], [], []
+    molecules, errors, numbers, bond_errors = [], [], [], {}
     for k, block in enumerate(records, start=1):
         rd = _record(block)
         if rd is None or rd.GetNumConformers() == 0:
@@ -88,6 +90,10 @@ def read_sdf(path: Path) -> ReadResult:
         except ValueError as e:
             errors.append(f"record {k}: {e}")
             continue
+        try:
+            bonds = order_matrix(rdkit_bonds(rd), rd.GetNumAtoms())
+        except ValueError as e:  # the atoms are still usable; a caller that needs the bonds says so
+            bonds, bond_errors[k] = None, f"record {k}: {e}"
         molecules.append(
             Molecule(
                 positions,
@@ -95,10 +101,11 @@ def read_sdf(path: Path) -> ReadResult:
                 np.array([a.GetFormalCharge() for a in rd.GetAtoms()]),
                 _properties(rd),
                 name=rd.GetProp("_Name") if rd.HasProp("_Name") else f"record_{k}",
+                bonds=bonds,
             )
         )
         numbers.append(k)
-    return ReadResult(molecules, len(records), errors, numbers)
+    return ReadResult(molecules, len(records), errors, numbers, bond_errors=bond_errors)
 
 
 def _int_line(line: str) -> int | None:

@@ -10,6 +10,11 @@
   1-Wasserstein distance (Angstrom) between bond-length histograms.
 * MMFF strain: energy at the given pose minus energy after MMFF relaxation (kcal/mol), valid molecules.
 
+Graph models generate the bonds and charges themselves: with ``bonds="file"`` every metric reads each
+molecule's own bonds instead of perceiving them, and validity sanitises the molecule with its formal charges
+(the graph the model produced). ``validity`` counts a molecule whose largest fragment is valid (EDM);
+``validity_connected`` requires it to be one fragment.
+
 A metric that is undefined on the given molecules (a rate over zero molecules, a distance to an empty
 histogram) is None, never NaN; :func:`evaluate_molecules` says why under ``null_reasons``.
 """
@@ -120,16 +125,30 @@ def mmff_strain(rd: Chem.Mol, max_iters: int = 2000) -> float | None:
     return strain if np.isfinite(strain) else None
 
 
-class MoleculeAnalysis:
-    """Bonds, stability and RDKit results for a list of molecules, computed once and reused."""
+BOND_SOURCES = ("perceived", "file")
 
-    def __init__(self, molecules: Sequence[Molecule], vocabulary: Sequence[str] | None = None):
+
+class MoleculeAnalysis:
+    """Bonds, stability and RDKit results for a list of molecules, computed once and reused. ``bonds``:
+    ``perceived`` from distances (EDM), or each molecule's own (``file``: a graph model's, or a data file's)."""
+
+    def __init__(
+        self, molecules: Sequence[Molecule], vocabulary: Sequence[str] | None = None, bonds: str = "perceived"
+    ):
+        if bonds not in BOND_SOURCES:
+            raise ValueError(f"bonds={bonds!r}; valid: {', '.join(BOND_SOURCES)}")
         self.molecules = list(molecules)
         self.vocabulary = list(vocabulary) if vocabulary is not None else vocabulary_of(self.molecules)
         index = {e: k for k, e in enumerate(self.vocabulary)}
         self.types = [np.array([index[e] for e in m.elements], np.int64) for m in self.molecules]
-        table = BondTable(self.vocabulary)
-        self.orders = table.batch_orders([m.positions for m in self.molecules], self.types)
+        self.own_bonds = bonds == "file"
+        if self.own_bonds:
+            missing = [m.name or str(k) for k, m in enumerate(self.molecules) if m.bonds is None]
+            if missing:
+                raise ValueError(f"bonds=file: molecule(s) {missing[:5]} have no bonds (an XYZ file, or no bond block)")
+            self.orders = [m.bonds for m in self.molecules]
+        else:
+            self.orders = BondTable(self.vocabulary).batch_orders([m.positions for m in self.molecules], self.types)
         self.stable_atoms = [atom_stability(t, o, self.vocabulary) for t, o in zip(self.types, self.orders)]
         self.stable_atoms_charged = [
             atom_stability(t, o, self.vocabulary, m.charges) for t, o, m in zip(self.types, self.orders, self.molecules)
@@ -137,13 +156,15 @@ class MoleculeAnalysis:
         self.rdkit: list[Chem.Mol | None] = []  # sanitised molecule (no charges) when valid
         self.smiles: list[str | None] = []  # full-molecule SMILES (the form training SMILES use)
         self.fragment_smiles: list[str | None] = []  # largest fragment (the form uniqueness uses)
+        self.connected: list[bool] = []  # valid and one fragment
         self.valid_charged = []
         for m, o in zip(self.molecules, self.orders):
-            rd = to_rdkit(m, o)
+            rd = to_rdkit(m, o, with_charges=self.own_bonds)
             smi = sanitized_smiles(rd)
             self.rdkit.append(rd if smi is not None else None)
             self.smiles.append(smi)
             self.fragment_smiles.append(None if smi is None else Chem.MolToSmiles(largest_fragment(rd)))
+            self.connected.append(smi is not None and len(Chem.GetMolFrags(rd)) == 1)
             charged = np.any(m.charges != 0)
             self.valid_charged.append(
                 smi is not None if not charged else sanitized_smiles(to_rdkit(m, o, with_charges=True)) is not None
@@ -175,6 +196,7 @@ class MoleculeAnalysis:
         out: dict[str, float | None] = {
             "validity": fraction(len(valid), n, "validity", NO_MOLECULE, reasons),
             "validity_charged": fraction(sum(self.valid_charged), n, "validity_charged", NO_MOLECULE, reasons),
+            "validity_connected": fraction(sum(self.connected), n, "validity_connected", NO_MOLECULE, reasons),
             "uniqueness": fraction(len(unique), len(valid), "uniqueness", NO_VALID, reasons),
             "valid_unique": fraction(len(unique), n, "valid_unique", NO_MOLECULE, reasons),
         }
@@ -217,16 +239,18 @@ def evaluate_molecules(
     reference: dict[str, Any] | None = None,
     strain: bool = True,
     strain_max_molecules: int = 1000,
+    bonds: str = "perceived",
 ) -> dict[str, Any]:
     """All metrics as a JSON-able dict. ``reference`` may hold training ``smiles`` (a set),
-    ``atom_types`` (frequencies) and ``bond_lengths`` (a :func:`histogram` dict).
+    ``atom_types`` (frequencies) and ``bond_lengths`` (a :func:`histogram` dict); ``bonds``: see
+    :class:`MoleculeAnalysis`.
 
     Undefined metrics are None, their key -> reason under ``null_reasons`` (present only when one is None).
     """
     reference = reference or {}
     reasons: dict[str, str] = {}
-    analysis = MoleculeAnalysis(molecules, vocabulary)
-    out: dict[str, Any] = {"num_molecules": len(analysis.molecules)}
+    analysis = MoleculeAnalysis(molecules, vocabulary, bonds)
+    out: dict[str, Any] = {"num_molecules": len(analysis.molecules), "bonds": bonds}
     out.update(analysis.stability(reasons))
     out.update(analysis.rdkit_metrics(reference.get("smiles"), reasons))
     out["atom_type_tv"] = _atom_type_tv(analysis, reference.get("atom_types"), reasons)

@@ -9,6 +9,12 @@ passes the full coords_range to every layer, which ``split_coords_range=False`` 
 connected (optionally cut by a radius); all edges of a batch are built at once, without Python loops
 over molecules.
 
+With ``bonds`` the network reads and predicts pair features (a graph model's bond orders, one row per unordered
+atom pair, :class:`~multidiff.core.space.PairGraphSpace`): every message and coordinate update also sees the
+pair's features, and a symmetric head ``MLP([h_i + h_j, h_i * h_j, |x_i - x_j|^2, pair_ij])`` predicts them;
+both are invariant, so the network stays E(3)-equivariant and permutation-equivariant. Without bonds it is the
+network above, parameter for parameter.
+
 Speed: the first linear layer of each edge MLP acts on ``[h_i, h_j, e_ij]``; it is split into per-node
 products gathered onto edges (same function and parameter count, far fewer edge-sized matmuls).
 """
@@ -22,6 +28,9 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from multidiff.core.embeddings import ConditionEmbedding, NoiseEmbedding, known_input, per_item, reject_condition
+from multidiff.core.parts import Parts
+
+from .graphs import BOND_ORDERS
 
 
 def _count(value: int | str | Sequence[str] | None) -> int:
@@ -93,9 +102,10 @@ class EquivariantBlock(nn.Module):
         coords_range: float,
         norm_constant: float,
         aggregation_norm: float,
+        pair_dim: int = 0,
     ):
         super().__init__()
-        edge_dim = 2  # squared distance now and at the input
+        edge_dim = 2 + pair_dim  # squared distance now and at the input, and the pair's features
         self.message = _EdgeMLP(hidden, edge_dim)
         self.attention = nn.Sequential(nn.Linear(hidden, 1), nn.Sigmoid()) if attention else None
         self.node = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
@@ -105,10 +115,12 @@ class EquivariantBlock(nn.Module):
         self.tanh, self.coords_range = tanh, coords_range
         self.norm_constant, self.aggregation_norm = norm_constant, aggregation_norm
 
-    def forward(self, h: Tensor, x: Tensor, row: Tensor, col: Tensor, d0: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, h: Tensor, x: Tensor, row: Tensor, col: Tensor, d0: Tensor, pair: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         diff = x[row] - x[col]
         d2 = (diff**2).sum(1, keepdim=True)
-        e = torch.cat([d2, d0], dim=1)
+        e = torch.cat([d2, d0] if pair is None else [d2, d0, pair], dim=1)
         m = self.message(h, row, col, e)
         if self.attention is not None:
             m = m * self.attention(m)
@@ -166,9 +178,14 @@ class EGNN(nn.Module):
         observable: bool = False,
         time_embedding: bool = True,
         split_coords_range: bool = True,
+        bonds: bool | int = False,
         out_features: int | None = None,
     ):
         super().__init__()
+        self.pair_features = len(BOND_ORDERS) if bonds is True else int(bonds)
+        if self.pair_features and radius is not None:
+            raise ValueError(f"radius={radius} with bonds: a graph model predicts every atom pair; use radius=null")
+        pair_dim = self.pair_features + int(observable) if self.pair_features else 0
         self.observable, self.time_embedding = observable, time_embedding
         self.checkpointing = checkpointing
         self.node_features = _count(num_atom_types) + int(charges)
@@ -189,9 +206,16 @@ class EGNN(nn.Module):
                 coords_range / max(layers, 1) if split_coords_range else coords_range,
                 norm_constant,
                 aggregation_norm,
+                pair_dim,
             )
             for _ in range(layers)
         )
+        if self.pair_features:  # the symmetric pair head, zero-initialised like the node head
+            self.pair_head = nn.Sequential(
+                nn.Linear(2 * hidden + 1 + pair_dim, hidden), nn.SiLU(), nn.Linear(hidden, self.pair_features)
+            )
+            nn.init.zeros_(self.pair_head[-1].weight)
+            nn.init.zeros_(self.pair_head[-1].bias)
         self.out = nn.Linear(hidden, self.node_features if out_features is None else out_features)
         # start the feature head at zero, as the other denoisers do: under sum aggregation h grows to an rms of ~50
         # over 9 layers, so a default-initialised head made the first EDM-preconditioned losses ~500 instead of ~2
@@ -212,12 +236,93 @@ class EGNN(nn.Module):
         *,
         cond: Tensor | None = None,
         cond_drop: Tensor | None = None,
-        known: Tensor | None = None,
+        known: Tensor | Parts | None = None,
         batch: Tensor,
         num_items: int | None = None,
-    ) -> Tensor:
+        pair_index: Tensor | None = None,
+        pair_batch: Tensor | None = None,
+    ) -> Tensor | Parts:
         reject_condition(self, cond)
+        if self.pair_features or isinstance(x_in, Parts):
+            return self._forward_graph(x_in, c_noise, cond, cond_drop, known, batch, num_items, pair_index)
         mask = known_input(self, known, x_in)
+        return self._forward_nodes(x_in, c_noise, cond, cond_drop, mask, batch, num_items)
+
+    def _forward_graph(
+        self,
+        x_in: Parts,
+        c_noise: Tensor,
+        cond: Tensor | None,
+        cond_drop: Tensor | None,
+        known: Parts | None,
+        batch: Tensor,
+        num_items: int | None,
+        pair_index: Tensor | None,
+    ) -> Parts:
+        if not self.pair_features:
+            raise ValueError("this EGNN was built without bonds (bonds=false) and got a graph state with pairs")
+        if not isinstance(x_in, Parts) or pair_index is None:
+            raise ValueError("an EGNN with bonds takes Parts(node=..., pair=...) and the context's pair_index")
+        pair = x_in["pair"]
+        if pair.shape != (pair_index.shape[1], self.pair_features):
+            raise ValueError(
+                f"EGNN with {self.pair_features} bond classes expects pair rows ({pair_index.shape[1]}, "
+                f"{self.pair_features}), got {tuple(pair.shape)}"
+            )
+        node_known = None if known is None else known["node"]
+        mask = known_input(self, node_known, x_in["node"])
+        if mask is not None:
+            pair = torch.cat([pair, known["pair"].expand(len(pair), 1).to(pair.dtype)], dim=1)
+        # each unordered pair gives the two directed edges i->j and j->i the same pair features
+        p = pair_index.shape[1]
+        row, col = torch.cat([pair_index[0], pair_index[1]]), torch.cat([pair_index[1], pair_index[0]])
+        edge_pair = torch.cat([torch.arange(p, device=pair.device)] * 2)
+        h, pos, n_items = self._trunk(x_in["node"], c_noise, cond, cond_drop, mask, batch, num_items)
+        h, x = self._blocks(h, pos, row, col, pair[edge_pair])
+        i, j = pair_index
+        d2 = ((x[i] - x[j]) ** 2).sum(1, keepdim=True)
+        pair_out = self.pair_head(torch.cat([h[i] + h[j], h[i] * h[j], d2, pair], dim=1))
+        return Parts({"node": self._node_output(h, x, pos, batch, n_items), "pair": pair_out})
+
+    def _forward_nodes(
+        self,
+        x_in: Tensor,
+        c_noise: Tensor,
+        cond: Tensor | None,
+        cond_drop: Tensor | None,
+        mask: Tensor | None,
+        batch: Tensor,
+        num_items: int | None,
+    ) -> Tensor:
+        h, pos, n_items = self._trunk(x_in, c_noise, cond, cond_drop, mask, batch, num_items)
+        row, col = self.edges(pos, batch, n_items)
+        h, x = self._blocks(h, pos, row, col)
+        return self._node_output(h, x, pos, batch, n_items)
+
+    def _blocks(
+        self, h: Tensor, pos: Tensor, row: Tensor, col: Tensor, pair: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        d0 = ((pos[row] - pos[col]) ** 2).sum(1, keepdim=True)
+        extra = () if pair is None else (pair,)  # without pairs, the blocks see exactly EDM's inputs
+        x = pos
+        for block in self.blocks:
+            if self.checkpointing and self.training:
+                h, x = checkpoint(block, h, x, row, col, d0, *extra, use_reentrant=False)
+            else:
+                h, x = block(h, x, row, col, d0, *extra)
+        return h, x
+
+    def _trunk(
+        self,
+        x_in: Tensor,
+        c_noise: Tensor,
+        cond: Tensor | None,
+        cond_drop: Tensor | None,
+        mask: Tensor | None,
+        batch: Tensor,
+        num_items: int | None,
+    ) -> tuple[Tensor, Tensor, int]:
+        """Checks; the embedded node features ``h``, the coordinates and the number of items."""
         n_items = int(num_items) if num_items is not None else int(batch.max()) + 1
         if x_in.shape[1] != 3 + self.node_features:
             raise ValueError(f"EGNN expects {3 + self.node_features} columns (3 + node features), got {x_in.shape[1]}")
@@ -234,17 +339,9 @@ class EGNN(nn.Module):
             parts.insert(1, mask[:, :1])  # an atom is observed as a whole
         if self.cond_embed is not None:
             parts.append(self.cond_embed(cond, n_items, cond_drop)[batch])
-        h = self.embed(torch.cat(parts, dim=1))
+        return self.embed(torch.cat(parts, dim=1)), pos, n_items
 
-        row, col = self.edges(pos, batch, n_items)
-        d0 = ((pos[row] - pos[col]) ** 2).sum(1, keepdim=True)
-        x = pos
-        for block in self.blocks:
-            if self.checkpointing and self.training:
-                h, x = checkpoint(block, h, x, row, col, d0, use_reentrant=False)
-            else:
-                h, x = block(h, x, row, col, d0)
-
+    def _node_output(self, h: Tensor, x: Tensor, pos: Tensor, batch: Tensor, n_items: int) -> Tensor:
         vel = x - pos
         counts = torch.bincount(batch, minlength=n_items).clamp(min=1).to(vel.dtype)
         mean = vel.new_zeros(n_items, 3).index_add_(0, batch, vel) / counts[:, None]

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from .data import MoleculeDataModule
 from .elements import QM9_ELEMENTS, check_elements
+from .graphs import pack_bonds, qm9_bonds
 
 HARTREE_TO_EV = 27.211386246
 
@@ -99,17 +100,20 @@ def read_qm9(progress: bool = True) -> dict[str, Any]:
     check_elements(np.unique(flat).tolist(), QM9_ELEMENTS, "qm9pack column Elements")
     types = np.searchsorted(np.array(QM9_ELEMENTS), flat, sorter=np.argsort(QM9_ELEMENTS))
     types = np.argsort(QM9_ELEMENTS)[types]
-    charges = []
-    rows = zip(symbols, df["SMILES"])
-    for elements, smiles in tqdm(rows, total=len(df), desc="QM9: parsing", disable=not progress):
+    charges, bonds = [], []
+    ptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    rows = enumerate(zip(symbols, df["SMILES"]))
+    for m, (elements, smiles) in tqdm(rows, total=len(df), desc="QM9: parsing", disable=not progress):
         charges.append(formal_charges(smiles, elements))
+        bonds.append(qm9_bonds(smiles, elements, pos[ptr[m] : ptr[m + 1]], int(charges[-1].sum())))
     props = np.stack([df[col].to_numpy(np.float64) * f for col, f, _ in PROPERTIES.values()], 1)
     return {
         "elements": list(QM9_ELEMENTS),
         "pos": pos.astype(np.float32),
         "types": types.astype(np.int8),
         "charges": np.concatenate(charges).astype(np.int8),
-        "ptr": np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+        "ptr": ptr,
+        **pack_bonds(bonds),
         "index": df["Index"].to_numpy(np.int64),
         "props": props,
         "prop_names": list(PROPERTIES),
