@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from multidiff.build import load_checkpoint, load_model, shipped_models
 from multidiff.core.options import call_strict, positive_int
+from multidiff.core.parts import Parts, count_nonfinite
 from multidiff.core.state import State
 from multidiff.module import DiffusionModule
 from multidiff.posthoc_ema import load_ema_length
@@ -120,12 +121,13 @@ def shard_device(device: str, shard: int, num_shards: int) -> str:
     return f"cuda:{shard % count}" if num_shards > 1 and count > 1 else "cuda"
 
 
-def check_finite(x: torch.Tensor, batch: Batch, precision: str) -> None:
+def check_finite(x: torch.Tensor | Parts, batch: Batch, precision: str) -> None:
     """Refuse a batch with NaN or infinite values before anything of it is written."""
-    if bad := int((~torch.isfinite(x)).sum()):
+    bad, total = count_nonfinite(x)
+    if bad:
         raise FloatingPointError(
             f"batch {batch.index} (items {batch.start}..{batch.start + batch.count - 1}, seed {batch.seed}): the "
-            f"model produced {bad} NaN or infinite values of {x.numel()}; nothing of this batch was written. Likely "
+            f"model produced {bad} NaN or infinite values of {total}; nothing of this batch was written. Likely "
             f"causes: weights that overflow at precision={precision} (try precision=32-true), or a model that "
             "diverged in training (sample an earlier checkpoint)"
         )

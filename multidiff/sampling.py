@@ -22,6 +22,7 @@ from multidiff.config import sampler_config
 from multidiff.core.noise import NOISE_KINDS, GaussianNoise
 from multidiff.core.observation import Observation
 from multidiff.core.options import accepted_keywords, call_strict, check_keys, positive_int
+from multidiff.core.parts import count_nonfinite
 from multidiff.core.samplers import CALL_ARGS, SAMPLERS, sampler_named
 from multidiff.core.schedules import SPACINGS, KarrasSchedule
 from multidiff.core.space import TensorSpace
@@ -143,7 +144,7 @@ class SamplingRequest:
             return None
         what = f"{domain.name} observation option (observe_options)"
         obs = call_strict(domain.observe, what, {**self.observe_options, "seed": seed}, n, Path(self.observe))
-        if bad := int((~torch.isfinite(obs.values)).sum()):
+        if bad := count_nonfinite(obs.values)[0]:
             raise ValueError(f"observe={self.observe}: {bad} of its values are NaN or infinite; give a finite file")
         return obs
 

@@ -151,3 +151,9 @@ class Parts:
 def parts_of(x: Any) -> dict[str, Any]:
     """The named tensors of ``x``: a :class:`Parts`' own, or ``{"x": x}`` for a plain tensor."""
     return dict(x.items()) if isinstance(x, Parts) else {"x": x}
+
+
+def count_nonfinite(x: Any) -> tuple[int, int]:
+    """How many values of a tensor or :class:`Parts` are NaN or infinite, and how many there are."""
+    parts = parts_of(x).values()
+    return sum(int((~torch.isfinite(p)).sum()) for p in parts), sum(p.numel() for p in parts)

@@ -170,8 +170,12 @@ class PairGraphSpace(GraphSpace):
 
     def item_mean(self, e: Parts, ctx: dict) -> Tensor:
         node = self._scatter_mean(e["node"], ctx).mean(1)
-        pair = self._scatter_mean(e["pair"], ctx, "pair_batch").mean(1) if e["pair"].numel() else 0 * node
-        return (node + self.pair_weight * pair) / (1 + self.pair_weight)
+        if not e["pair"].numel():
+            return node
+        pair = self._scatter_mean(e["pair"], ctx, "pair_batch").mean(1)
+        # an item of one node has no pairs: its mean is its node rows' alone
+        w = self.pair_weight * (torch.bincount(ctx["pair_batch"], minlength=len(node)) > 0).to(node.dtype)
+        return (node + w * pair) / (1 + w)
 
     def align(self, values: Parts, x: Parts, mask: Parts, ctx: dict) -> Parts:
         """The node rows as :meth:`GraphSpace.align` moves them; pair features have no frame."""

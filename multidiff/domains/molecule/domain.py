@@ -18,7 +18,7 @@ from multidiff.core.space import GraphSpace, PairGraphSpace, pair_context, pair_
 
 from .export import draw_grid, write_sdf, write_xyz
 from .fragments import check_fragment_bonds, fragment_metrics
-from .graphs import BOND_ORDERS, order_matrix
+from .graphs import BOND_ORDERS
 from .io import read_molecules
 from .metrics import MoleculeAnalysis, evaluate_molecules
 from .reference import reference_from_molecules, training_smiles

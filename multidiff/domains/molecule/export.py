@@ -44,8 +44,8 @@ def write_sdf(molecules: Sequence[Molecule], path: Path, meta: dict[str, Any] | 
     """One record per molecule, atoms in order, an unnamed one named ``sample_{start + k}``. A molecule with its
     own bonds (a graph model's) carries them and its formal charges, valid or not (``valid`` says whether RDKit
     sanitises it). Otherwise valid molecules (EDM validity) carry their inferred bonds and formal charges; invalid
-    ones keep atoms and coordinates only and ``valid = 0``. Fields: ``valid``, ``smiles`` (when valid), ``num_atoms``, the molecule's properties (e.g. the
-    sampled condition) and scalar entries of ``meta``."""
+    ones keep atoms and coordinates only and ``valid = 0``. Fields: ``valid``, ``smiles`` (when valid),
+    ``num_atoms``, the molecule's properties (e.g. the sampled condition) and scalar entries of ``meta``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with Chem.SDWriter(str(path)) as writer:

@@ -32,6 +32,8 @@ def rdkit_bonds(mol: Chem.Mol) -> np.ndarray:
     for b in mol.GetBonds():
         order = _ORDER.get(b.GetBondType())
         i, j = sorted((b.GetBeginAtomIdx(), b.GetEndAtomIdx()))
+        if b.GetBondType() == Chem.BondType.AROMATIC:
+            raise ValueError(f"RDKit cannot kekulise its aromatic bonds (bond {i + 1}-{j + 1} stays aromatic)")
         if order is None:
             raise ValueError(f"bond {i + 1}-{j + 1} is {b.GetBondType()}: only single, double and triple are modelled")
         rows.append((i, j, order))

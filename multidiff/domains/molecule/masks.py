@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from multidiff.core.masks import check_fraction_range, check_probabilities, kinds, uniform
+from multidiff.core.parts import Parts
 from multidiff.core.state import State
 
 
@@ -16,7 +17,8 @@ class FragmentMasks:
     (``p_unconditional``), or a fragment: the atoms nearest to a random atom, a fraction drawn from ``size`` of the
     molecule (at least one atom, never all). With probability ``p_heavy`` the fragment is drawn among the heavy
     atoms only, as user fragments often come without hydrogens; ``elements`` (the data's vocabulary) tells which
-    feature column marks hydrogen."""
+    feature column marks hydrogen. For a graph state (``Parts`` of atom and pair rows) the pairs of two known atoms
+    are known too: a fragment comes with its bonds."""
 
     domain = "molecule"
 
@@ -35,8 +37,10 @@ class FragmentMasks:
         elements = list(elements)
         self.hydrogen = 3 + elements.index("H") if "H" in elements else None
 
-    def __call__(self, state: State, generator: torch.Generator | None = None) -> Tensor:
-        x, batch = state.x.detach().cpu(), state.ctx["batch"].cpu()
+    def __call__(self, state: State, generator: torch.Generator | None = None) -> Tensor | Parts:
+        graph = isinstance(state.x, Parts)
+        x = (state.x["node"] if graph else state.x).detach().cpu()
+        batch = state.ctx["batch"].cpu()
         m = int(state.ctx["num_items"])
         counts = torch.bincount(batch, minlength=m).tolist()
         keep = kinds(m, [self.p_unconditional], generator) != 0
@@ -58,4 +62,7 @@ class FragmentMasks:
                 dist = ((rows[:, :3] - rows[seed, :3]) ** 2).sum(1).masked_fill(~eligible, float("inf"))
                 known[start + dist.argsort()[:k]] = True
             start += count
+        if graph:
+            i, j = state.ctx["pair_index"].cpu()
+            return Parts({"node": known[:, None], "pair": (known[i] & known[j])[:, None]}).to(state.x.device)
         return known[:, None].to(state.x.device)

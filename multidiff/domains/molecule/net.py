@@ -272,7 +272,8 @@ class EGNN(nn.Module):
         node_known = None if known is None else known["node"]
         mask = known_input(self, node_known, x_in["node"])
         if mask is not None:
-            pair = torch.cat([pair, known["pair"].expand(len(pair), 1).to(pair.dtype)], dim=1)
+            pair_known = pair.new_zeros(len(pair), 1) if known is None else known["pair"][:, :1].to(pair.dtype)
+            pair = torch.cat([pair, pair_known], dim=1)  # a pair is observed as a whole
         # each unordered pair gives the two directed edges i->j and j->i the same pair features
         p = pair_index.shape[1]
         row, col = torch.cat([pair_index[0], pair_index[1]]), torch.cat([pair_index[1], pair_index[0]])

@@ -1,0 +1,246 @@
+"""Molecules as graphs: bonds and charges generated with the atoms (domain=molecule_graph)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from rdkit import Chem
+
+from multidiff.core.parts import Parts
+from multidiff.core.state import State
+from multidiff.domains.molecule import EGNN, MoleculeDomain
+from multidiff.domains.molecule.export import write_sdf
+from multidiff.domains.molecule.graphs import order_matrix, qm9_bonds, rdkit_bonds
+from multidiff.domains.molecule.io import read_molecules
+from multidiff.domains.molecule.metrics import MoleculeAnalysis, evaluate_molecules
+from multidiff.domains.molecule.structures import Molecule
+
+ROOT = Path(__file__).resolve().parents[2]
+ELEMENTS = ["H", "C", "N", "O", "F"]
+INFO = {
+    "elements": ELEMENTS,
+    "node_counts": {"values": [6, 9, 12], "counts": [1, 2, 1]},
+    "charge_range": [-1, 1],
+}
+
+
+@pytest.fixture
+def domain() -> MoleculeDomain:
+    d = MoleculeDomain(bonds=True)
+    d.bind(INFO)
+    return d
+
+
+def _rotation(gen: torch.Generator) -> torch.Tensor:
+    q, r = torch.linalg.qr(torch.randn(3, 3, generator=gen, dtype=torch.float64))
+    return (q * torch.sign(torch.diagonal(r))).float()
+
+
+def test_egnn_with_bonds_is_e3_and_permutation_equivariant(domain):
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(3)
+    state = domain.template(4, None, gen, num_atoms=[5, 3, 7, 2])
+    x = domain.space.noise(state.x, state.ctx, generator=gen)
+    net = EGNN(ELEMENTS, charges=True, hidden=32, layers=3, bonds=True).eval()
+    for head in (net.out, net.pair_head[-1]):  # both heads start at zero: make them say something
+        torch.nn.init.normal_(head.weight, std=0.1)
+    c_noise = torch.randn(4, generator=gen)
+    out = net(x, c_noise, **state.ctx)
+    assert out.shape == x.shape
+
+    batch = state.ctx["batch"]
+    rot, shift = _rotation(gen), torch.randn(4, 3, generator=gen) * 5
+    moved = x.replace(node=torch.cat([x["node"][:, :3] @ rot.T + shift[batch], x["node"][:, 3:]], 1))
+    out2 = net(moved, c_noise, **state.ctx)
+    assert (out2["node"][:, :3] - out["node"][:, :3] @ rot.T).abs().max() < 1e-4
+    assert (out2["node"][:, 3:] - out["node"][:, 3:]).abs().max() < 1e-4
+    assert (out2["pair"] - out["pair"]).abs().max() < 1e-4
+
+    # permuting the atoms of each molecule permutes the atom rows and maps every pair to its image
+    perm = torch.cat([torch.nonzero(batch == b).flatten()[torch.randperm(int((batch == b).sum()), generator=gen)]
+                      for b in range(4)])  # fmt: skip
+    inverse = torch.empty_like(perm)
+    inverse[perm] = torch.arange(len(perm))
+    pairs = state.ctx["pair_index"]
+    where = {tuple(p): k for k, p in enumerate(pairs.T.tolist())}
+    # pair k of the permuted molecule joins atoms perm[i], perm[j] of the original
+    source = torch.tensor([where[tuple(sorted((int(perm[i]), int(perm[j]))))] for i, j in pairs.T.tolist()])
+    permuted = Parts({"node": x["node"][perm], "pair": x["pair"][source]})
+    out3 = net(permuted, c_noise, **state.ctx)
+    assert (out3["node"] - out["node"][perm]).abs().max() < 1e-4
+    assert (out3["pair"] - out["pair"][source]).abs().max() < 1e-4
+
+
+def test_without_bonds_the_egnn_is_the_point_cloud_network_parameter_for_parameter():
+    plain, graph = EGNN(ELEMENTS, hidden=16, layers=2), EGNN(ELEMENTS, hidden=16, layers=2, bonds=False)
+    assert [n for n, _ in plain.named_parameters()] == [n for n, _ in graph.named_parameters()]
+    with pytest.raises(ValueError, match="radius"):
+        EGNN(ELEMENTS, hidden=16, layers=2, bonds=True, radius=2.0)
+
+
+def test_the_space_keeps_coordinates_centred_and_pairs_one_per_unordered_pair(domain):
+    gen = torch.Generator().manual_seed(0)
+    state = domain.template(3, None, gen, num_atoms=[4, 1, 6])
+    assert state.x["pair"].shape == (4 * 3 // 2 + 0 + 6 * 5 // 2, 4)
+    z = domain.space.noise(state.x, state.ctx, generator=gen)
+    com = torch.zeros(3, 3).index_add_(0, state.ctx["batch"], z["node"][:, :3])
+    assert com.abs().max() < 1e-5 and z["pair"].std() > 0.5
+    i, j = state.ctx["pair_index"]
+    assert (i < j).all() and (state.ctx["batch"][i] == state.ctx["batch"][j]).all()
+    # decoded bond matrices are symmetric with an empty diagonal, whatever the pair rows hold
+    molecules = domain.decode(State(z, None, state.ctx))
+    for m in molecules:
+        assert np.array_equal(m.bonds, m.bonds.T) and not np.diag(m.bonds).any()
+        assert m.properties["bond_source"] == "model"
+    # the loss weight of the pair rows: pair_weight=0 leaves the atom rows' mean alone
+    e = Parts({"node": torch.ones_like(z["node"]), "pair": torch.full_like(z["pair"], 3.0)})
+    assert torch.allclose(domain.space.item_mean(e, state.ctx), torch.tensor([2.0, 1.0, 2.0]))
+    unweighted = MoleculeDomain(bonds=True, pair_weight=0.0).space
+    assert torch.allclose(unweighted.item_mean(e, state.ctx), torch.ones(3))
+
+
+def test_qm9_bond_graphs_sanitise_and_match_their_smiles(qm9_module):
+    arrays = qm9_module.load()
+    assert arrays["has_graph"].mean() > 0.999
+    ptr, bptr = arrays["ptr"], arrays["bond_ptr"]
+    molecules = []
+    for m in range(200):
+        a, b = ptr[m], ptr[m + 1]
+        bonds = order_matrix(arrays["bonds"][bptr[m] : bptr[m + 1]], b - a)
+        elements = [ELEMENTS[t] for t in arrays["types"][a:b]]
+        molecules.append(Molecule(arrays["pos"][a:b], elements, arrays["charges"][a:b], bonds=bonds))
+    analysis = MoleculeAnalysis(molecules, ELEMENTS, bonds="file")
+    assert analysis.valid.mean() > 0.99 and np.mean([s.all() for s in analysis.stable_atoms_charged]) > 0.99
+    assert np.mean(analysis.connected) > 0.99
+
+
+def test_qm9_bonds_fall_back_to_perception_when_the_smiles_disagrees():
+    # methane with the SMILES of ethane: the SMILES graph does not fit, the coordinates decide
+    pos = np.array([[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63], [-0.63, 0.63, -0.63], [0.63, -0.63, -0.63]])
+    rows = qm9_bonds("CC", ["C", "H", "H", "H", "H"], pos)
+    assert sorted(map(tuple, rows.tolist())) == [(0, k, 1) for k in range(1, 5)]
+
+
+def test_sdf_round_trip_keeps_the_models_bonds_and_charges(tmp_path):
+    # nitromethane: a charged pair and a double bond, in Kekule form
+    mol = Chem.AddHs(Chem.MolFromSmiles("C[N+](=O)[O-]"))
+    from rdkit.Chem import AllChem
+
+    AllChem.EmbedMolecule(mol, randomSeed=0)
+    bonds = order_matrix(rdkit_bonds(mol), mol.GetNumAtoms())
+    m = Molecule(
+        mol.GetConformer().GetPositions(),
+        [a.GetSymbol() for a in mol.GetAtoms()],
+        [a.GetFormalCharge() for a in mol.GetAtoms()],
+        {"bond_source": "model"},
+        bonds=bonds,
+    )
+    path = write_sdf([m], tmp_path / "s.sdf")
+    back = Chem.MolFromMolFile(str(path), removeHs=False)
+    assert back is not None and Chem.MolToSmiles(Chem.RemoveHs(back)) == "C[N+](=O)[O-]"
+    read = read_molecules(path).molecules[0]
+    assert np.array_equal(read.bonds, bonds) and list(read.charges) == list(m.charges)
+    metrics = evaluate_molecules([read], ELEMENTS, strain=False, bonds="file")
+    assert metrics["validity"] == 1.0 and metrics["mol_stable_charged"] == 1.0 and metrics["validity_connected"] == 1
+
+
+def test_exported_samples_read_back_with_the_bonds_the_model_gave(domain, tmp_path):
+    """Whatever the pair rows say (valid or not), the SDF holds exactly the decoded bonds and charges."""
+    gen = torch.Generator().manual_seed(5)
+    state = domain.template(8, None, gen)
+    x = domain.space.noise(state.x, state.ctx, generator=gen)
+    molecules = domain.decode(State(x, None, state.ctx))
+    domain.export(molecules, tmp_path, {})
+    records = list(Chem.SDMolSupplier(str(tmp_path / "samples.sdf"), sanitize=False, removeHs=False))
+    assert len(records) == 8
+    for r, m in zip(records, molecules):
+        assert np.array_equal(order_matrix(rdkit_bonds(r), r.GetNumAtoms()), m.bonds)
+        assert [a.GetFormalCharge() for a in r.GetAtoms()] == list(m.charges)
+
+
+def _fragment_sdf(tmp_path: Path, block_edit=None) -> Path:
+    text = (ROOT / "docs" / "fragment_c4.sdf").read_text()
+    if block_edit:
+        text = block_edit(text)
+    path = tmp_path / "fragment.sdf"
+    path.write_text(text)
+    return path
+
+
+def test_fragment_observation_holds_its_bonds_and_bad_fragments_are_named(domain, tmp_path):
+    obs = domain.observe(3, _fragment_sdf(tmp_path), n_atoms=9)
+    i, j = obs.ctx["pair_index"]
+    known = obs.mask["pair"][:, 0]
+    assert int(known.sum()) == 3 * 6  # 4 given atoms: 6 pairs per molecule
+    orders = obs.values["pair"][known].argmax(1).reshape(3, 6)
+    assert orders[0].tolist() == [1, 0, 0, 1, 0, 1]  # C1-C2, C2-C3, C3-C4 single; the rest no bond
+    # a bond far longer than its elements allow
+    stretched = _fragment_sdf(tmp_path, lambda t: t.replace("0.7265   -1.9701", "9.7265   -1.9701"))
+    with pytest.raises(ValueError, match=r"fragment.sdf: bond 3-4 .* contradict"):
+        domain.observe(3, stretched, n_atoms=9)
+    # aromatic bonds RDKit cannot kekulise (a chain of four atoms marked aromatic)
+    aromatic = _fragment_sdf(
+        tmp_path, lambda t: t.replace("  1  2  1  0", "  1  2  4  0").replace("  2  3  1  0", "  2  3  4  0")
+    )
+    with pytest.raises(ValueError, match=r"fragment.sdf: record 1: RDKit cannot kekulise"):
+        domain.observe(3, aromatic, n_atoms=9)
+    charged = _fragment_sdf(tmp_path, lambda t: t.replace("M  END", "M  CHG  1   1   2\nM  END"))
+    with pytest.raises(ValueError, match=r"charge\(s\) \[2\] outside this model's range \[-1, 1\]"):
+        domain.observe(3, charged, n_atoms=9)
+    xyz = tmp_path / "f.xyz"
+    xyz.write_text("2\n\nC 0 0 0\nC 1.5 0 0\n")
+    with pytest.raises(ValueError, match="f.xyz: a graph model grows from a fragment with bonds"):
+        domain.observe(3, xyz, n_atoms=9)
+
+
+def test_unpack_puts_each_bond_on_its_pair(domain, qm9_module):
+    batch = next(iter(qm9_module.train_dataloader()))
+    state = domain.unpack(batch)
+    molecules = domain.decode(state)
+    for k, m in enumerate(molecules):
+        data = batch.get_example(k)
+        want = order_matrix(np.c_[data.edge_index.T.numpy(), data.bond_order.numpy()], data.num_nodes)
+        assert np.array_equal(m.bonds, want)
+
+
+def _run(args: list[str], cwd: Path) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
+    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_graph_model_trains_samples_grows_and_evaluates_from_its_own_bonds(qm9_root, tmp_path):
+    run = tmp_path / "run"
+    tiny = ["data.max_molecules=64", "data.batch_size=8", "net.hidden=16", "net.layers=2"]
+    _run(["train.py", "domain=molecule_graph", "mask=fragment", f"hydra.run.dir={run}", f"data.root={qm9_root}",
+          *tiny, "trainer.max_steps=6", "callbacks.samples=null", "optimized_metric=null"], ROOT)  # fmt: skip
+    ckpt = run / "checkpoints" / "last.ckpt"
+    out = tmp_path / "samples"
+    _run(["sample.py", f"ckpt={ckpt}", "n=6", "steps=8", f"out={out}", f"hydra.run.dir={tmp_path / 's'}"], ROOT)
+    records = list(Chem.SDMolSupplier(str(out / "samples.sdf"), sanitize=False, removeHs=False))
+    assert len(records) == 6 and all(r.GetProp("bond_source") == "model" for r in records)
+
+    evaluate = ["evaluate.py", "domain=molecule", f"samples={out / 'samples.sdf'}", f"data.root={qm9_root}"]
+    text = _run([*evaluate, "+options.novelty=false", "+options.strain=false", f"hydra.run.dir={tmp_path / 'e'}"], ROOT)
+    metrics = json.loads(text[text.index("{") :])
+    assert metrics["bonds"] == "file" and metrics["num_molecules"] == 6 and "validity_connected" in metrics
+
+    # grow from a fragment: its atoms, coordinates and bonds come back exactly
+    grown = tmp_path / "grown"
+    frag = ROOT / "docs" / "fragment_c4.sdf"
+    _run(["sample.py", f"ckpt={ckpt}", "n=3", "steps=8", f"observe={frag}", "+observe_options.n_atoms=10",
+          f"out={grown}", f"hydra.run.dir={tmp_path / 'g'}"], ROOT)  # fmt: skip
+    fragment = read_molecules(frag).molecules[0]
+    for m in read_molecules(grown / "samples.sdf").molecules:
+        assert len(m) == 10 and m.elements[:4] == fragment.elements
+        assert np.array_equal(m.bonds[:4, :4], fragment.bonds)
+        assert abs(m.positions[:4] - fragment.positions).max() < 1e-4
