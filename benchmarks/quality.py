@@ -64,6 +64,7 @@ COLUMNS = {
         "atom_stable": "atom stab.",
         "mol_stable": "mol. stab.",
         "validity": "valid",
+        "validity_connected": "valid, connected",
         "valid_unique": "valid x uniq.",
         "novelty": "novel",
         "mmff_strain_median": "strain (med.)",

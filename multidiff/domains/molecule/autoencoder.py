@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from multidiff.core.space import GraphSpace
+from multidiff.core.parts import Parts
 from multidiff.core.state import State
 
 from .net import EGNN, _count
@@ -56,6 +57,11 @@ class EquivariantAutoencoder(nn.Module):
         return torch.cat([x[:, :3] + out[:, :3], out[:, 3:]], dim=1)  # moved positions, new invariant features
 
     def encode(self, state: State) -> State:
+        if isinstance(state.x, Parts):
+            raise ValueError(
+                "latent diffusion of molecules encodes atoms only (domain=molecule): a graph model "
+                "(domain=molecule_graph) has no autoencoder of its pair features; train it on the data"
+            )
         width = 3 + self.num_types + int(self.charges)
         if state.x.dim() != 2 or state.x.shape[1] != width:
             raise ValueError(
