@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from multidiff.core.space import GraphSpace
 from multidiff.core.parts import Parts
+from multidiff.core.space import GraphSpace
 from multidiff.core.state import State
 
 from .net import EGNN, _count
