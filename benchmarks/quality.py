@@ -274,8 +274,9 @@ def main() -> None:
             if digit is not None:
                 overrides.append(f"+condition.digit={digit}")
             sample_script.sample(compose_run("sample", overrides, args.out / "_hydra"))
-            for clip in part.glob("*.wav"):
-                clip.replace(cell_dir / clip.name)
+            for item in part.iterdir():  # clips, or a molecule/shape run's files (one request)
+                if item.is_file():
+                    item.replace(cell_dir / item.name)
         seconds = (time.perf_counter() - t0) / (per_call * len(digits))
         nfe = build_sampler(sampler_config(name), steps=steps).evaluations()
         label = f"{name}, {steps} steps ({nfe} evaluations)"
