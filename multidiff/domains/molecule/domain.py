@@ -20,7 +20,7 @@ from .export import draw_grid, write_sdf, write_xyz
 from .fragments import check_fragment_bonds, fragment_metrics
 from .graphs import BOND_ORDERS
 from .io import read_molecules
-from .metrics import MoleculeAnalysis, evaluate_molecules
+from .metrics import BOND_SOURCES, MoleculeAnalysis, evaluate_molecules
 from .reference import reference_from_molecules, training_smiles
 from .structures import Molecule
 
@@ -425,6 +425,8 @@ class MoleculeDomain(Domain):
         result.require_molecules()  # before the (possibly slow) reference: nothing to score
         for err in result.errors:
             log.warning("%s: %s", result.path, err)
+        if bonds not in ("auto", *BOND_SOURCES):
+            raise ValueError(f"bonds={bonds!r}; valid: auto, {', '.join(BOND_SOURCES)}")
         if bonds == "auto":
             generated = all(m.properties.get("bond_source") == "model" for m in result.molecules)
             bonds = "file" if generated else "perceived"

@@ -11,7 +11,7 @@ over molecules.
 
 With ``bonds`` the network reads and predicts pair features (a graph model's bond orders, one row per unordered
 atom pair, :class:`~multidiff.core.space.PairGraphSpace`): every message and coordinate update also sees the
-pair's features, and a symmetric head ``MLP([h_i + h_j, h_i * h_j, d_ij^2 (input and updated), pair_ij])``
+pair's features, and a symmetric head ``MLP([h_i + h_j, h_i * h_j, log(1 + d_ij^2) (input and updated), pair_ij])``
 predicts them; both are invariant, so the network stays E(3)-equivariant and permutation-equivariant. Without bonds it is the
 network above, parameter for parameter.
 
@@ -281,10 +281,11 @@ class EGNN(nn.Module):
         h, pos, n_items = self._trunk(x_in["node"], c_noise, cond, cond_drop, mask, batch, num_items)
         h, x = self._blocks(h, pos, row, col, pair[edge_pair])
         i, j = pair_index
-        # squared distances of the input coordinates and of the updated ones (with eps prediction the update is a
-        # noise estimate, so the input's carry the geometry)
-        d0 = ((pos[i] - pos[j]) ** 2).sum(1, keepdim=True)
-        d2 = ((x[i] - x[j]) ** 2).sum(1, keepdim=True)
+        # distances of the input coordinates and of the updated ones (with eps prediction the update is a noise
+        # estimate, so the input's carry the geometry), as log(1 + d^2): atoms far apart at high noise must not
+        # drive the head linearly (raw squared distances made its output explode mid-sampling)
+        d0 = torch.log1p(((pos[i] - pos[j]) ** 2).sum(1, keepdim=True))
+        d2 = torch.log1p(((x[i] - x[j]) ** 2).sum(1, keepdim=True))
         pair_out = self.pair_head(torch.cat([h[i] + h[j], h[i] * h[j], d0, d2, pair], dim=1))
         return Parts({"node": self._node_output(h, x, pos, batch, n_items), "pair": pair_out})
 
