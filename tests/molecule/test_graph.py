@@ -1,4 +1,4 @@
-"""Molecules as graphs: bonds and charges generated with the atoms (domain=molecule_graph)."""
+"""Molecules as graphs: bonds and charges generated with the atoms (domain.bonds=true)."""
 
 from __future__ import annotations
 
@@ -221,7 +221,7 @@ def _run(args: list[str], cwd: Path) -> str:
 def test_graph_model_trains_samples_grows_and_evaluates_from_its_own_bonds(qm9_root, tmp_path):
     run = tmp_path / "run"
     tiny = ["data.max_molecules=64", "data.batch_size=8", "net.hidden=16", "net.layers=2"]
-    _run(["train.py", "domain=molecule_graph", "mask=fragment", f"hydra.run.dir={run}", f"data.root={qm9_root}",
+    _run(["train.py", "domain=molecule", "domain.bonds=true", "mask=fragment", f"hydra.run.dir={run}", f"data.root={qm9_root}",
           *tiny, "trainer.max_steps=6", "callbacks.samples=null", "optimized_metric=null"], ROOT)  # fmt: skip
     ckpt = run / "checkpoints" / "last.ckpt"
     out = tmp_path / "samples"

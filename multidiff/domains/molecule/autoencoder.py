@@ -60,7 +60,7 @@ class EquivariantAutoencoder(nn.Module):
         if isinstance(state.x, Parts):
             raise ValueError(
                 "latent diffusion of molecules encodes atoms only (domain=molecule): a graph model "
-                "(domain=molecule_graph) has no autoencoder of its pair features; train it on the data"
+                "(domain.bonds=true) has no autoencoder of its pair features; train it on the data"
             )
         width = 3 + self.num_types + int(self.charges)
         if state.x.dim() != 2 or state.x.shape[1] != width:

@@ -11,9 +11,9 @@ over molecules.
 
 With ``bonds`` the network reads and predicts pair features (a graph model's bond orders, one row per unordered
 atom pair, :class:`~multidiff.core.space.PairGraphSpace`): every message and coordinate update also sees the
-pair's features, and a symmetric head ``MLP([h_i + h_j, h_i * h_j, log(1 + d_ij^2) (input and updated), pair_ij])``
-predicts them; both are invariant, so the network stays E(3)-equivariant and permutation-equivariant. Without bonds it is the
-network above, parameter for parameter.
+pair's features, and a symmetric head ``MLP([h_i + h_j, h_i * h_j, log(1 + d_ij^2) (input and updated),
+pair_ij])`` predicts them; both are invariant, so the network stays E(3)-equivariant and permutation-equivariant.
+Without bonds it is the network above, parameter for parameter.
 
 Speed: the first linear layer of each edge MLP acts on ``[h_i, h_j, e_ij]``; it is split into per-node
 products gathered onto edges (same function and parameter count, far fewer edge-sized matmuls).
