@@ -221,8 +221,9 @@ def _run(args: list[str], cwd: Path) -> str:
 def test_graph_model_trains_samples_grows_and_evaluates_from_its_own_bonds(qm9_root, tmp_path):
     run = tmp_path / "run"
     tiny = ["data.max_molecules=64", "data.batch_size=8", "net.hidden=16", "net.layers=2"]
-    _run(["train.py", "domain=molecule", "domain.bonds=true", "mask=fragment", f"hydra.run.dir={run}", f"data.root={qm9_root}",
-          *tiny, "trainer.max_steps=6", "callbacks.samples=null", "optimized_metric=null"], ROOT)  # fmt: skip
+    graph = ["domain=molecule", "domain.bonds=true", "mask=fragment"]
+    _run(["train.py", *graph, f"hydra.run.dir={run}", f"data.root={qm9_root}", *tiny, "trainer.max_steps=6",
+          "callbacks.samples=null", "optimized_metric=null"], ROOT)  # fmt: skip
     ckpt = run / "checkpoints" / "last.ckpt"
     out = tmp_path / "samples"
     _run(["sample.py", f"ckpt={ckpt}", "n=6", "steps=8", f"out={out}", f"hydra.run.dir={tmp_path / 's'}"], ROOT)
