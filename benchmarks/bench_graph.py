@@ -33,7 +33,7 @@ MODELS = {"points": ["domain=molecule"], "graph": ["domain=molecule", "domain.bo
 def build(domain: list[str], data_root: str, hidden: int, layers: int, batch: int):
     run = Path(tempfile.mkdtemp(prefix="bench_graph_"))
     overrides = ["experiment=qm9_edm", *domain, f"net.hidden={hidden}", f"net.layers={layers}",
-                 f"data.root={data_root}", f"data.batch_size={batch}", "data.shuffle=false"]  # fmt: skip
+                 f"data.root={data_root}", f"data.batch_size={batch}", "+data.shuffle=false"]  # fmt: skip
     cfg = compose_run("train", overrides, run)
     datamodule = instantiate(cfg.data)
     datamodule.setup()

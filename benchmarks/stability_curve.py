@@ -19,7 +19,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-METRICS = {"mol_stable": "molecule stability", "validity": "validity"}
+METRICS = {
+    "atom_stable": "atom stability",
+    "mol_stable": "molecule stability",
+    "validity": "validity (largest fragment)",
+}
 
 
 def started(run: Path) -> dt.datetime:
@@ -28,13 +32,19 @@ def started(run: Path) -> dt.datetime:
     return dt.datetime.strptime(first[1:20], "%Y-%m-%d %H:%M:%S")
 
 
-def score(ckpt: Path, cell: str, n: int, out: Path, threads: int) -> dict:
+def score(ckpt: Path, cell: str, n: int, out: Path, threads: int) -> dict | None:
+    """The cell's metrics, or None when sampling failed (e.g. the model's samples were not finite)."""
     results = out / "results.json"
-    if not results.exists():
+    if not results.exists() and not (out / "failed.txt").exists():
         cmd = [sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--ckpt", str(ckpt), "--cells", cell,
                "--n", str(n), "--batch-size", str(min(n, 64)), "--threads", str(threads), "--out", str(out),
                "--eval", "novelty=false", "strain=false"]  # fmt: skip
-        subprocess.run(cmd, check=True, cwd=ROOT)
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if proc.returncode != 0:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "failed.txt").write_text(proc.stderr.strip().splitlines()[-1] + "\n")
+    if not results.exists():
+        return None
     return json.loads(results.read_text())[-1]["metrics"]
 
 
@@ -59,6 +69,10 @@ def main() -> None:
             if a.only not in (None, name) and not (cell_dir / "results.json").exists():
                 continue
             metrics = score(ckpt, cell, a.n, cell_dir, a.threads)
+            if metrics is None:  # listed with the reason, left out of the plot
+                failed = (cell_dir / "failed.txt").read_text().strip()
+                points.append({"step": int(ckpt.stem.split("_")[1]), "cell": cell, "failed": failed})
+                continue
             minutes = (dt.datetime.fromtimestamp(ckpt.stat().st_mtime) - t0).total_seconds() / 60
             step = int(ckpt.stem.split("_")[1])
             points.append({"step": step, "minutes": round(minutes, 2), "cell": cell, "n": a.n,
@@ -76,6 +90,7 @@ def main() -> None:
     fig, axes = plt.subplots(1, len(METRICS), figsize=(5 * len(METRICS), 3.6))
     for ax, (key, label) in zip(axes, METRICS.items()):
         for name, points in curve.items():
+            points = [q for q in points if "failed" not in q]
             if points:
                 ax.plot([q["minutes"] for q in points], [q[key] or 0 for q in points], "o-",
                         label=f"{name} ({points[0]['cell']})")  # fmt: skip
