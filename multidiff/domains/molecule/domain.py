@@ -316,7 +316,7 @@ class MoleculeDomain(Domain):
     def _into_fragment_frame(self, state: State, observation: Observation) -> State:
         """Translate every molecule so that its given atoms' centroid is the fragment's, in float64: the given
         atoms then sit on the fragment's coordinates (they hold its shape exactly, see Space.align)."""
-        graph = isinstance(state.x, Parts)
+        graph = self.bonds
         x = (state.x["node"] if graph else state.x).detach().double().cpu()
         batch = state.ctx["batch"].cpu()
         values = (observation.values["node"] if graph else observation.values).double().cpu()

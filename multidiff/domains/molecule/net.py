@@ -246,7 +246,10 @@ class EGNN(nn.Module):
         if self.pair_features or isinstance(x_in, Parts):
             return self._forward_graph(x_in, c_noise, cond, cond_drop, known, batch, num_items, pair_index)
         mask = known_input(self, known, x_in)
-        return self._forward_nodes(x_in, c_noise, cond, cond_drop, mask, batch, num_items)
+        h, pos, n_items = self._trunk(x_in, c_noise, cond, cond_drop, mask, batch, num_items)
+        row, col = self.edges(pos, batch, n_items)
+        h, x = self._blocks(h, pos, row, col)
+        return self._node_output(h, x, pos, batch, n_items)
 
     def _forward_graph(
         self,
@@ -288,21 +291,6 @@ class EGNN(nn.Module):
         d2 = torch.log1p(((x[i] - x[j]) ** 2).sum(1, keepdim=True))
         pair_out = self.pair_head(torch.cat([h[i] + h[j], h[i] * h[j], d0, d2, pair], dim=1))
         return Parts({"node": self._node_output(h, x, pos, batch, n_items), "pair": pair_out})
-
-    def _forward_nodes(
-        self,
-        x_in: Tensor,
-        c_noise: Tensor,
-        cond: Tensor | None,
-        cond_drop: Tensor | None,
-        mask: Tensor | None,
-        batch: Tensor,
-        num_items: int | None,
-    ) -> Tensor:
-        h, pos, n_items = self._trunk(x_in, c_noise, cond, cond_drop, mask, batch, num_items)
-        row, col = self.edges(pos, batch, n_items)
-        h, x = self._blocks(h, pos, row, col)
-        return self._node_output(h, x, pos, batch, n_items)
 
     def _blocks(
         self, h: Tensor, pos: Tensor, row: Tensor, col: Tensor, pair: Tensor | None = None
