@@ -19,7 +19,7 @@ import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 from pytorch_lightning.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -74,6 +74,7 @@ def _train(cfg: DictConfig) -> pl.Trainer:
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    fill_from_data(cfg, datamodule)
     module = build_stage(cfg, datamodule)
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
     callbacks.append(FollowLoad(governor))
@@ -93,6 +94,16 @@ def _train(cfg: DictConfig) -> pl.Trainer:
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     save_final(trainer)
     return trainer
+
+
+def fill_from_data(cfg: DictConfig, datamodule: pl.LightningDataModule) -> None:
+    """Data config keys left null that the data decides (``data_config()``, e.g. a file data module's element
+    vocabulary), set before anything reads them, so the checkpoint's config holds the values used."""
+    decided = datamodule.data_config() if hasattr(datamodule, "data_config") else {}
+    with open_dict(cfg.data):
+        for key, value in decided.items():
+            if key in cfg.data and cfg.data[key] is None:
+                cfg.data[key] = value
 
 
 def build_stage(cfg: DictConfig, datamodule: pl.LightningDataModule) -> pl.LightningModule:

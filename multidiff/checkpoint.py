@@ -97,6 +97,8 @@ TRUSTED: dict[str, frozenset[str]] = {
             "multidiff.domains.audio.data.FSDDDataModule",
             "multidiff.domains.molecule.QM9DataModule",
             "multidiff.domains.molecule.DrugsDataModule",
+            "multidiff.domains.molecule.MoleculeFilesDataModule",
+            "multidiff.domains.molecule.GeomDrugsDataModule",
             "multidiff.domains.pointcloud.ShapeNetDataModule",
             "multidiff.domains.pointcloud.ModelNetDataModule",
             "multidiff.domains.pointcloud.FolderDataModule",

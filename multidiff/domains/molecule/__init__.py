@@ -1,9 +1,10 @@
-"""Molecules with explicit hydrogens: QM9 and a drug-like set, EGNN denoiser, EDM metrics."""
+"""Molecules with explicit hydrogens: QM9, GEOM-Drugs, a drug-like set and your own files; EGNN denoiser, metrics."""
 
 from .domain import MoleculeDomain
 from .drugs import DrugsDataModule
+from .files import MoleculeFilesDataModule
 from .net import EGNN
 from .qm9 import QM9DataModule
 from .structures import Molecule
 
-__all__ = ["EGNN", "DrugsDataModule", "Molecule", "MoleculeDomain", "QM9DataModule"]
+__all__ = ["EGNN", "DrugsDataModule", "MoleculeFilesDataModule", "Molecule", "MoleculeDomain", "QM9DataModule"]

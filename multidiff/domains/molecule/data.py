@@ -243,3 +243,8 @@ class MoleculeDataModule(pl.LightningDataModule):
 
     def property_units(self) -> dict[str, str]:
         return {}
+
+    def data_config(self) -> dict[str, Any]:
+        """Config keys the data decides when the config leaves them null (``elements: null``: the data's own
+        vocabulary, which ``${data.elements}`` passes to the network); train.py fills them in before building."""
+        return {"elements": [str(e) for e in self.load()["elements"]]}
