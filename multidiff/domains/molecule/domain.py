@@ -20,7 +20,8 @@ from .export import draw_grid, write_sdf, write_xyz
 from .fragments import check_fragment_bonds, fragment_metrics
 from .graphs import BOND_ORDERS
 from .io import read_molecules
-from .metrics import BOND_SOURCES, MoleculeAnalysis, evaluate_molecules
+from .metrics import BOND_SOURCES, MoleculeAnalysis, analysis_metrics
+from .protocol import PROTOCOLS, corrected_metrics
 from .reference import reference_from_molecules, training_smiles
 from .structures import Molecule
 
@@ -401,6 +402,9 @@ class MoleculeDomain(Domain):
         data_config: dict | None = None,
         fragment: Path | str | None = None,
         bonds: str = "auto",
+        protocol: str = "edm",
+        xtb_max_molecules: int = 100,
+        posebusters_max_molecules: int = 100,
         progress: bool = True,
     ) -> dict[str, Any]:
         """Metrics of an SDF/XYZ file (or a folder holding one), as a JSON-able dict.
@@ -411,7 +415,10 @@ class MoleculeDomain(Domain):
         the molecules were grown from (``observe=``), adding how well they keep it
         (:func:`~.fragments.fragment_metrics`); ``bonds``: ``perceived`` from distances (EDM's metrics), ``file``
         (each molecule's own, e.g. a graph model's or a data file's), or ``auto``: ``file`` when every record was
-        written by a graph model (its ``bond_source`` field), else ``perceived``. Malformed records are
+        written by a graph model (its ``bond_source`` field), else ``perceived``; ``protocol``: ``edm`` (EDM's
+        metrics) or ``corrected``: those and Nikitin et al.'s (:mod:`.protocol`: charge-aware valence table,
+        valid and connected, the median GFN2-xTB relaxation energy of up to ``xtb_max_molecules`` and PoseBusters'
+        checks of up to ``posebusters_max_molecules`` valid molecules). Malformed records are
         listed in ``malformed_records`` and skipped; a file without any readable molecule is a ValueError. An
         undefined metric is None, with its reason under ``null_reasons``.
         """
@@ -427,18 +434,22 @@ class MoleculeDomain(Domain):
             log.warning("%s: %s", result.path, err)
         if bonds not in ("auto", *BOND_SOURCES):
             raise ValueError(f"bonds={bonds!r}; valid: auto, {', '.join(BOND_SOURCES)}")
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol={protocol!r}; valid: {', '.join(PROTOCOLS)}")
         if bonds == "auto":
             generated = all(m.properties.get("bond_source") == "model" for m in result.molecules)
             bonds = "file" if generated else "perceived"
         ref = self.reference(novelty, reference, progress)
-        metrics = evaluate_molecules(
-            result.molecules,
-            vocabulary,
-            ref,
-            strain=strain,
-            strain_max_molecules=int(strain_max_molecules or self.strain_max_molecules),
-            bonds=bonds,
+        analysis = MoleculeAnalysis(result.molecules, vocabulary, bonds)
+        metrics = analysis_metrics(
+            analysis, ref, strain=strain, strain_max_molecules=int(strain_max_molecules or self.strain_max_molecules)
         )
+        if protocol == "corrected":
+            reasons = metrics.setdefault("null_reasons", {})
+            metrics.update(corrected_metrics(analysis, xtb_max_molecules, posebusters_max_molecules, progress, reasons))
+            metrics["protocol"] = "edm+corrected"
+            if not reasons:
+                del metrics["null_reasons"]
         if "smiles" not in ref:  # say why there are no training SMILES, more telling than the generic reason
             root = self.info.get("data_root")
             where = f"no processed {self.info.get('dataset')} cache in {root}" if root else "info names no data_root"

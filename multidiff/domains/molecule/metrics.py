@@ -247,9 +247,20 @@ def evaluate_molecules(
 
     Undefined metrics are None, their key -> reason under ``null_reasons`` (present only when one is None).
     """
+    analysis = MoleculeAnalysis(molecules, vocabulary, bonds)
+    return analysis_metrics(analysis, reference, strain, strain_max_molecules)
+
+
+def analysis_metrics(
+    analysis: MoleculeAnalysis,
+    reference: dict[str, Any] | None = None,
+    strain: bool = True,
+    strain_max_molecules: int = 1000,
+) -> dict[str, Any]:
+    """:func:`evaluate_molecules` on molecules already analysed."""
     reference = reference or {}
     reasons: dict[str, str] = {}
-    analysis = MoleculeAnalysis(molecules, vocabulary, bonds)
+    bonds = "file" if analysis.own_bonds else "perceived"
     out: dict[str, Any] = {"num_molecules": len(analysis.molecules), "bonds": bonds}
     out.update(analysis.stability(reasons))
     out.update(analysis.rdkit_metrics(reference.get("smiles"), reasons))
