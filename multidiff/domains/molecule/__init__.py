@@ -3,8 +3,17 @@
 from .domain import MoleculeDomain
 from .drugs import DrugsDataModule
 from .files import MoleculeFilesDataModule
+from .geom import GeomDrugsDataModule
 from .net import EGNN
 from .qm9 import QM9DataModule
 from .structures import Molecule
 
-__all__ = ["EGNN", "DrugsDataModule", "MoleculeFilesDataModule", "Molecule", "MoleculeDomain", "QM9DataModule"]
+__all__ = [
+    "EGNN",
+    "DrugsDataModule",
+    "GeomDrugsDataModule",
+    "MoleculeFilesDataModule",
+    "Molecule",
+    "MoleculeDomain",
+    "QM9DataModule",
+]
