@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from rdkit import Chem
+from rdkit import Chem, RDLogger
 from tqdm import tqdm
 
 from .metrics import NO_MOLECULE, MoleculeAnalysis, fraction
@@ -127,6 +127,7 @@ def posebusters_rates(molecules: list[Chem.Mol], reasons: dict[str, str]) -> dic
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # per-molecule RDKit/pandas chatter
         table = PoseBusters(config="mol").bust([Chem.Mol(m) for m in molecules], None, None)
+    RDLogger.DisableLog("rdApp.*")  # PoseBusters turns RDKit's log back on; samples' sanitisation errors are counted
     checks = table.select_dtypes(include="bool")
     return {
         "pb_valid": float(checks.all(axis=1).mean()),
