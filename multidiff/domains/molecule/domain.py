@@ -21,6 +21,7 @@ from .fragments import check_fragment_bonds, fragment_metrics
 from .graphs import BOND_ORDERS
 from .io import read_molecules
 from .metrics import BOND_SOURCES, MoleculeAnalysis, analysis_metrics
+from .properties import PropertyPredictor, property_mae
 from .protocol import PROTOCOLS, corrected_metrics
 from .reference import reference_from_molecules, training_smiles
 from .structures import Molecule
@@ -405,6 +406,8 @@ class MoleculeDomain(Domain):
         protocol: str = "edm",
         xtb_max_molecules: int = 100,
         posebusters_max_molecules: int = 100,
+        property: str | None = None,
+        predictor: Path | str | None = None,
         progress: bool = True,
     ) -> dict[str, Any]:
         """Metrics of an SDF/XYZ file (or a folder holding one), as a JSON-able dict.
@@ -418,7 +421,10 @@ class MoleculeDomain(Domain):
         written by a graph model (its ``bond_source`` field), else ``perceived``; ``protocol``: ``edm`` (EDM's
         metrics) or ``corrected``: those and Nikitin et al.'s (:mod:`.protocol`: charge-aware valence table,
         valid and connected, the median GFN2-xTB relaxation energy of up to ``xtb_max_molecules`` and PoseBusters'
-        checks of up to ``posebusters_max_molecules`` valid molecules). Malformed records are
+        checks of up to ``posebusters_max_molecules`` valid molecules); ``property`` with ``predictor`` (a file of
+        ``python -m multidiff.domains.molecule.properties``): the MAE between the predicted property of each
+        molecule and the value it was conditioned on (its SDF field), beside the predictor's two baselines
+        (:func:`~.properties.property_mae`, under ``property_mae``). Malformed records are
         listed in ``malformed_records`` and skipped; a file without any readable molecule is a ValueError. An
         undefined metric is None, with its reason under ``null_reasons``.
         """
@@ -436,6 +442,12 @@ class MoleculeDomain(Domain):
             raise ValueError(f"bonds={bonds!r}; valid: auto, {', '.join(BOND_SOURCES)}")
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol={protocol!r}; valid: {', '.join(PROTOCOLS)}")
+        if (property is None) != (predictor is None):
+            raise ValueError(
+                "property= and predictor= go together: the property name and the file of its predictor "
+                "(python -m multidiff.domains.molecule.properties --property NAME --out FILE)"
+            )
+        property_model = PropertyPredictor.load(predictor) if predictor is not None else None  # fail before scoring
         if bonds == "auto":
             generated = all(m.properties.get("bond_source") == "model" for m in result.molecules)
             bonds = "file" if generated else "perceived"
@@ -455,6 +467,8 @@ class MoleculeDomain(Domain):
             where = f"no processed {self.info.get('dataset')} cache in {root}" if root else "info names no data_root"
             reasons = metrics.setdefault("null_reasons", {})
             reasons["novelty"] = "novelty=false" if not novelty else f"no training SMILES: {where}"
+        if property_model is not None:
+            metrics["property_mae"] = property_mae(result.molecules, property, property_model)
         if fragment is not None:
             given = read_molecules(Path(fragment))
             given.require_molecules()
