@@ -274,7 +274,7 @@ class MoleculeFilesDataModule(MoleculeDataModule):
     numeric in all records. ``properties_csv``: a CSV with a ``name`` or ``index`` column. ``elements``: the
     vocabulary (records with others are bad records); None: the data's own. ``split``: train/val/test
     fractions of a seeded permutation. ``add_hydrogens``: for files without explicit hydrogens (RDKit places
-    them). Loader options as :class:`~.data.MoleculeDataModule`.
+    them). ``loader``: the options of :class:`~.data.MoleculeDataModule` (batch size, condition, ...).
     """
 
     name = "sdf"
@@ -289,18 +289,9 @@ class MoleculeFilesDataModule(MoleculeDataModule):
         split: Sequence[float] = (0.8, 0.1, 0.1),
         seed: int = 0,
         add_hydrogens: bool = False,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        condition: str | list[str] | None = None,
-        max_molecules: int | None = None,
-        shuffle: bool = True,
-        progress: bool = True,
-        elements: list[str] | None = None,
-        require_graph: bool = False,
+        **loader: Any,
     ):
-        super().__init__(
-            root, batch_size, num_workers, condition, max_molecules, shuffle, progress, elements, require_graph
-        )
+        super().__init__(root, **loader)
         if files is None or files == "???":
             raise ValueError("data=sdf needs data.files: an SDF/XYZ file, a folder of them or a glob pattern")
         self.files = resolve_files(files)

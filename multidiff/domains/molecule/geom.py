@@ -100,7 +100,8 @@ def download(root: Path) -> None:
 
 class GeomDrugsDataModule(MoleculeDataModule):
     """GEOM-Drugs from MiDi's pickles in ``root`` (see the module's docstring). ``conformers``: per molecule (the
-    lowest in energy first); ``clean``: Nikitin et al.'s filter; ``download``: fetch missing pickles."""
+    lowest in energy first); ``clean``: Nikitin et al.'s filter; ``download``: fetch missing pickles;
+    ``loader``: the options of :class:`~.data.MoleculeDataModule`."""
 
     name = "geom_drugs"
 
@@ -110,18 +111,9 @@ class GeomDrugsDataModule(MoleculeDataModule):
         conformers: int = 5,
         clean: bool = True,
         download: bool = False,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        condition: str | list[str] | None = None,
-        max_molecules: int | None = None,
-        shuffle: bool = True,
-        progress: bool = True,
-        elements: list[str] | None = None,
-        require_graph: bool = False,
+        **loader: Any,
     ):
-        super().__init__(
-            root, batch_size, num_workers, condition, max_molecules, shuffle, progress, elements, require_graph
-        )
+        super().__init__(root, **loader)
         if conformers < 1:
             raise ValueError(f"data.conformers={conformers}: keep at least one conformer per molecule")
         self.conformers, self.clean, self.download = conformers, clean, download

@@ -34,7 +34,9 @@ from tqdm.auto import tqdm
 
 from multidiff.paths import data_dir, replaced
 
+from .drugs import DrugsDataModule
 from .net import EquivariantBlock, _scatter_sum, fully_connected_edges
+from .qm9 import QM9DataModule
 from .structures import Molecule
 
 FORMAT_VERSION = 1
@@ -381,8 +383,6 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from multidiff.domains.molecule import DrugsDataModule, QM9DataModule
-
     root = args.root if args.root is not None else data_dir()
     module = QM9DataModule if args.data == "qm9" else DrugsDataModule
     dm = module(root=root, max_molecules=args.max_molecules, progress=True)
