@@ -34,6 +34,7 @@ from multidiff.checkpoint import (
     read_checkpoint,
 )
 from multidiff.core.latent import measure_latent_scale
+from multidiff.distillation import build_student
 from multidiff.objective import SAMPLE_QUALITY, check_objective, generate_items, logged_metric, score_items
 from multidiff.precision import resolve_trainer_precision, sampling_precision
 from multidiff.preemption import AtomicCheckpointIO, find_resume
@@ -44,8 +45,9 @@ from multidiff.training import FollowLoad
 
 log = logging.getLogger("multidiff.train")
 LIGHTNING_KEYWORDS = ("last", "hpc", "best")
-#: what train.py trains: a diffusion model (on data or, with latent=, on latents) or latent diffusion's stage one
-STAGES = ("diffusion", "autoencoder")
+#: what train.py trains: a diffusion model (on data or, with latent=, on latents), latent diffusion's stage one, or
+#: a few-step student of a trained model (experiment=distill teacher=...)
+STAGES = ("diffusion", "autoencoder", "distill")
 
 
 def train(cfg: DictConfig) -> pl.Trainer:
@@ -123,6 +125,10 @@ def build_stage(cfg: DictConfig, datamodule: pl.LightningDataModule) -> pl.Light
         if cfg.optimized_metric == SAMPLE_QUALITY:
             raise ValueError("an autoencoder generates nothing to score: use optimized_metric=val/loss")
         return build_autoencoder(cfg, info)
+    if cfg.stage == "distill":
+        module = build_student(cfg)
+        check_objective(cfg.optimized_metric, module.domain, cfg.sample_quality.evaluate)
+        return module
     stage_one = latent_config(cfg, info, list(cfg.trust_targets)) if cfg.get("latent") else None
     module = build_module(cfg, info)
     if stage_one is not None:

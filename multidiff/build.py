@@ -28,16 +28,22 @@ from multidiff.module import DiffusionModule
 AUTOENCODER_KEYS = ("net", "kl_weight", "latent_noise")
 
 
-def build_module(cfg: DictConfig | dict, info: dict[str, Any] | None = None) -> DiffusionModule:
+def build_module(
+    cfg: DictConfig | dict,
+    info: dict[str, Any] | None = None,
+    make: Callable[..., DiffusionModule] = DiffusionModule,
+) -> DiffusionModule:
     """Domain, denoiser, schedule and process from their config groups, wrapped in the module; with ``latent``
-    set (a stage-one checkpoint, see :func:`latent_config`), the domain seen through ``autoencoder.net``."""
+    set (a stage-one checkpoint, see :func:`latent_config`), the domain seen through ``autoencoder.net``.
+    ``make``: the module class (or a partial of it) given these parts, e.g. a distillation's student module.
+    A config with ``stage: distill`` builds a student (sampled with ``sampler=consistency`` only)."""
     cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
     domain = instantiate(cfg.domain)
     if info is not None:
         domain.bind(info)
     if cfg.get("latent"):
         domain = LatentDomain(domain, _autoencoder_net(cfg))
-    return DiffusionModule(
+    return make(
         domain=domain,
         net=instantiate(cfg.net),
         process=instantiate(cfg.process),
@@ -46,6 +52,7 @@ def build_module(cfg: DictConfig | dict, info: dict[str, Any] | None = None) -> 
         cond_drop_prob=cfg.model.cond_drop_prob,
         masks=instantiate(cfg.mask) if cfg.get("mask") else None,
         run_config=_run_config(cfg),
+        distilled=OmegaConf.to_container(cfg.distill, resolve=True) if cfg.get("stage") == "distill" else None,
     )
 
 

@@ -39,6 +39,7 @@ class DiffusionModule(TrainedModule):
 
     ``masks``: observation-conditioned training (a mask drawn per item, the network given the mask and the
     clean observed values, the loss taken on the unknown part); needs a net built with ``observable``.
+    ``distilled``: set for a few-step student (:mod:`multidiff.distillation`): its method and teacher.
     """
 
     kind = "diffusion"
@@ -53,8 +54,10 @@ class DiffusionModule(TrainedModule):
         cond_drop_prob: float = 0.1,
         run_config: dict | None = None,
         masks: MaskSampler | None = None,
+        distilled: Mapping[str, Any] | None = None,
     ):
         super().__init__(domain, optimizer, lr_scheduler, run_config)
+        self.distilled = dict(distilled) if distilled else None  # a student: method, teacher, grid
         self.process = process
         self.model = Preconditioned(net, process, domain.space)
         if isinstance(domain, LatentDomain):
@@ -183,6 +186,7 @@ class DiffusionModule(TrainedModule):
         :meth:`~multidiff.sampling.SamplingRequest.observation`), honoured by replacement and, for a model
         trained with observations, by the network itself (:mod:`multidiff.core.observation`)."""
         sampler, guide, resample = request.sampler, request.guide, request.resample
+        check_sampler_fits(sampler.name, self.distilled)
         precision = resolve_precision(request.precision, self.device)
         by_model = self.observed_by(request.observe_with) == "model"
         cond = call_strict(self.domain.condition, "condition", condition or {}, n)
@@ -251,3 +255,18 @@ class DiffusionModule(TrainedModule):
             for m, mode in zip(modules, was_training):
                 m.train(mode)
         return State(x, state.cond, state.ctx)
+
+
+def check_sampler_fits(sampler: str, distilled: Mapping[str, Any] | None) -> None:
+    """A student's denoiser is a consistency function: only the consistency sampler serves it; that sampler in
+    turn serves students only (on a plain model it returns blurred averages, not samples)."""
+    if distilled and sampler != "consistency":
+        raise ValueError(
+            f"sampler={sampler}: this model is a {distilled.get('method')} student (distilled from "
+            f"{distilled.get('teacher')}); it samples with sampler=consistency (steps=1..4); solvers need the teacher"
+        )
+    if not distilled and sampler == "consistency":
+        raise ValueError(
+            "sampler=consistency is for students (train.py experiment=distill teacher=...); this model is not one: "
+            "use a solver such as sampler=dpmpp_2m"
+        )

@@ -109,7 +109,8 @@ def _categorical_problem(m: int = 2000, atoms: int = 3):
     return space, ctx, denoise, template
 
 
-@pytest.mark.parametrize("name", sorted(SAMPLERS))
+# consistency sampling needs a consistency function, not this denoiser (tests/test_distill.py)
+@pytest.mark.parametrize("name", sorted(set(SAMPLERS) - {"consistency"}))
 def test_every_sampler_reproduces_the_categorical_marginals_of_pair_classes(name):
     space, ctx, denoise, template = _categorical_problem()
     steps = STEPS.get(name, 30)

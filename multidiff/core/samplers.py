@@ -339,6 +339,20 @@ def sample_restart(
     return sample_heun(model, x, sigmas[k:])
 
 
+@torch.no_grad()
+def sample_consistency(
+    model: Denoiser, x: Tensor, sigmas: Tensor, noise_sampler: NoiseSampler = _no_noise, callback: Callback = None
+) -> Tensor:
+    """Multistep consistency sampling (Song et al. 2023, Alg. 1): each evaluation maps to the data, which is
+    noised afresh to the next level. For a distilled student (``stage=distill``), whose denoiser is the
+    consistency function; one step is ``model(x, sigma_max)``. Use the ``karras_open`` spacing."""
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i])
+        _report(callback, i, x, sigmas[i], denoised)
+        x = denoised if sigmas[i + 1] == 0 else denoised + noise_sampler(sigmas[i], sigmas[i + 1]) * sigmas[i + 1]
+    return x
+
+
 #: the samplers by name: this module's ``sample_*`` functions (k-diffusion's convention), the one list that the
 #: config group ``conf/sampler/``, the checkpoint trust list and error messages are checked against or built from
 SAMPLERS: dict[str, Callable[..., Tensor]] = {

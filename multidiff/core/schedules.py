@@ -18,7 +18,7 @@ import math
 import torch
 from torch import Tensor
 
-SPACINGS = ("time", "karras", "log_snr")
+SPACINGS = ("time", "karras", "karras_open", "log_snr")
 
 
 class Schedule:
@@ -62,10 +62,14 @@ class Schedule:
         """A descending grid of ``steps`` VE noise levels from sigma_max to sigma_min, then 0.
 
         ``time``: uniform in t (DDPM/DDIM); ``karras``: uniform in sigma^(1/rho) (EDM eq. 5);
-        ``log_snr``: uniform in log-SNR (DPM-Solver).
+        ``log_snr``: uniform in log-SNR (DPM-Solver); ``karras_open``: the first ``steps`` levels of the
+        ``karras`` grid of ``steps + 1`` (sigma_min left out: a consistency model's every step lands on the data,
+        so a step at sigma_min would only repeat the last).
         """
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
+        if spacing == "karras_open":
+            return torch.cat([self.sigmas(steps + 1, "karras", rho)[:steps], torch.zeros(1)])
         u = torch.linspace(0, 1, steps, dtype=torch.float64)
         if spacing == "time":
             s = self.sigma_ve(1.0 - u * (1.0 - self.t_min))

@@ -1,0 +1,73 @@
+"""Consistency distillation (Song et al. 2023, Alg. 2): a student f(x, sigma) learns to map every point of a
+frozen teacher's probability-flow ODE trajectory to the trajectory's end, so that one evaluation (or a few, with
+:func:`~.samplers.sample_consistency`) draws a sample.
+
+For a pair of adjacent levels sigma_n < sigma_{n+1} of a Karras grid, x_{n+1} = x0 + sigma_{n+1} z is moved to
+sigma_n by one Heun step of the teacher's ODE, and the student at (x_{n+1}, sigma_{n+1}) is pulled towards the
+target network (a slow average of the student, or the student itself without gradient) at the moved point. The
+student is the same preconditioned denoiser as any model, D(x; sigma) = c_skip x + c_out F: the processes'
+c_skip -> 1, c_out -> 0 as sigma -> 0 is the boundary condition f(x, sigma_min) ~ x, and at the grid's
+lowest level the target is the moved point itself. Functions of denoisers D(x, sigma per item), nothing of
+Lightning or domains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+#: a denoiser of per-item noise levels: D(x, sigma (B,)) -> estimate of x0
+ItemDenoiser = Callable[[Tensor, Tensor], Tensor]
+#: broadcasts per-item values (B,) against a state's rows (the space's ``per_item``)
+Broadcast = Callable[[Tensor], Tensor]
+
+
+def karras_levels(sigma_min: float, sigma_max: float, n: int, rho: float = 7.0) -> Tensor:
+    """``n`` ascending noise levels uniform in sigma^(1/rho) (EDM eq. 5), the discretisation the student learns."""
+    if n < 2:
+        raise ValueError(f"the distillation grid needs at least 2 levels, got {n}")
+    u = torch.linspace(0, 1, n, dtype=torch.float64)
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    return ((lo + u * (hi - lo)) ** rho).float()
+
+
+def heun_step(teacher: ItemDenoiser, x: Tensor, sigma: Tensor, sigma_next: Tensor, b: Broadcast) -> Tensor:
+    """One Heun step of the probability-flow ODE dx/dsigma = (x - D(x; sigma)) / sigma, per item, from ``sigma``
+    down to ``sigma_next`` > 0 (EDM Alg. 1)."""
+    s, s_next = b(sigma), b(sigma_next)
+    d = (x - teacher(x, sigma)) / s
+    x_euler = x + (s_next - s) * d
+    d_next = (x_euler - teacher(x_euler, sigma_next)) / s_next
+    return x + (s_next - s) * (d + d_next) / 2
+
+
+def consistency_loss(
+    student: ItemDenoiser,
+    target: ItemDenoiser,
+    teacher: ItemDenoiser,
+    x0: Tensor,
+    noise: Tensor,
+    levels: Tensor,
+    index: Tensor,
+    b: Broadcast,
+    item_mean: Callable[[Tensor], Tensor],
+) -> Tensor:
+    """Per-item squared distance between the student at (x0 + sigma_{n+1} noise, sigma_{n+1}) and the target at
+    the teacher's Heun step to sigma_n; ``index`` (B,) holds n in [0, len(levels) - 2]."""
+    sigma, sigma_prev = levels[index + 1], levels[index]
+    x = x0 + b(sigma) * noise
+    with torch.no_grad():
+        moved = heun_step(teacher, x, sigma, sigma_prev, b)
+        # at the lowest level the consistency function is the identity: the moved point is the target
+        lowest = b((index == 0).to(sigma.dtype))
+        aim = lowest * moved + (1 - lowest) * target(moved, sigma_prev)
+    out = student(x, sigma)
+    dtype = torch.promote_types(out.dtype, torch.float32)
+    return item_mean((out.to(dtype) - aim.to(dtype)) ** 2)
+
+
+def sample_index(n: int, levels: int, generator: torch.Generator | None = None, device: str | torch.device = "cpu"):
+    """Which adjacent pair of levels each item trains on: uniform over the ``levels - 1`` pairs."""
+    return torch.randint(0, levels - 1, (n,), generator=generator).to(device)

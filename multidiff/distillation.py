@@ -1,0 +1,171 @@
+"""Few-step students: consistency distillation of a trained model (``train.py experiment=distill teacher=...``).
+
+The student is the teacher's own network, process, domain (Space, conditions, latent autoencoder) and weights
+to start from; it trains by :func:`multidiff.core.distill.consistency_loss` against the frozen teacher and
+samples with ``sampler=consistency`` in 1-4 evaluations. Its checkpoint is an ordinary diffusion checkpoint
+whose config says ``stage: distill`` and, under ``distill``, the method, the teacher (path and a digest of its
+weights) and the grid; sample.py, export and observations by replacement work on it unchanged, and it refuses
+the samplers it cannot serve.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import Tensor
+
+from multidiff.build import build_module, load_checkpoint, load_model
+from multidiff.core.distill import consistency_loss, karras_levels, sample_index
+from multidiff.core.domain import State
+from multidiff.module import DiffusionModule
+
+METHODS = ("consistency",)
+#: the config groups a student takes from its teacher (the model it is), not from the command line
+TEACHER_GROUPS = ("domain", "net", "process", "schedule", "autoencoder", "latent", "mask")
+#: the options of ``distill`` (conf/experiment/distill.yaml)
+DISTILL_KEYS = ("method", "levels", "rho", "target_decay")
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """A short digest of a module's weights: which teacher a student came from, beyond its path."""
+    digest = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
+def load_teacher(source: str, trust_targets: list[str]) -> DiffusionModule:
+    """A training checkpoint (a ``.ckpt`` file) or a shipped/exported model (a name or folder) as the teacher."""
+    if source.endswith(".ckpt"):
+        teacher = load_checkpoint(source, trust_targets=trust_targets)
+    else:
+        teacher = load_model(source, trust_targets=trust_targets)
+    if teacher.distilled:
+        raise ValueError(f"teacher={source} is itself a student (distilled from {teacher.distilled.get('teacher')})")
+    if teacher.masks is not None or teacher.model.observable:
+        raise ValueError(
+            f"teacher={source} was trained with observations (mask=...); distilling observation-conditioned "
+            "models is not supported: distil a model trained without mask="
+        )
+    return teacher.requires_grad_(False).eval()
+
+
+class DistillModule(DiffusionModule):
+    """A :class:`DiffusionModule` trained by consistency distillation from ``teacher``. The teacher and the
+    target network are kept outside the state dict: a checkpoint holds the student only, loadable as any model
+    (on resume the target restarts from the student)."""
+
+    def __init__(
+        self,
+        teacher: DiffusionModule,
+        levels: int,
+        rho: float,
+        target_decay: float,
+        **module: Any,
+    ):
+        super().__init__(**module)
+        if not 0.0 <= target_decay < 1.0:
+            raise ValueError(f"distill.target_decay={target_decay}: the target's EMA decay must be in [0, 1)")
+        schedule = self.process.schedule
+        levels_ = karras_levels(schedule.sigma_min, schedule.sigma_max, levels, rho)
+        self.register_buffer("levels", levels_, persistent=False)  # not saved: the checkpoint is the student alone
+        self.target_decay = target_decay
+        # plain attributes, not submodules: neither is trained nor saved with the student
+        object.__setattr__(self, "teacher", teacher)
+        object.__setattr__(self, "target", copy.deepcopy(self.model).requires_grad_(False))
+
+    def on_fit_start(self) -> None:
+        # the target starts as the student: the teacher's weights, or a resumed run's student
+        self.target.load_state_dict(self.model.state_dict())
+        for net in (self.teacher, self.target):
+            net.to(self.device).eval()
+
+    def distill_loss(self, state: State, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        space, x0 = self.domain.space, state.x
+        n = space.num_items(x0, state.ctx)
+        index = sample_index(n, len(self.levels), generator, x0.device)
+        noise = space.noise(x0, state.ctx, generator=generator)
+        drop = None
+        if state.cond is not None and self.cond_drop_prob > 0:  # the student learns the unconditional map too
+            drop = torch.rand(n, generator=generator).to(x0.device) < self.cond_drop_prob
+
+        def of(model: Callable[..., Tensor]) -> Callable[[Tensor, Tensor], Tensor]:
+            return lambda x, sigma: model(x, sigma, state, cond_drop=drop)
+
+        losses = consistency_loss(
+            of(self.model),
+            of(self.target),
+            of(self.teacher.model),
+            x0,
+            noise,
+            self.levels,
+            index,
+            lambda v: space.per_item(v, x0, state.ctx),
+            lambda err: space.item_mean(err, state.ctx),
+        )
+        return losses, self.levels[index + 1]
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        losses, sigma = self.distill_loss(self.domain.unpack(batch))
+        loss = losses.mean()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite distillation loss ({loss.item()}) at step {self.global_step}; the run stops here and "
+                "the last good checkpoint is kept. Lower the learning rate."
+            )
+        self.log("train/loss", loss, prog_bar=True, batch_size=losses.shape[0])
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        with torch.no_grad():
+            for t, s in zip(self.target.parameters(), self.model.parameters()):
+                t.lerp_(s, 1.0 - self.target_decay)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        gen = torch.Generator().manual_seed(batch_idx)
+        losses, _ = self.distill_loss(self.domain.unpack(batch), gen)
+        self.log("val/loss", losses.mean(), prog_bar=True, batch_size=losses.shape[0], sync_dist=True)
+
+
+def build_student(cfg: DictConfig) -> DistillModule:
+    """The student of ``cfg.teacher``: the teacher's model groups replace the command line's (a differing domain
+    is an error), ``distill`` is recorded with the teacher's path and weight digest, the weights start as the
+    teacher's."""
+    if not cfg.get("teacher"):
+        raise ValueError("stage=distill needs teacher=PATH (a .ckpt) or a model name/folder: the model to distil")
+    options = OmegaConf.to_container(cfg.distill, resolve=True) if cfg.get("distill") else {}
+    unknown = sorted(set(options) - set(DISTILL_KEYS) - {"teacher", "teacher_digest"})
+    if unknown:
+        raise ValueError(f"distill: unknown option(s) {unknown}; valid: {', '.join(DISTILL_KEYS)}")
+    if options.get("method") not in METHODS:
+        raise ValueError(f"distill.method={options.get('method')!r}; valid: {', '.join(METHODS)}")
+    if cfg.sampler.name != "consistency":
+        raise ValueError(
+            f"sampler={cfg.sampler.name}: a student samples with sampler=consistency (experiment=distill sets it)"
+        )
+    teacher = load_teacher(str(cfg.teacher), list(cfg.trust_targets))
+    theirs = teacher.run_config
+    if cfg.domain.get("_target_") != theirs["domain"].get("_target_"):
+        raise ValueError(
+            f"teacher={cfg.teacher} is a {teacher.domain.name!r} model; give its domain (domain={teacher.domain.name})"
+        )
+    with open_dict(cfg):
+        for group in TEACHER_GROUPS:
+            cfg[group] = theirs.get(group)
+        cfg.distill.teacher = str(cfg.teacher)
+        cfg.distill.teacher_digest = weights_digest(teacher)
+    student = build_module(
+        cfg,
+        dict(teacher.domain.info),  # sample as the teacher does (its atom counts, vocabulary, ...)
+        make=lambda **module: DistillModule(
+            teacher, int(options["levels"]), float(options["rho"]), float(options["target_decay"]), **module
+        ),
+    )
+    student.load_state_dict(teacher.state_dict())
+    return student
