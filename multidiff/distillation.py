@@ -112,6 +112,9 @@ class DistillModule(DiffusionModule):
         return losses, self.levels[index + 1]
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        with torch.no_grad():  # the target follows the student as it stands after the last optimizer step
+            for t, s in zip(self.target.parameters(), self.model.parameters()):
+                t.lerp_(s, 1.0 - self.target_decay)
         losses, sigma = self.distill_loss(self.domain.unpack(batch))
         loss = losses.mean()
         if not torch.isfinite(loss):
@@ -121,11 +124,6 @@ class DistillModule(DiffusionModule):
             )
         self.log("train/loss", loss, prog_bar=True, batch_size=losses.shape[0])
         return loss
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        with torch.no_grad():
-            for t, s in zip(self.target.parameters(), self.model.parameters()):
-                t.lerp_(s, 1.0 - self.target_decay)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         gen = torch.Generator().manual_seed(batch_idx)

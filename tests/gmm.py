@@ -172,3 +172,107 @@ class FragmentGaussian:
             "mean": ((rel.mean(0) - (self.p0[k:] - self.p0[:k].mean(0))).abs().max() / se).item(),
             "var": (rel.var(0) / (tau**2 * (1 + 1 / k))).mean().item(),
         }
+
+
+def denoise_per_item(g: GaussianMixture, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """The exact D(x; sigma) with one noise level per item (``sigma`` (n,)), as distillation calls a teacher."""
+    s2 = sigma.double().reshape(-1, 1, 1, 1) ** 2
+    c = g.cov[None] + s2 * torch.eye(2, dtype=torch.float64)
+    inv = torch.linalg.inv(c)
+    d = x.double()[:, None, :] - g.mu
+    logp = -0.5 * (torch.einsum("nki,nkij,nkj->nk", d, inv, d) + torch.logdet(c)) + g.w.log()
+    comp = g.mu + torch.einsum("kij,nkjl,nkl->nki", g.cov, inv, d)
+    return torch.einsum("nk,nki->ni", torch.softmax(logp, 1), comp).to(x.dtype)
+
+
+class PointNet(torch.nn.Module):
+    """A small denoiser network F(x_in, c_noise) for 2-D points (the DenoiserNet contract, no conditions): an MLP
+    on the input and random Fourier features of the noise code. Students of the mixture's exact denoiser."""
+
+    def __init__(self, hidden: int = 256, freqs: int = 16, seed: int = 0):
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.register_buffer("freqs", torch.randn(freqs, generator=gen) * 4)
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(2 + 2 * freqs, hidden), torch.nn.SiLU(),
+            torch.nn.Linear(hidden, hidden), torch.nn.SiLU(),
+            torch.nn.Linear(hidden, hidden), torch.nn.SiLU(),
+            torch.nn.Linear(hidden, 2),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond=None, cond_drop=None) -> torch.Tensor:
+        e = c_noise.reshape(-1, 1).to(x.dtype) * self.freqs
+        return self.net(torch.cat([x, e.sin(), e.cos()], 1))
+
+
+def distill_mixture(
+    g: GaussianMixture,
+    steps: int,
+    levels: int = 40,
+    target_decay: float = 0.95,
+    batch: int = 2048,
+    lr: float = 1e-3,
+    seed: int = 0,
+    sigma_data: float = 1.5,
+):
+    """A consistency student (:class:`PointNet` in EDM preconditioning) distilled from the mixture's exact
+    denoiser with :func:`multidiff.core.distill.consistency_loss` (Adam, cosine learning rate, EMA target)."""
+    import copy
+    import math
+
+    from multidiff.core.denoiser import Preconditioned
+    from multidiff.core.distill import consistency_loss, karras_levels, sample_index
+    from multidiff.core.processes import EDMProcess
+    from multidiff.core.schedules import KarrasSchedule
+    from multidiff.core.space import TensorSpace
+    from multidiff.core.state import State
+
+    torch.manual_seed(seed)
+    student = Preconditioned(PointNet(seed=seed), EDMProcess(KarrasSchedule(), sigma_data=sigma_data), TensorSpace())
+    target = copy.deepcopy(student).requires_grad_(False)
+    grid = karras_levels(0.002, 80.0, levels)
+    opt = torch.optim.Adam(student.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    state = State(torch.zeros(batch, 2), None, {})  # no condition, no context: what the denoiser reads
+    for step in range(steps):
+        x0 = g.sample(batch, gen).float()
+        loss = consistency_loss(
+            lambda x, s: student(x, s, state),
+            lambda x, s: target(x, s, state),
+            lambda x, s: denoise_per_item(g, x, s),
+            x0,
+            torch.randn(batch, 2, generator=gen),
+            grid,
+            sample_index(batch, levels, gen),
+            lambda v: v.reshape(-1, 1),
+            lambda err: err.mean(1),
+        ).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        for group in opt.param_groups:
+            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * (step + 1) / steps))
+        with torch.no_grad():
+            for t, s in zip(target.parameters(), student.parameters()):
+                t.lerp_(s, 1 - target_decay)
+    return student.eval()
+
+
+def sample_student(student, n: int, steps: int, seed: int = 1) -> torch.Tensor:
+    """``n`` samples of a distilled student with multistep consistency sampling (``karras_open`` levels)."""
+    from multidiff.core.samplers import sample_consistency
+    from multidiff.core.schedules import KarrasSchedule
+    from multidiff.core.state import State
+
+    gen = torch.Generator().manual_seed(seed)
+    sigmas = KarrasSchedule().sigmas(steps, "karras_open")
+    sd = student.process.sigma_data
+    x = torch.randn(n, 2, generator=gen) * (sigmas[0] ** 2 + sd**2) ** 0.5
+    state = State(torch.zeros(n, 2), None, {})
+    with torch.no_grad():
+        return sample_consistency(
+            lambda v, s: student(v, s.expand(n), state),
+            x,
+            sigmas,
+            noise_sampler=lambda a, b: torch.randn(n, 2, generator=gen),
+        )
