@@ -56,6 +56,9 @@ def tune(cfg: DictConfig) -> list[dict[str, Any]]:
     original = {k: v.clone() for k, v in module.model.state_dict().items()}
     snapshots = Path(cfg.ckpt).resolve().parent.parent / "posthoc_ema"
     space = cfg.space
+    if module.distilled:  # a student serves one sampler, in a few evaluations
+        log.info("a %s student: searching sampler=consistency at 1-4 steps", module.distilled.get("method"))
+        space = OmegaConf.merge(space, {"samplers": ["consistency"], "steps": [1, 2, 3, 4]})
     request = OmegaConf.to_container(cfg.condition, resolve=True)
     guided = bool(request) or guide is not None
     has_ema = (snapshots / PROFILES).is_file() and any(snapshots.glob("*.pt"))

@@ -17,7 +17,7 @@ LAYERS = [
     ("domains", ["domains"]),
     ("services", ["checkpoint", "sample_folder", "preemption", "sampling"]),
     ("lightning modules", ["base_module", "module", "autoencoder", "training", "objective"]),
-    ("assembly", ["build", "export"]),
+    ("assembly", ["build", "export", "distillation"]),
 ]  # fmt: skip
 
 
