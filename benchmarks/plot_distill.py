@@ -1,0 +1,46 @@
+"""FID against network evaluations: a distilled student beside its teacher's solvers (docs/distill_fsdd.png), from
+the JSON that docs/distillation.md's quality runs were gathered into.
+
+    python benchmarks/plot_distill.py --results docs/distill_fsdd.json --out docs/distill_fsdd.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", default="docs/distill_fsdd.json")
+    p.add_argument("--out", default="docs/distill_fsdd.png")
+    args = p.parse_args()
+    d = json.loads(Path(args.results).read_text())
+    cells = d["cells"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name in sorted({c["sampler"] for c in cells if c["sampler"] != "consistency" and c["nfe"] <= 4}):
+        pts = sorted((c["nfe"], c["FID"]) for c in cells if c["sampler"] == name and c["nfe"] <= 4)
+        ax.plot(*zip(*pts), marker="o", lw=1, alpha=0.55, label=f"teacher, {name}")
+    pts = sorted((c["nfe"], c["FID"]) for c in cells if c["sampler"] == "consistency")
+    ax.plot(*zip(*pts), marker="s", lw=2.5, color="black", label="student, consistency")
+    t50 = [c["FID"] for c in cells if c["nfe"] == 50][0]
+    ax.axhline(t50, ls="--", color="tab:red", label=f"teacher, dpmpp_2m 50 steps (FID {t50:.1f})")
+    ax.axhline(d["real_test_FID"], ls=":", color="gray", label=f"real test clips (FID {d['real_test_FID']})")
+    ax.set_xlabel("network evaluations per clip")
+    ax.set_ylabel("FID (lower is better)")
+    ax.set_yscale("log")
+    ax.set_xticks([1, 2, 3, 4])
+    ax.set_title("Spoken digits: distilled student vs the teacher's solvers")
+    ax.legend(fontsize=6.5, ncol=2, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=130)
+
+
+if __name__ == "__main__":
+    main()
