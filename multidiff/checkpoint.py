@@ -10,6 +10,7 @@ configuration has passed.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -331,3 +332,13 @@ def _describe(path: Path) -> str:
 def _first_line(e: BaseException) -> str:
     # torch's own message goes on to recommend weights_only=False, the unsafe opposite of what to do
     return (str(e).strip().splitlines() or [""])[0][:200]
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """A short digest of a module's weights and buffers (which teacher a student came from, which autoencoder a
+    latent model needs), beyond any path."""
+    digest = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:12]

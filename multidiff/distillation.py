@@ -11,7 +11,6 @@ the samplers it cannot serve.
 from __future__ import annotations
 
 import copy
-import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor
 
 from multidiff.build import build_module, load_checkpoint, load_model
+from multidiff.checkpoint import weights_digest
 from multidiff.core.distill import consistency_loss, karras_levels, sample_index
 from multidiff.core.domain import State
 from multidiff.module import DiffusionModule
@@ -29,15 +29,6 @@ METHODS = ("consistency",)
 TEACHER_GROUPS = ("domain", "net", "process", "schedule", "autoencoder", "latent", "mask")
 #: the options of ``distill`` (conf/experiment/distill.yaml)
 DISTILL_KEYS = ("method", "levels", "rho", "target_decay")
-
-
-def weights_digest(module: torch.nn.Module) -> str:
-    """A short digest of a module's weights: which teacher a student came from, beyond its path."""
-    digest = hashlib.sha256()
-    for name, t in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:12]
 
 
 def load_teacher(source: str, trust_targets: list[str]) -> DiffusionModule:

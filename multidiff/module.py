@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from multidiff.base_module import TrainedModule
+from multidiff.checkpoint import weights_digest
 from multidiff.core.denoiser import Preconditioned, sampling_denoiser
 from multidiff.core.domain import Domain, State
 from multidiff.core.latent import LatentDomain
@@ -148,13 +149,7 @@ class DiffusionModule(TrainedModule):
         """Which autoencoder's latents this model denoises (a digest of its weights and scale), or None for data."""
         if not isinstance(self.domain, LatentDomain):
             return None
-        import hashlib
-
-        digest = hashlib.sha256()
-        for name, t in sorted(self.autoencoder.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(t.detach().cpu().contiguous().numpy().tobytes())
-        return digest.hexdigest()[:12]
+        return weights_digest(self.autoencoder)
 
     def observed_by(self, observe_with: str = "auto") -> str:
         """How an observation is honoured for ``observe_with`` (:data:`OBSERVE_WITH`): ``model`` or
