@@ -71,6 +71,24 @@ class EMA(EMAWeightAveraging):
         self.update_starting_at_step = update_starting_at_step
         self.update_starting_at_epoch = None
 
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        average = self._average_model
+        if average is not None and int(average.n_averaged) == 0:
+            # until averaging starts (update_starting_at_step) the average is the model itself: Lightning keeps the
+            # copy made at the start, which a shorter run would save, and sample from, as its trained weights
+            with torch.no_grad():
+                for mine, theirs in zip(
+                    _tensors(average.module, self._use_buffers), _tensors(pl_module, self._use_buffers)
+                ):
+                    mine.copy_(theirs)
+
+
+def _tensors(module: torch.nn.Module, buffers: bool) -> list[torch.Tensor]:
+    return [*module.parameters(), *(module.buffers() if buffers else [])]
+
 
 class SampleCallback(pl.Callback):
     """Every ``every_n_steps`` optimizer steps: generate ``n`` items, export them (files + PNG)

@@ -109,3 +109,26 @@ def test_non_finite_stops_and_keeps_good_checkpoint(audio_cfg, tmp_path, monkeyp
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 3
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+
+
+def test_run_shorter_than_the_ema_start_keeps_its_training(audio_cfg, tmp_path):
+    """EMA averaging starts at update_starting_at_step (100 by default); a run that ends before it must save and
+    sample its trained weights, not the copy of the initial weights the averaging callback made at the start."""
+    import pytorch_lightning as pl
+
+    initial: dict[str, torch.Tensor] = {}
+    fit = pl.Trainer.fit
+
+    def remember(trainer, module, *args, **kwargs):
+        initial.update({k: v.detach().clone() for k, v in module.state_dict().items()})
+        return fit(trainer, module, *args, **kwargs)
+
+    run = tmp_path / "run"
+    pl.Trainer.fit = remember
+    try:
+        train.train(audio_cfg("trainer.max_steps=3", "model.lr_scheduler=null", "~callbacks.posthoc_ema", out=run))
+    finally:
+        pl.Trainer.fit = fit
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    moved = [k for k in saved if k.endswith("weight") and not torch.equal(saved[k], initial[k])]
+    assert len(moved) > len([k for k in saved if k.endswith("weight")]) // 2
