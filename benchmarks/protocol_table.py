@@ -64,30 +64,27 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+
+    def scorer(dm) -> MoleculeDomain:  # scored against its own data (vocabulary, reference statistics)
+        domain = MoleculeDomain()
+        domain.bind(dm.info())
+        return domain
+
     qm9 = QM9DataModule(root=args.qm9_root)
-    domain = MoleculeDomain()
-    domain.bind(qm9.info())
     rows = []
-    sources = [("QM9 test data", data_file(qm9, "test", args.n, out / "qm9_test.sdf"), ("file", "perceived"))]
+    sources = [
+        ("QM9 test data", data_file(qm9, "test", args.n, out / "qm9_test.sdf"), scorer(qm9), ("file", "perceived"))
+    ]
     if args.drugs_root:
         drugs = DrugsDataModule(root=args.drugs_root)
-        sources.append(
-            (
-                "drug-like stand-in, test",
-                data_file(drugs, "test", args.n, out / "drugs_test.sdf"),
-                ("file", "perceived"),
-            )
-        )
-    for item in args.samples:
+        drug_file = data_file(drugs, "test", args.n, out / "drugs_test.sdf")
+        sources.append(("drug-like stand-in, test", drug_file, scorer(drugs), ("file", "perceived")))
+    for item in args.samples:  # models of QM9
         label, _, path = item.partition("=")
-        sources.append((label, Path(path), ("auto",)))
-    for label, path, bond_modes in sources:
-        scorer = domain
-        if "drug" in label:
-            scorer = MoleculeDomain()
-            scorer.bind(DrugsDataModule(root=args.drugs_root).info())
+        sources.append((label, Path(path), scorer(qm9), ("auto",)))
+    for label, path, domain, bond_modes in sources:
         for bonds in bond_modes:
-            metrics = score(scorer, path, bonds, args.xtb)
+            metrics = score(domain, path, bonds, args.xtb)
             rows.append({"source": label, "file": str(path), **metrics})
             print(f"{label} ({metrics['bonds']} bonds): " + ", ".join(f"{k}={metrics.get(k)}" for k in COLUMNS))
     (out / "protocols.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")

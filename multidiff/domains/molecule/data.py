@@ -26,6 +26,7 @@ from multidiff.distributed import per_device_batch
 from multidiff.paths import exclusive, writable_dir
 
 from .arrays import load_arrays, save_arrays
+from .elements import reindex_types
 from .reference import reference_stats
 
 log = logging.getLogger(__name__)
@@ -145,12 +146,9 @@ class MoleculeDataModule(pl.LightningDataModule):
         own = [str(e) for e in arrays["elements"]]
         if self.elements is None or self.elements == own:
             return arrays
-        present = [own[t] for t in np.unique(arrays["types"])]
-        missing = [e for e in present if e not in self.elements]
-        if missing:
-            raise ValueError(f"data.elements {self.elements} lacks {missing}, present in {self.name}")
-        lookup = np.array([self.elements.index(e) if e in self.elements else -1 for e in own])
-        arrays["types"] = lookup[arrays["types"]].astype(np.int8)
+        arrays["types"] = reindex_types(arrays["types"], own, self.elements, f"data.elements of {self.name}").astype(
+            np.int8
+        )
         arrays["elements"] = list(self.elements)
         return arrays
 

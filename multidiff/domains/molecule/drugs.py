@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from .data import MoleculeDataModule
 from .elements import DRUG_ELEMENTS
-from .graphs import pack_bonds, rdkit_bonds
+from .packing import Packer
 from .structures import largest_fragment
 
 PROPERTIES: dict[str, tuple[Any, str]] = {
@@ -55,36 +55,15 @@ def conformer(smiles: str, seed: int = 0, max_heavy_atoms: int = 60) -> Chem.Mol
 def read_drugs(source: Path, limit: int | None = None, seed: int = 0, progress: bool = True) -> dict[str, Any]:
     lines = [ln.split()[0] for ln in Path(source).read_text().splitlines() if ln.strip()]
     lines = lines[:limit] if limit else lines
-    index = {e: k for k, e in enumerate(DRUG_ELEMENTS)}
-    pos, types, charges, sizes, props, bonds = [], [], [], [], [], []
+    packer = Packer(list(PROPERTIES), DRUG_ELEMENTS)
     for smiles in tqdm(lines, desc="drugs: conformers", disable=not progress):
         mol = conformer(smiles, seed)
-        if mol is None:
-            continue
-        pos.append(mol.GetConformer().GetPositions())
-        types.append([index[a.GetSymbol()] for a in mol.GetAtoms()])
-        charges.append([a.GetFormalCharge() for a in mol.GetAtoms()])
-        sizes.append(mol.GetNumAtoms())
-        try:
-            bonds.append(rdkit_bonds(mol))
-        except ValueError:
-            bonds.append(None)
-        heavy = Chem.RemoveHs(mol)
-        props.append([f(heavy) for f, _ in PROPERTIES.values()])
-    n = len(sizes)
+        if mol is not None:
+            packer.add_mol(mol, [f(Chem.RemoveHs(mol)) for f, _ in PROPERTIES.values()])
+    n = len(packer)
     perm = np.random.RandomState(seed).permutation(n)
     n_val = n_test = n // 10
-    return {
-        "elements": list(DRUG_ELEMENTS),
-        "pos": np.concatenate(pos).astype(np.float32),
-        "types": np.concatenate(types).astype(np.int8),
-        "charges": np.concatenate(charges).astype(np.int8),
-        "ptr": np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
-        **pack_bonds(bonds),
-        "props": np.asarray(props, np.float64).reshape(n, len(PROPERTIES)),
-        "prop_names": list(PROPERTIES),
-        "splits": {"train": perm[n_val + n_test :], "val": perm[:n_val], "test": perm[n_val : n_val + n_test]},
-    }
+    return packer.pack({"train": perm[n_val + n_test :], "val": perm[:n_val], "test": perm[n_val : n_val + n_test]})
 
 
 class DrugsDataModule(MoleculeDataModule):

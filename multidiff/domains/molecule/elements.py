@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import numpy as np
+
 # QM9 and the drug-like set use these; the order fixes the one-hot columns.
 QM9_ELEMENTS: tuple[str, ...] = ("H", "C", "N", "O", "F")
 DRUG_ELEMENTS: tuple[str, ...] = ("H", "C", "N", "O", "F", "P", "S", "Cl", "Br", "I")
@@ -58,3 +60,14 @@ def check_elements(symbols: Iterable[str], vocabulary: Sequence[str], where: str
     unknown = sorted(set(symbols) - set(vocabulary))
     if unknown:
         raise ValueError(f"{where}: element(s) {unknown} are not in the vocabulary {list(vocabulary)}")
+
+
+def reindex_types(types: np.ndarray, own: Sequence[str], vocabulary: Sequence[str], where: str) -> np.ndarray:
+    """Atom types, indices into ``own``, as indices into ``vocabulary``; a ValueError naming ``where`` and the
+    elements present that ``vocabulary`` lacks."""
+    own, vocabulary = [str(e) for e in own], [str(e) for e in vocabulary]
+    missing = sorted({own[t] for t in np.unique(types)} - set(vocabulary))
+    if missing:
+        raise ValueError(f"{where}: the vocabulary {vocabulary} lacks {missing}, present in the data")
+    lookup = np.array([vocabulary.index(e) if e in vocabulary else -1 for e in own], np.int64)
+    return lookup[np.asarray(types, np.int64)]

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from multidiff.paths import data_dir, replaced
 
 from .drugs import DrugsDataModule
+from .elements import reindex_types
 from .net import EquivariantBlock, _scatter_sum, fully_connected_edges
 from .qm9 import QM9DataModule
 from .structures import Molecule
@@ -107,11 +108,6 @@ def _packed_batch(
     return pos[atoms], types[atoms], charges[atoms], batch
 
 
-def _vocabulary_lookup(own: Sequence[str], vocabulary: Sequence[str]) -> Tensor:
-    """Map indices into ``own`` to indices into ``vocabulary`` (-1 for elements it lacks, never used)."""
-    return torch.tensor([list(vocabulary).index(e) if e in vocabulary else -1 for e in own], dtype=torch.long)
-
-
 @dataclass
 class PropertyPredictor:
     """A trained :class:`PropertyRegressor` for one property, with what it takes to read its output.
@@ -149,13 +145,9 @@ class PropertyPredictor:
 
     def predict_arrays(self, arrays: dict[str, Any], indices: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Predictions for molecules ``indices`` of a data module's packed arrays (see :mod:`.data`)."""
-        own = [str(e) for e in arrays["elements"]]
-        present = [own[t] for t in np.unique(arrays["types"])]
-        missing = sorted(set(present) - set(self.elements))
-        if missing:
-            raise ValueError(f"the {self.prop} predictor knows elements {self.elements}; the data also has {missing}")
-        lookup = _vocabulary_lookup(own, self.elements)
-        types = lookup[torch.from_numpy(arrays["types"].astype(np.int64))]
+        types = torch.from_numpy(
+            reindex_types(arrays["types"], arrays["elements"], self.elements, f"{self.prop} predictor")
+        )
         pos = torch.from_numpy(np.asarray(arrays["pos"]))
         charges = torch.from_numpy(arrays["charges"].astype(np.int64))
         return self._predict_packed(pos, types, charges, arrays["ptr"], np.asarray(indices, np.int64), batch_size)

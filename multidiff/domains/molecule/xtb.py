@@ -42,7 +42,7 @@ def relax(
     x0 = np.asarray(positions, np.float64).ravel() * ANGSTROM_TO_BOHR
     calc = _calculator(numbers, x0.reshape(-1, 3), charge)
     result = calc.singlepoint()
-    energies = [float(result.get("energy"))]
+    start = float(result.get("energy"))
 
     def energy_and_gradient(x: np.ndarray) -> tuple[float, np.ndarray]:
         nonlocal result
@@ -55,7 +55,7 @@ def relax(
         energy_and_gradient, x0, jac=True, method="L-BFGS-B", options={"gtol": GRADIENT_TOLERANCE, "maxiter": max_steps}
     )
     converged = bool(np.abs(opt.jac).max() <= GRADIENT_TOLERANCE)
-    return energies[0], float(opt.fun), opt.x.reshape(-1, 3) / ANGSTROM_TO_BOHR, converged
+    return start, float(opt.fun), opt.x.reshape(-1, 3) / ANGSTROM_TO_BOHR, converged
 
 
 def relaxation_energy(mol: Chem.Mol, max_steps: int = 500) -> float | None:
