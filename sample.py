@@ -14,12 +14,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from multidiff.build import load_checkpoint, load_model, shipped_models
+from multidiff.build import load_any, shipped_models
 from multidiff.core.options import call_strict, positive_int
 from multidiff.core.parts import Parts, count_nonfinite
 from multidiff.core.state import State
 from multidiff.module import DiffusionModule
 from multidiff.posthoc_ema import load_ema_length
+from multidiff.remote import is_url
 from multidiff.runlock import hold
 from multidiff.sample_folder import Batch, SampleFolder, plan, shard_of
 from multidiff.sampling import request_from_config
@@ -47,7 +48,7 @@ def sample(cfg: DictConfig) -> list[Path]:
         load_ema_length(module, snapshots, float(cfg.ema_length), step=module.checkpoint_step or None)
     guide = None
     if cfg.guide_ckpt:
-        guide = load_checkpoint(
+        guide = load_any(
             cfg.guide_ckpt, domain=module.domain.name, weights=cfg.weights, trust_targets=list(cfg.trust_targets)
         ).to(device)
     request = request_from_config(cfg, module, guide, steps=steps)
@@ -93,21 +94,19 @@ def sample(cfg: DictConfig) -> list[Path]:
 
 
 def load_source(cfg: DictConfig) -> DiffusionModule:
-    """The model to sample: ``ckpt=`` (a training checkpoint) or ``pretrained=`` (a shipped model by name, or a
-    folder written by ``python -m multidiff.export``), exactly one of them."""
-    trust = list(cfg.trust_targets)
+    """The model to sample, exactly one of ``ckpt=`` (a training checkpoint, an exported model folder, or a URL of
+    either: ``hf://ORG/REPO``, ``https://...``, any fsspec URL) and ``pretrained=`` (a shipped model by name, or
+    as ``ckpt=``), loaded by :func:`multidiff.build.load_any`."""
     if (cfg.ckpt is None) == (cfg.pretrained is None):
         shipped = ", ".join(shipped_models()) or "none"
         raise ValueError(
-            f"give ckpt=PATH (a training checkpoint) or pretrained=NAME|DIR (a shipped model: {shipped}; or an "
-            "exported model folder), one of them"
+            f"give ckpt=PATH|DIR|URL (a training checkpoint or exported model folder) or pretrained=NAME (a shipped "
+            f"model: {shipped}), one of them"
         )
-    if cfg.ckpt is not None:
-        return load_checkpoint(cfg.ckpt, domain=cfg.expect_domain, weights=cfg.weights, trust_targets=trust)
-    for key, default in (("weights", "ema"), ("ema_length", None)):
-        if cfg[key] != default:
-            raise ValueError(f"{key}={cfg[key]} needs ckpt= (a model folder holds one set of weights)")
-    return load_model(cfg.pretrained, domain=cfg.expect_domain, trust_targets=trust)
+    source = cfg.ckpt if cfg.ckpt is not None else cfg.pretrained
+    if cfg.ema_length is not None and (is_url(str(source)) or not Path(source).is_file()):
+        raise ValueError(f"ema_length={cfg.ema_length} needs ckpt= a local training checkpoint beside its snapshots")
+    return load_any(source, domain=cfg.expect_domain, weights=cfg.weights, trust_targets=list(cfg.trust_targets))
 
 
 def shard_device(device: str, shard: int, num_shards: int) -> str:

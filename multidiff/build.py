@@ -23,6 +23,7 @@ from multidiff.checkpoint import (
 from multidiff.core.latent import LatentDomain
 from multidiff.core.options import check_keys
 from multidiff.module import DiffusionModule
+from multidiff.remote import fetch, is_url
 
 #: the keys of the ``autoencoder`` config group
 AUTOENCODER_KEYS = ("net", "kl_weight", "latent_noise")
@@ -229,6 +230,20 @@ def load_model(model: str | Path, domain: str | None = None, trust_targets: Sequ
     _with_weights(module, state, folder, "model")  # (half-precision weights are cast to the model's float32)
     module.checkpoint_step = int(meta.get("step") or 0)
     return module.eval()
+
+
+def load_any(
+    source: str | Path, domain: str | None = None, weights: str = "ema", trust_targets: Sequence[str] = ()
+) -> DiffusionModule:
+    """A model from wherever it is: a training checkpoint, an exported model folder, a shipped model's name, or
+    a URL of a checkpoint or folder (``hf://``, ``https://``, any fsspec URL; fetched once, :mod:`multidiff.remote`),
+    each trust-checked and loaded as :func:`load_checkpoint` or :func:`load_model` does."""
+    local = fetch(str(source)) if is_url(str(source)) else Path(source)
+    if local.is_dir() or str(source) in shipped_models():
+        if weights != "ema":
+            raise ValueError(f"weights={weights} needs a training checkpoint; {source} is a model folder (one set)")
+        return load_model(local if local.is_dir() else str(source), domain, trust_targets)
+    return load_checkpoint(local, domain, weights=weights, trust_targets=trust_targets)
 
 
 def _with_weights(module: Any, state: Mapping[str, Tensor], source: str | Path, what: str) -> Any:

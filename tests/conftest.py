@@ -11,7 +11,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))  # tests' own helpers (helpers.py, gmm.py)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # train.py / sample.py / evaluate.py
 
-from helpers import SHARED, TINY_AUDIO, compose
+from helpers import SHARED, TINY_AUDIO, TINY_PC, compose
 
 # small models on a 2-core machine run several times faster on one thread
 torch.set_num_threads(1)
@@ -59,6 +59,29 @@ def tiny_audio_masked_ckpt(tmp_path_factory, shared_datasets) -> Path:
 
     run = tmp_path_factory.mktemp("tiny_audio_masked") / "run"
     overrides = ["domain=audio", "mask=spans", f"paths.data_dir={shared_datasets}", *TINY_AUDIO, "trainer.max_steps=2"]
+    train.train(compose("train", overrides, run))
+    return run / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="session")
+def tiny_points_ckpt(tmp_path_factory, shared_datasets) -> Path:
+    """A checkpoint of a tiny ShapeNet airplane model trained for one step."""
+    import train
+
+    run = tmp_path_factory.mktemp("tiny_points") / "run"
+    overrides = [f"paths.data_dir={shared_datasets}", *TINY_PC, "data=shapenet", "trainer.max_steps=1"]
+    train.train(compose("train", overrides, run))
+    return run / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="session")
+def tiny_molecule_ckpt(tmp_path_factory, qm9_root) -> Path:
+    """A checkpoint of a tiny QM9 EGNN trained for one step on 64 molecules."""
+    import train
+
+    run = tmp_path_factory.mktemp("tiny_molecule") / "run"
+    tiny = ["data.max_molecules=64", "data.batch_size=8", "net.hidden=16", "net.layers=2", "trainer.max_steps=1"]
+    overrides = ["domain=molecule", f"data.root={qm9_root}", *tiny, "callbacks.samples=null", "callbacks.progress=null"]
     train.train(compose("train", overrides, run))
     return run / "checkpoints" / "last.ckpt"
 

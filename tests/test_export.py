@@ -49,11 +49,11 @@ def test_half_precision_export_is_half_the_size_and_close(tiny_audio_ckpt, expor
 
 
 def test_bad_requests_are_refused(tiny_audio_ckpt, exported, tmp_path):
-    with pytest.raises(ValueError, match="give ckpt=PATH .* or pretrained=NAME"):
+    with pytest.raises(ValueError, match="give ckpt=PATH.* or pretrained=NAME"):
         sample.sample(compose("sample", [f"ckpt={tiny_audio_ckpt}", f"pretrained={exported}"], tmp_path / "h"))
     with pytest.raises(FileNotFoundError, match="pretrained=nonesuch: neither a shipped model"):
         load_model("nonesuch")
-    with pytest.raises(ValueError, match="ema_length=0.1 needs ckpt="):
+    with pytest.raises(ValueError, match="ema_length=0.1 needs ckpt= a local training checkpoint"):
         sample.sample(compose("sample", [f"pretrained={exported}", "ema_length=0.1"], tmp_path / "h"))
     config = exported / "config.yaml"
     net = "_target_: multidiff.domains.audio.nets.UNet1d"
