@@ -35,6 +35,7 @@ from multidiff.checkpoint import (
 )
 from multidiff.core.latent import measure_latent_scale
 from multidiff.distillation import build_student
+from multidiff.loggers import close_loggers
 from multidiff.objective import SAMPLE_QUALITY, check_objective, generate_items, logged_metric, score_items
 from multidiff.precision import resolve_trainer_precision, sampling_precision
 from multidiff.preemption import AtomicCheckpointIO, find_resume
@@ -93,8 +94,11 @@ def _train(cfg: DictConfig) -> pl.Trainer:
         cfg.paths.output_dir,
     )
     ckpt_path = resume_path(cfg, lambda path: verify_resume(path, cfg, module))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    save_final(trainer)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        save_final(trainer)
+    finally:
+        close_loggers(loggers)  # the next job of an in-process sweep starts its own W&B run
     return trainer
 
 

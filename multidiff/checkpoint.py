@@ -125,6 +125,7 @@ TRUSTED: dict[str, frozenset[str]] = {
             "multidiff.training.ResumableCSVLogger",
             "pytorch_lightning.loggers.CSVLogger",
             "pytorch_lightning.loggers.TensorBoardLogger",
+            "pytorch_lightning.loggers.WandbLogger",
         }
     ),
     "trainer": frozenset({"pytorch_lightning.Trainer"}),

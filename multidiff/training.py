@@ -19,6 +19,7 @@ from pytorch_lightning.callbacks.weight_averaging import WeightAveraging
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
+from multidiff.loggers import log_media
 from multidiff.precision import sampling_precision
 from multidiff.sampling import SamplingRequest, build_sampler
 from multidiff.threads import ThreadGovernor
@@ -92,7 +93,8 @@ def _tensors(module: torch.nn.Module, buffers: bool) -> list[torch.Tensor]:
 
 class SampleCallback(pl.Callback):
     """Every ``every_n_steps`` optimizer steps: generate ``n`` items, export them (files + PNG)
-    under ``<run dir>/samples/step_<k>`` and log the domain's quick metrics. Training an autoencoder: the
+    under ``<run dir>/samples/step_<k>``, show them in the run's loggers (:mod:`multidiff.loggers`: clips, point
+    clouds, pictures) and log the domain's quick metrics. Training an autoencoder: the
     current batch and its reconstruction under ``<run dir>/reconstructions/step_<k>``."""
 
     def __init__(self, sampler: Mapping[str, Any], every_n_steps: int = 5000, n: int = 8):
@@ -115,7 +117,8 @@ class SampleCallback(pl.Callback):
         request = replace(self.request, precision=sampling_precision(trainer.precision))
         items = module.domain.decode(module.generate(self.n, request, seed=step, progress=False))
         out = Path(trainer.default_root_dir) / "samples" / f"step_{step:07d}"
-        module.domain.export(items, out, {"step": step, **request.sampler.record()})
+        files = module.domain.export(items, out, {"step": step, **request.sampler.record()})
+        log_media(trainer.loggers, module.domain.media(items, files), step)
         metrics = module.domain.quick_metrics(items)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         for k, v in metrics.items():

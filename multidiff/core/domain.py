@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .media import Media, pictures
 from .observation import Observation
 from .protocols import Space
 from .state import State
@@ -78,6 +79,11 @@ class Domain:
         file names and record names are numbered, so that the batches of one run never write the same name
         (except the files named in :attr:`concatenated`)."""
         raise NotImplementedError
+
+    def media(self, items: list[Any], files: list[Path]) -> list[Media]:
+        """What loggers show of ``items``, given the ``files`` :meth:`export` wrote for them: here its PNG previews;
+        domains add what a logger can play or turn (clips, point clouds)."""
+        return pictures(files)
 
     # -- evaluation -------------------------------------------------------------------------
     def evaluate(self, samples: Path) -> dict[str, Any]:

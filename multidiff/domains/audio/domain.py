@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from multidiff.core.domain import Domain, State, check_classes
+from multidiff.core.media import Clip, Media, pictures
 from multidiff.core.observation import Observation
 from multidiff.core.space import TensorSpace
 
@@ -104,6 +105,13 @@ class AudioDomain(Domain):
         if preview and items:
             paths.append(plot_clips(clips, out_dir / "preview.png", rate, names, self.preview_clips, known))
         return paths
+
+    def media(self, items: list[dict[str, Any]], files: list[Path]) -> list[Media]:
+        """Each clip to listen to, named as its WAV, and the preview's waveforms and spectrograms."""
+        wavs = [f for f in files if Path(f).suffix == ".wav"]
+        rate = int(self.info["sample_rate"])
+        clips = [Clip(Path(f).stem, it["wav"].reshape(-1).float().numpy(), rate) for it, f in zip(items, wavs)]
+        return [*clips, *pictures(files)]
 
     def evaluate(
         self,

@@ -12,10 +12,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from multidiff.core.domain import Domain, State, check_info
+from multidiff.core.media import Cloud, Media, pictures
 from multidiff.core.observation import Observation
 from multidiff.core.parts import Parts
 from multidiff.core.space import GraphSpace, PairGraphSpace, pair_context, pair_ids
 
+from .elements import element_colors
 from .export import draw_grid, write_sdf, write_xyz
 from .fragments import check_fragment_bonds, fragment_metrics
 from .graphs import BOND_ORDERS
@@ -359,6 +361,14 @@ class MoleculeDomain(Domain):
         if preview:
             paths.append(draw_grid(items, out_dir / "samples.png", self.png_max_molecules))
         return paths
+
+    def media(self, items: list[Molecule], files: list[Path]) -> list[Media]:
+        """Each molecule's atoms as a cloud coloured by element (CPK colours), and the grid of 2D drawings."""
+        clouds = [
+            Cloud(m.name or f"sample_{i:04d}", m.positions.astype(np.float32), element_colors(m.elements))
+            for i, m in enumerate(items)
+        ]
+        return [*clouds, *pictures(files)]
 
     # -- evaluation -----------------------------------------------------------------------------
     def reference(self, novelty: bool = True, path: Path | None = None, progress: bool = True) -> dict[str, Any]:

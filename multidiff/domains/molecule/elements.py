@@ -29,6 +29,33 @@ ATOMIC_NUMBERS: dict[str, int] = {
     "Bi": 83,
 }
 
+# Jmol's element colours (the CPK convention molecule viewers share), for atoms drawn as coloured points
+JMOL_COLORS: dict[str, str] = {
+    "H": "FFFFFF",
+    "B": "FFB5B5",
+    "C": "909090",
+    "N": "3050F8",
+    "O": "FF0D0D",
+    "F": "90E050",
+    "Al": "BFA6A6",
+    "Si": "F0C8A0",
+    "P": "FF8000",
+    "S": "FFFF30",
+    "Cl": "1FF01F",
+    "As": "BD80E3",
+    "Br": "A62929",
+    "I": "940094",
+    "Hg": "B8B8D0",
+    "Bi": "9E4FB5",
+}
+
+
+def element_colors(elements: Sequence[str]) -> np.ndarray:
+    """``(n, 3)`` uint8 RGB per atom, Jmol's colours (magenta for an element without one)."""
+    hexes = [JMOL_COLORS.get(e, "FF1493") for e in elements]
+    return np.array([[int(h[i : i + 2], 16) for i in (0, 2, 4)] for h in hexes], dtype=np.uint8).reshape(-1, 3)
+
+
 # Allowed bond-order sums per element (EDM, qm9/bond_analyze.py `allowed_bonds`); charges are ignored
 # there, which is why QM9's zwitterions count as unstable and data stability is ~95 %, not 100 %.
 ALLOWED_VALENCES: dict[str, tuple[int, ...]] = {

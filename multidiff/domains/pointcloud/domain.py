@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from multidiff.core.domain import Domain, State, check_classes, check_info
+from multidiff.core.media import Cloud, Media, pictures
 from multidiff.core.observation import Observation
 from multidiff.core.space import TensorSpace
 
@@ -175,6 +176,12 @@ class PointCloudDomain(Domain):
                 )
             )
         return paths
+
+    def media(self, items: list[dict[str, Any]], files: list[Path]) -> list[Media]:
+        """Each shape as a cloud to turn, named as its PLY, and the preview grid."""
+        plys = [f for f in files if Path(f).suffix == ".ply" and not Path(f).stem.endswith(".mesh")]
+        clouds = [Cloud(Path(f).stem, np.asarray(it["points"], dtype=np.float32)) for it, f in zip(items, plys)]
+        return [*clouds, *pictures(files)]
 
     # -- evaluation -------------------------------------------------------------------------
     def evaluate(
