@@ -43,6 +43,10 @@ def sample(cfg: DictConfig) -> list[Path]:
     device = shard_device(cfg.device, shard, num_shards)
     governor = ThreadGovernor(cfg.threads)
     module = load_source(cfg).to(device)
+    if cfg.mesh:
+        if not hasattr(module.domain, "mesh"):
+            raise ValueError(f"mesh=true: the {module.domain.name} domain has no surfaces; meshes are for point clouds")
+        module.domain.mesh = True
     if cfg.ema_length is not None:
         snapshots = Path(cfg.ema_snapshots or Path(cfg.ckpt).resolve().parent.parent / "posthoc_ema")
         load_ema_length(module, snapshots, float(cfg.ema_length), step=module.checkpoint_step or None)
@@ -64,6 +68,7 @@ def sample(cfg: DictConfig) -> list[Path]:
         "seed": cfg.seed,
         "weights": cfg.weights if cfg.ema_length is None else f"post-hoc EMA, length {cfg.ema_length}",
         "condition": condition,
+        **({"mesh": True} if cfg.mesh else {}),
         **request.record(),
     }
     out = Path(cfg.out or cfg.paths.output_dir)

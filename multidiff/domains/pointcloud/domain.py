@@ -18,6 +18,7 @@ from multidiff.core.space import TensorSpace
 from .export import render_grid
 from .files import folder_files, load_shapes
 from .io import read_points, write_ply
+from .mesh import MESH_SUFFIX, reconstruct, write_mesh
 from .normalize import PER_SHAPE, Normalizer, check_mode, resample
 
 log = logging.getLogger(__name__)
@@ -47,11 +48,13 @@ class PointCloudDomain(Domain):
         ply_binary: bool = True,
         preview_shapes: int = 16,
         up_axis: str | None = None,
+        mesh: bool = False,
     ):
         super().__init__()
         self.space = TensorSpace()
         self.n_points, self.ply_binary = n_points, ply_binary
         self.preview_shapes, self.up_axis = preview_shapes, up_axis
+        self.mesh = mesh  # export a surface per shape too (:mod:`.mesh`); sample.py mesh=true sets it
 
     def bind(self, info: dict[str, Any]) -> None:
         super().bind(info)
@@ -153,7 +156,8 @@ class PointCloudDomain(Domain):
     def export(
         self, items: list[dict[str, Any]], out_dir: Path, meta: dict[str, Any], start: int = 0, preview: bool = True
     ) -> list[Path]:
-        """One PLY per shape (``{label}_sample_NNNN.ply`` when conditioned) and ``preview.png``."""
+        """One PLY per shape (``{label}_sample_NNNN.ply`` when conditioned), with :attr:`mesh` its surface
+        (``{name}.mesh.ply``), and ``preview.png``."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         frame = Normalizer.from_dict(self.info.get("normalization")).mode
@@ -163,6 +167,8 @@ class PointCloudDomain(Domain):
         for i, it in enumerate(items, start):
             stem = f"{it['label']}_sample_{i:04d}" if it.get("label") is not None else f"sample_{i:04d}"
             paths.append(write_ply(out_dir / f"{stem}.ply", it["points"], binary=self.ply_binary, comments=comments))
+            if self.mesh:
+                paths.append(write_mesh(out_dir / f"{stem}{MESH_SUFFIX}", reconstruct(it["points"])))
             titles.append(stem)
         if preview and items:
             paths.append(
@@ -179,7 +185,7 @@ class PointCloudDomain(Domain):
 
     def media(self, items: list[dict[str, Any]], files: list[Path]) -> list[Media]:
         """Each shape as a cloud to turn, named as its PLY, and the preview grid."""
-        plys = [f for f in files if Path(f).suffix == ".ply" and not Path(f).stem.endswith(".mesh")]
+        plys = [f for f in files if Path(f).suffix == ".ply" and not Path(f).name.endswith(MESH_SUFFIX)]
         clouds = [Cloud(Path(f).stem, np.asarray(it["points"], dtype=np.float32)) for it, f in zip(items, plys)]
         return [*clouds, *pictures(files)]
 

@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .io import POINT_SUFFIXES, PointCloudReadError, read_points
+from .mesh import MESH_SUFFIX
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,11 @@ def folder_files(root: Path, classes_from_subfolders: bool = False) -> tuple[lis
     """Every supported point-cloud file below ``root`` (recursively), with class labels from the
     first-level subfolder when asked."""
     root = _require_dir(Path(root), "point-cloud folder")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in POINT_SUFFIXES)
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix.lower() in POINT_SUFFIXES and not p.name.endswith(MESH_SUFFIX)  # surfaces
+    )
     if not files:
         raise FileNotFoundError(f"no point-cloud files ({', '.join(POINT_SUFFIXES)}) found under {root}")
     if not classes_from_subfolders:
