@@ -12,12 +12,12 @@ PACKAGE = ROOT / "multidiff"
 #: so a new file is placed deliberately.
 LAYERS = [
     ("foundations", ["multidiff", "env", "paths", "distributed", "precision", "config", "runlock", "threads",
-                     "posthoc_ema", "sweep"]),
+                     "posthoc_ema", "sweep", "remote"]),
     ("core", ["core"]),
     ("domains", ["domains"]),
-    ("services", ["checkpoint", "sample_folder", "preemption", "sampling"]),
+    ("services", ["checkpoint", "sample_folder", "preemption", "sampling", "loggers"]),
     ("lightning modules", ["base_module", "module", "autoencoder", "training", "objective"]),
-    ("assembly", ["build", "export", "distillation"]),
+    ("assembly", ["build", "export", "distillation", "report"]),
 ]  # fmt: skip
 
 
