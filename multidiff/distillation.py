@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor
 
-from multidiff.build import build_module, load_checkpoint, load_model
+from multidiff.build import build_module, load_any
 from multidiff.checkpoint import weights_digest
 from multidiff.core.distill import consistency_loss, karras_levels, sample_index
 from multidiff.core.domain import State
@@ -32,11 +32,8 @@ DISTILL_KEYS = ("method", "levels", "rho", "target_decay")
 
 
 def load_teacher(source: str, trust_targets: list[str]) -> DiffusionModule:
-    """A training checkpoint (a ``.ckpt`` file) or a shipped/exported model (a name or folder) as the teacher."""
-    if source.endswith(".ckpt"):
-        teacher = load_checkpoint(source, trust_targets=trust_targets)
-    else:
-        teacher = load_model(source, trust_targets=trust_targets)
+    """A training checkpoint, a shipped/exported model (a name or folder) or a URL of either as the teacher."""
+    teacher = load_any(source, trust_targets=trust_targets)
     if teacher.distilled:
         raise ValueError(f"teacher={source} is itself a student (distilled from {teacher.distilled.get('teacher')})")
     if teacher.masks is not None or teacher.model.observable:
