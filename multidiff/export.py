@@ -8,6 +8,7 @@ and ``MODEL_CARD.md`` (domain, data, training steps, parameters, how to sample; 
 
 from __future__ import annotations
 
+import csv
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,16 @@ from multidiff.paths import replaced
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
-def export_model(module: DiffusionModule, out: str | Path, dtype: str = "float16", card: str | None = None) -> Path:
+def export_model(
+    module: DiffusionModule,
+    out: str | Path,
+    dtype: str = "float16",
+    card: str | None = None,
+    metrics: dict[str, float] | None = None,
+) -> Path:
     """Write ``module`` as a model folder (see the module's docstring); ``card``: the model card's text (None:
-    one generated from what the module knows). Every file is written whole or not at all."""
+    one generated from what the module knows and the run's logged ``metrics``). Every file is written whole or
+    not at all."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype}; valid: {', '.join(DTYPES)}")
     out = Path(out)
@@ -47,7 +55,7 @@ def export_model(module: DiffusionModule, out: str | Path, dtype: str = "float16
     with replaced(out / MODEL_FILES["config"]) as tmp:
         OmegaConf.save(OmegaConf.create(meta), tmp)
     with replaced(out / MODEL_FILES["card"]) as tmp:
-        tmp.write_text(card if card is not None else model_card(module, out, dtype))
+        tmp.write_text(card if card is not None else model_card(module, out, dtype, metrics))
     return out
 
 
@@ -75,11 +83,31 @@ def portable(config: dict) -> dict:
     return walk(config)
 
 
-def model_card(module: DiffusionModule, out: Path, dtype: str) -> str:
-    """A model card from what the module knows; metrics are the user's to add, with the command that made them."""
+#: the logged metrics a model card shows besides ``train/loss``
+SHOWN = ("val/", "samples/")
+
+
+def run_metrics(ckpt: str | Path) -> dict[str, float]:
+    """The last value of the training loss and of each validation and sample metric the checkpoint's run logged
+    (its ``csv/metrics.csv``, beside ``checkpoints/``); empty when the run kept no CSV log."""
+    path = Path(ckpt).resolve().parent.parent / "csv" / "metrics.csv"
+    if not path.is_file():
+        return {}
+    last: dict[str, float] = {}
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            last.update({k: float(v) for k, v in row.items() if v and (k == "train/loss" or k.startswith(SHOWN))})
+    return last
+
+
+def model_card(module: DiffusionModule, out: Path, dtype: str, metrics: dict[str, float] | None = None) -> str:
+    """A model card from what the module knows and the ``metrics`` its run logged; add measured metrics with the
+    command that made them."""
     cfg = module.run_config
     params = sum(p.numel() for p in module.model.net.parameters()) / 1e6
     data = cfg.get("data", {}).get("_target_", "?").rsplit(".", 1)[-1]
+    logged = "".join(f"| `{k}` | {v:.4g} |\n" for k, v in sorted((metrics or {}).items()))
+    table = f"\nLogged in training, last values:\n\n| metric | value |\n|---|---|\n{logged}" if logged else ""
     return f"""# {out.name}
 
 A multidiff {module.domain.name} model: `{cfg.get("net", {}).get("_target_", "?").rsplit(".", 1)[-1]}`, \
@@ -89,7 +117,7 @@ trained {getattr(module, "checkpoint_step", 0)} steps on `{data}`; weights in {d
 ```bash
 python sample.py pretrained={out} n=8 out=samples/
 ```
-"""
+{table}"""
 
 
 def main(argv: list[str]) -> None:
@@ -98,7 +126,7 @@ def main(argv: list[str]) -> None:
         sys.exit("usage: python -m multidiff.export ckpt=PATH out=DIR [dtype=float16|bfloat16|float32] [weights=ema]")
     check_keys(options, ["ckpt", "out", "dtype", "weights"], "export option")
     module = load_checkpoint(options["ckpt"], weights=options.get("weights", "ema"))
-    out = export_model(module, options["out"], options.get("dtype", "float16"))
+    out = export_model(module, options["out"], options.get("dtype", "float16"), metrics=run_metrics(options["ckpt"]))
     print(f"wrote {', '.join(sorted(p.name for p in out.iterdir()))} to {out}")
 
 

@@ -28,7 +28,12 @@ def test_export_writes_weights_config_and_card_and_loads_back_exactly(tiny_audio
     back = load_model(exported)
     for k, v in original.state_dict().items():
         assert torch.equal(back.state_dict()[k], v), k
-    assert "python sample.py pretrained=" in (exported / "MODEL_CARD.md").read_text()
+    card = (exported / "MODEL_CARD.md").read_text()
+    assert "python sample.py pretrained=" in card
+    # the run's logged validation metrics, last values, from its CSV log
+    header = (tiny_audio_ckpt.parents[1] / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    logged = [k for k in header if k == "train/loss" or k.startswith(("val/", "samples/"))]
+    assert "train/loss" in logged and all(f"| `{k}` |" in card for k in logged)
 
 
 def test_sampling_an_exported_model_gives_the_checkpoints_files(tiny_audio_ckpt, exported, tmp_path):
