@@ -20,7 +20,7 @@ from torch import Tensor
 
 from multidiff.build import build_module, load_any
 from multidiff.checkpoint import weights_digest
-from multidiff.core.distill import consistency_loss, karras_levels, sample_index
+from multidiff.core.distill import consistency_loss, guided_teacher, karras_levels, sample_index
 from multidiff.core.domain import State
 from multidiff.module import DiffusionModule
 
@@ -28,7 +28,7 @@ METHODS = ("consistency",)
 #: the config groups a student takes from its teacher (the model it is), not from the command line
 TEACHER_GROUPS = ("domain", "net", "process", "schedule", "autoencoder", "latent", "mask")
 #: the options of ``distill`` (conf/experiment/distill.yaml)
-DISTILL_KEYS = ("method", "levels", "rho", "target_decay")
+DISTILL_KEYS = ("method", "levels", "rho", "target_decay", "guidance")
 
 
 def load_teacher(source: str, trust_targets: list[str]) -> DiffusionModule:
@@ -55,11 +55,15 @@ class DistillModule(DiffusionModule):
         levels: int,
         rho: float,
         target_decay: float,
+        guidance: tuple[float, float] | None = None,
         **module: Any,
     ):
         super().__init__(**module)
         if not 0.0 <= target_decay < 1.0:
             raise ValueError(f"distill.target_decay={target_decay}: the target's EMA decay must be in [0, 1)")
+        # guidance-conditioned distillation (Meng et al. 2023): the student learns the teacher's guided flow for
+        # every scale in [lo, hi], the scale an input of its network
+        self.guidance = guidance
         schedule = self.process.schedule
         levels_ = karras_levels(schedule.sigma_min, schedule.sigma_max, levels, rho)
         self.register_buffer("levels", levels_, persistent=False)  # not saved: the checkpoint is the student alone
@@ -79,22 +83,36 @@ class DistillModule(DiffusionModule):
         n = space.num_items(x0, state.ctx)
         index = sample_index(n, len(self.levels), generator, x0.device)
         noise = space.noise(x0, state.ctx, generator=generator)
-        drop = None
-        if state.cond is not None and self.cond_drop_prob > 0:  # the student learns the unconditional map too
+        per_item = lambda v: space.per_item(v, x0, state.ctx)  # noqa: E731
+        drop, w = None, None
+        if self.guidance is not None:  # a scale per item; w = 0 is the unconditional model
+            lo, hi = self.guidance
+            w = lo + (hi - lo) * torch.rand(n, generator=generator).to(x0.device)
+        elif state.cond is not None and self.cond_drop_prob > 0:  # the student learns the unconditional map too
             drop = torch.rand(n, generator=generator).to(x0.device) < self.cond_drop_prob
 
         def of(model: Callable[..., Tensor]) -> Callable[[Tensor, Tensor], Tensor]:
-            return lambda x, sigma: model(x, sigma, state, cond_drop=drop)
+            return lambda x, sigma: model(x, sigma, state, cond_drop=drop, guidance=w)
 
+        if w is None:
+            teacher = lambda x, sigma: self.teacher.model(x, sigma, state, drop)  # noqa: E731
+        else:
+            unconditional = torch.ones(n, dtype=torch.bool, device=x0.device)
+            teacher = guided_teacher(
+                lambda x, sigma: self.teacher.model(x, sigma, state, unconditional),
+                lambda x, sigma: self.teacher.model(x, sigma, state),
+                w,
+                per_item,
+            )
         losses = consistency_loss(
             of(self.model),
             of(self.target),
-            of(self.teacher.model),
+            teacher,
             x0,
             noise,
             self.levels,
             index,
-            lambda v: space.per_item(v, x0, state.ctx),
+            per_item,
             lambda err: space.item_mean(err, state.ctx),
         )
         return losses, self.levels[index + 1]
@@ -136,6 +154,7 @@ def build_student(cfg: DictConfig) -> DistillModule:
             f"sampler={cfg.sampler.name}: a student samples with sampler=consistency (experiment=distill sets it)"
         )
     teacher = load_teacher(str(cfg.teacher), list(cfg.trust_targets))
+    guidance = guidance_range(options.get("guidance"), teacher, str(cfg.teacher))
     theirs = teacher.run_config
     if cfg.domain.get("_target_") != theirs["domain"].get("_target_"):
         raise ValueError(
@@ -146,12 +165,36 @@ def build_student(cfg: DictConfig) -> DistillModule:
             cfg[group] = theirs.get(group)
         cfg.distill.teacher = str(cfg.teacher)
         cfg.distill.teacher_digest = weights_digest(teacher)
+        if guidance is not None:
+            cfg.net.guidance_input = True  # the student's network takes the scale (its embedding starts at zero)
     student = build_module(
         cfg,
         dict(teacher.domain.info),  # sample as the teacher does (its atom counts, vocabulary, ...)
         make=lambda **module: DistillModule(
-            teacher, int(options["levels"]), float(options["rho"]), float(options["target_decay"]), **module
+            teacher,
+            int(options["levels"]),
+            float(options["rho"]),
+            float(options["target_decay"]),
+            guidance,
+            **module,
         ),
     )
-    student.load_state_dict(teacher.state_dict())
+    missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=False)
+    if unexpected or any("guidance_embed" not in k for k in missing):
+        raise RuntimeError(f"a student that does not fit its teacher: missing {missing}, unexpected {unexpected}")
     return student
+
+
+def guidance_range(value: Any, teacher: DiffusionModule, source: str) -> tuple[float, float] | None:
+    """``distill.guidance=[lo, hi]``: the scales a guidance-conditioned student learns (null: none, the student of
+    the plain model). Classifier-free guidance needs a conditional teacher."""
+    if value is None:
+        return None
+    if not (isinstance(value, (list, tuple)) and len(value) == 2 and 0 <= float(value[0]) <= float(value[1])):
+        raise ValueError(f"distill.guidance={value}: give [lo, hi] with 0 <= lo <= hi (e.g. [1, 4]), or null")
+    if not getattr(teacher.model.net, "conditional", False):
+        raise ValueError(
+            f"distill.guidance={list(value)}: teacher={source} is unconditional; classifier-free guidance needs a "
+            "conditional teacher"
+        )
+    return float(value[0]), float(value[1])

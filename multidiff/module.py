@@ -181,7 +181,7 @@ class DiffusionModule(TrainedModule):
         :meth:`~multidiff.sampling.SamplingRequest.observation`), honoured by replacement and, for a model
         trained with observations, by the network itself (:mod:`multidiff.core.observation`)."""
         sampler, guide, resample = request.sampler, request.guide, request.resample
-        check_sampler_fits(sampler.name, self.distilled)
+        check_sampler_fits(sampler.name, self.distilled, request.guidance)
         precision = resolve_precision(request.precision, self.device)
         by_model = self.observed_by(request.observe_with) == "model"
         cond = call_strict(self.domain.condition, "condition", condition or {}, n)
@@ -252,9 +252,16 @@ class DiffusionModule(TrainedModule):
         return State(x, state.cond, state.ctx)
 
 
-def check_sampler_fits(sampler: str, distilled: Mapping[str, Any] | None) -> None:
+def check_sampler_fits(sampler: str, distilled: Mapping[str, Any] | None, guidance: float = 1.0) -> None:
     """A student's denoiser is a consistency function: only the consistency sampler serves it; that sampler in
-    turn serves students only (on a plain model it returns blurred averages, not samples)."""
+    turn serves students only (on a plain model it returns blurred averages, not samples). A guidance-conditioned
+    student serves the guidance scales it learned."""
+    scales = (distilled or {}).get("guidance")
+    if scales is not None and not scales[0] <= guidance <= scales[1]:
+        raise ValueError(
+            f"guidance={guidance}: this student learned guidance scales in [{scales[0]}, {scales[1]}] "
+            "(distill.guidance); ask for one in that range, or distil again with a wider one"
+        )
     if distilled and sampler != "consistency":
         raise ValueError(
             f"sampler={sampler}: this model is a {distilled.get('method')} student (distilled from "

@@ -17,28 +17,49 @@ class Preconditioned(nn.Module):
         self.net, self.process, self.space = net, process, space
 
     @property
+    def guided(self) -> bool:
+        """Whether the network takes the guidance scale as an input (a guidance-distilled student): guidance then
+        costs one network call, not two."""
+        return getattr(self.net, "guidance_embed", None) is not None
+
+    @property
     def observable(self) -> bool:
         """Whether the network was trained to take an observation mask (observation-conditioned training)."""
         return bool(getattr(self.net, "observable", False))
 
     def raw(
-        self, x: Tensor, sigma: Tensor, state: State, cond_drop: Tensor | None = None, known: Tensor | None = None
+        self,
+        x: Tensor,
+        sigma: Tensor,
+        state: State,
+        cond_drop: Tensor | None = None,
+        known: Tensor | None = None,
+        guidance: Tensor | None = None,
     ) -> Tensor:
         """The network output F for per-item ``sigma`` (B,). ``known``: where ``x`` holds clean observed values
-        (an observable net only; passed on only when given, so other nets keep their signature)."""
+        (an observable net only), ``guidance``: the guidance scale per item (a guided net only); each passed on
+        only when given, so other nets keep their signature."""
         s = self.space.per_item(sigma, x, state.ctx)
         _, _, c_in = self.process.scalings(s)
         extra = {} if known is None else {"known": known}
+        if guidance is not None:
+            extra["guidance"] = guidance
         return self.net(
             c_in * x, self.process.c_noise(sigma), cond=state.cond, cond_drop=cond_drop, **extra, **state.ctx
         )
 
     def forward(
-        self, x: Tensor, sigma: Tensor, state: State, cond_drop: Tensor | None = None, known: Tensor | None = None
+        self,
+        x: Tensor,
+        sigma: Tensor,
+        state: State,
+        cond_drop: Tensor | None = None,
+        known: Tensor | None = None,
+        guidance: Tensor | None = None,
     ) -> Tensor:
         s = self.space.per_item(sigma, x, state.ctx)
         c_skip, c_out, _ = self.process.scalings(s)
-        return c_skip * x + c_out * self.raw(x, sigma, state, cond_drop, known)
+        return c_skip * x + c_out * self.raw(x, sigma, state, cond_drop, known, guidance)
 
 
 def sampling_denoiser(
@@ -57,8 +78,24 @@ def sampling_denoiser(
     also for unconditional models). ``interval=(lo, hi)``: guide only at noise levels lo <= sigma <= hi and
     use the plain model elsewhere (Kynkaanniemi et al. 2024). ``known``: the observation mask for a model
     trained with observations (``x`` then holds the clean observed values there); the guide gets it too.
+    A guided model (a guidance-distilled student, :attr:`Preconditioned.guided`) takes ``guidance`` as an input:
+    one call per step, whatever the scale.
     """
     n = model.space.num_items(state.x, state.ctx)
+    if getattr(model, "guided", False):  # a closed-form denoiser in its place takes no scale
+        if guide is not None or interval is not None:
+            raise ValueError(
+                "a guidance-distilled student takes the guidance scale as an input: it cannot be combined with a "
+                "guide model (guide_ckpt=) or a guidance interval"
+            )
+        if guidance != 1.0 and state.cond is None:
+            raise ValueError(f"guidance={guidance} needs a condition (+condition.KEY=VALUE) for this student")
+
+        def denoise_guided(x: Tensor, sigma: Tensor) -> Tensor:
+            scale = torch.full((n,), float(guidance), device=x.device)
+            return model(x, sigma.to(x.dtype).expand(n).to(x.device), state, known=known, guidance=scale)
+
+        return denoise_guided
     if guidance != 1.0 and state.cond is None and guide is None:
         raise ValueError(
             f"guidance={guidance} needs a condition (classifier-free guidance) or a guide model (autoguidance); "

@@ -71,3 +71,10 @@ def consistency_loss(
 def sample_index(n: int, levels: int, generator: torch.Generator | None = None, device: str | torch.device = "cpu"):
     """Which adjacent pair of levels each item trains on: uniform over the ``levels - 1`` pairs."""
     return torch.randint(0, levels - 1, (n,), generator=generator).to(device)
+
+
+def guided_teacher(plain: ItemDenoiser, conditional: ItemDenoiser, w: Tensor, b: Broadcast) -> ItemDenoiser:
+    """The teacher's classifier-free guided denoiser at a scale ``w`` per item: D_plain + w (D_cond - D_plain)
+    (Ho & Salimans 2022); a guidance-conditioned student (Meng et al. 2023) learns the consistency function of its
+    flow, with ``w`` as an input."""
+    return lambda x, sigma: (p := plain(x, sigma)) + b(w) * (conditional(x, sigma) - p)

@@ -47,6 +47,37 @@ def known_input(net: nn.Module, known: Tensor | None, x: Tensor) -> Tensor | Non
     return known.to(x.dtype)
 
 
+def guidance_input(net: nn.Module, guidance: Tensor | None, n: int) -> Tensor | None:
+    """The embedding of the guidance scale for a net built with ``guidance_input`` (a guidance-distilled student),
+    to add to its noise embedding; None when no scale is given (a plain call). A net built without it raises when
+    given a scale (it would otherwise be silently ignored)."""
+    embed = getattr(net, "guidance_embed", None)
+    if guidance is None:
+        return None
+    if embed is None:
+        raise ValueError(
+            f"{type(net).__name__} was built without guidance_input but received a guidance scale; only a "
+            "guidance-distilled student (distill.guidance=[lo,hi]) takes the scale as an input"
+        )
+    return embed(per_item(guidance, n))
+
+
+class GuidanceEmbedding(nn.Module):
+    """The classifier-free guidance scale ``w`` as an input (guidance-conditioned distillation, Meng et al. 2023):
+    sinusoidal features of ``w`` through an MLP whose last layer starts at zero, so a student initialised from its
+    teacher starts as the teacher, whatever ``w``."""
+
+    def __init__(self, dim: int, freq_dim: int = 64):
+        super().__init__()
+        self.features = NoiseEmbedding(dim, freq_dim, max_period=1_000.0)
+        nn.init.zeros_(self.features.mlp[-1].weight)
+        nn.init.zeros_(self.features.mlp[-1].bias)
+
+    def forward(self, w: Tensor) -> Tensor:
+        # NoiseEmbedding scales its input by 1000: w / 100 keeps scales up to ~10 within its fastest frequencies
+        return self.features(w / 100.0)
+
+
 class NoiseEmbedding(nn.Module):
     """Sinusoidal features of ``c_noise`` followed by an MLP."""
 

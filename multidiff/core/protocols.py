@@ -46,7 +46,9 @@ class DenoiserNet(Protocol):
     context tensors, as keyword arguments the net names explicitly (e.g. ``batch`` and ``num_items`` for
     graphs); a net of a domain without context takes none. ``conditional`` says whether the net accepts a
     condition, ``observable`` whether it accepts ``known``; ``equivariance`` names the symmetry the net
-    guarantees (``"E(3)"``, ``"permutation"``) or is None.
+    guarantees (``"E(3)"``, ``"permutation"``) or is None. A net built with ``guidance_input`` (a
+    guidance-distilled student) also takes ``guidance``, the classifier-free guidance scale per item ``(B,)``, and
+    is called with it only then (:func:`~multidiff.core.embeddings.guidance_input`).
     """
 
     conditional: bool

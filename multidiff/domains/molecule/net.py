@@ -27,7 +27,15 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from multidiff.core.embeddings import ConditionEmbedding, NoiseEmbedding, known_input, per_item, reject_condition
+from multidiff.core.embeddings import (
+    ConditionEmbedding,
+    GuidanceEmbedding,
+    NoiseEmbedding,
+    guidance_input,
+    known_input,
+    per_item,
+    reject_condition,
+)
 from multidiff.core.parts import Parts
 
 from .graphs import BOND_ORDERS
@@ -180,8 +188,11 @@ class EGNN(nn.Module):
         split_coords_range: bool = True,
         bonds: bool | int = False,
         out_features: int | None = None,
+        guidance_input: bool = False,
     ):
         super().__init__()
+        if guidance_input and not time_embedding:
+            raise ValueError("guidance_input adds to the time embedding: it needs time_embedding=true")
         self.pair_features = len(BOND_ORDERS) if bonds is True else int(bonds)
         if self.pair_features and radius is not None:
             raise ValueError(f"radius={radius} with bonds: a graph model predicts every atom pair; use radius=null")
@@ -192,6 +203,7 @@ class EGNN(nn.Module):
         self.radius = radius
         # EDM feeds its time t in [0, 1] as one node feature; time_embedding=False does the same with c_noise
         self.noise_embed = NoiseEmbedding(time_dim) if time_embedding else None
+        self.guidance_embed = GuidanceEmbedding(time_dim) if guidance_input else None
         time_dim = time_dim if time_embedding else 1
         n_cond = _count(cond_features)
         self.conditional = n_cond > 0
@@ -241,12 +253,15 @@ class EGNN(nn.Module):
         num_items: int | None = None,
         pair_index: Tensor | None = None,
         pair_batch: Tensor | None = None,
+        guidance: Tensor | None = None,
     ) -> Tensor | Parts:
         reject_condition(self, cond)
+        n_items = int(num_items) if num_items is not None else int(batch.max()) + 1
+        g = guidance_input(self, guidance, n_items)
         if self.pair_features or isinstance(x_in, Parts):
-            return self._forward_graph(x_in, c_noise, cond, cond_drop, known, batch, num_items, pair_index)
+            return self._forward_graph(x_in, c_noise, cond, cond_drop, known, batch, num_items, pair_index, g)
         mask = known_input(self, known, x_in)
-        h, pos, n_items = self._trunk(x_in, c_noise, cond, cond_drop, mask, batch, num_items)
+        h, pos, n_items = self._trunk(x_in, c_noise, cond, cond_drop, mask, batch, num_items, g)
         row, col = self.edges(pos, batch, n_items)
         h, x = self._blocks(h, pos, row, col)
         return self._node_output(h, x, pos, batch, n_items)
@@ -261,6 +276,7 @@ class EGNN(nn.Module):
         batch: Tensor,
         num_items: int | None,
         pair_index: Tensor | None,
+        guidance_emb: Tensor | None = None,
     ) -> Parts:
         if not self.pair_features:
             raise ValueError("this EGNN was built without bonds (bonds=false) and got a graph state with pairs")
@@ -281,7 +297,7 @@ class EGNN(nn.Module):
         p = pair_index.shape[1]
         row, col = torch.cat([pair_index[0], pair_index[1]]), torch.cat([pair_index[1], pair_index[0]])
         edge_pair = torch.cat([torch.arange(p, device=pair.device)] * 2)
-        h, pos, n_items = self._trunk(x_in["node"], c_noise, cond, cond_drop, mask, batch, num_items)
+        h, pos, n_items = self._trunk(x_in["node"], c_noise, cond, cond_drop, mask, batch, num_items, guidance_emb)
         h, x = self._blocks(h, pos, row, col, pair[edge_pair])
         i, j = pair_index
         # distances of the input coordinates and of the updated ones (with eps prediction the update is a noise
@@ -314,6 +330,7 @@ class EGNN(nn.Module):
         mask: Tensor | None,
         batch: Tensor,
         num_items: int | None,
+        guidance_emb: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, int]:
         """Checks; the embedded node features ``h``, the coordinates and the number of items."""
         n_items = int(num_items) if num_items is not None else int(batch.max()) + 1
@@ -327,6 +344,8 @@ class EGNN(nn.Module):
         pos, feats = x_in[:, :3], x_in[:, 3:]
         c_noise = per_item(c_noise, n_items)
         time = self.noise_embed(c_noise) if self.noise_embed is not None else c_noise[:, None].to(feats.dtype)
+        if guidance_emb is not None:
+            time = time + guidance_emb
         parts = [feats, time[batch]]
         if mask is not None:
             parts.insert(1, mask[:, :1])  # an atom is observed as a whole

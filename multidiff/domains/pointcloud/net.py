@@ -22,7 +22,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from multidiff.core.embeddings import ConditionEmbedding, NoiseEmbedding, known_input, per_item, reject_condition
+from multidiff.core.embeddings import (
+    ConditionEmbedding,
+    GuidanceEmbedding,
+    NoiseEmbedding,
+    guidance_input,
+    known_input,
+    per_item,
+    reject_condition,
+)
 
 
 class Attention(nn.Module):
@@ -230,6 +238,7 @@ class PointRINDenoiser(nn.Module):
         activation: str = "gelu",
         inference_chunk: int = 8,
         observable: bool = False,
+        guidance_input: bool = False,
     ):
         super().__init__()
         self.in_dim, self.inference_chunk = in_dim, inference_chunk
@@ -243,6 +252,7 @@ class PointRINDenoiser(nn.Module):
         )
         self.latents = nn.Parameter(torch.randn(num_latents, latent_dim) * 0.02)
         self.noise_embed = NoiseEmbedding(latent_dim)
+        self.guidance_embed = GuidanceEmbedding(latent_dim) if guidance_input else None
         self.conditional = num_classes > 0 or num_features > 0
         self.cond_embed = (
             ConditionEmbedding(latent_dim, num_classes, num_features) if num_classes or num_features else None
@@ -275,6 +285,7 @@ class PointRINDenoiser(nn.Module):
         cond: Tensor | None = None,
         cond_drop: Tensor | None = None,
         known: Tensor | None = None,
+        guidance: Tensor | None = None,
     ) -> Tensor:
         reject_condition(self, cond)
         if x_in.dim() != 3 or x_in.shape[-1] != self.in_dim:
@@ -283,6 +294,7 @@ class PointRINDenoiser(nn.Module):
         observed = None if mask is None else mask[..., :1]  # a point is observed as a whole
         b = x_in.shape[0]
         c_noise = per_item(c_noise, b)
+        g = guidance_input(self, guidance, b)
         if not torch.is_grad_enabled() and self.inference_chunk and b > self.inference_chunk:
             # items are independent: small chunks keep the (chunk, N, C) point tensors in cache
             k = self.inference_chunk
@@ -294,19 +306,28 @@ class PointRINDenoiser(nn.Module):
                         None if cond is None else cond[i : i + k],
                         None if cond_drop is None else cond_drop[i : i + k],
                         None if observed is None else observed[i : i + k],
+                        None if g is None else g[i : i + k],
                     )
                     for i in range(0, b, k)
                 ]
             )
-        return self._forward(x_in, c_noise, cond, cond_drop, observed)
+        return self._forward(x_in, c_noise, cond, cond_drop, observed, g)
 
     def _forward(
-        self, x_in: Tensor, c_noise: Tensor, cond: Tensor | None, cond_drop: Tensor | None, observed: Tensor | None
+        self,
+        x_in: Tensor,
+        c_noise: Tensor,
+        cond: Tensor | None,
+        cond_drop: Tensor | None,
+        observed: Tensor | None,
+        guidance_emb: Tensor | None = None,
     ) -> Tensor:
         b = x_in.shape[0]
         emb = self.noise_embed(c_noise)
         if self.cond_embed is not None:
             emb = emb + self.cond_embed(cond, b, cond_drop)
+        if guidance_emb is not None:
+            emb = emb + guidance_emb
         emb = F.silu(emb)
         feats = self.fourier(x_in)
         h = self.point_in(feats if observed is None else torch.cat([feats, observed], dim=-1))

@@ -17,7 +17,15 @@ import math
 import torch
 from torch import Tensor, nn
 
-from multidiff.core.embeddings import ConditionEmbedding, NoiseEmbedding, known_input, per_item, reject_condition
+from multidiff.core.embeddings import (
+    ConditionEmbedding,
+    GuidanceEmbedding,
+    NoiseEmbedding,
+    guidance_input,
+    known_input,
+    per_item,
+    reject_condition,
+)
 
 
 class ResidualLayer(nn.Module):
@@ -53,6 +61,7 @@ class DiffWave(nn.Module):
         in_channels: int = 1,
         embed_dim: int = 512,
         observable: bool = False,
+        guidance_input: bool = False,
     ):
         super().__init__()
         if layers < 1 or dilation_cycle < 1 or residual_channels < 1:
@@ -65,6 +74,7 @@ class DiffWave(nn.Module):
         # observable: the observation mask enters as extra input channels beside the waveform
         self.input = nn.Conv1d(in_channels * (1 + observable), residual_channels, 1)
         self.noise_embed = NoiseEmbedding(embed_dim)
+        self.guidance_embed = GuidanceEmbedding(embed_dim) if guidance_input else None
         self.cond_embed = ConditionEmbedding(embed_dim, num_classes=num_classes) if num_classes > 0 else None
         self.layers = nn.ModuleList(
             ResidualLayer(residual_channels, 2 ** (i % dilation_cycle), embed_dim, num_classes > 0)
@@ -88,6 +98,7 @@ class DiffWave(nn.Module):
         cond: Tensor | None = None,
         cond_drop: Tensor | None = None,
         known: Tensor | None = None,
+        guidance: Tensor | None = None,
     ) -> Tensor:
         b = x_in.shape[0]
         if x_in.dim() != 3:
@@ -96,6 +107,8 @@ class DiffWave(nn.Module):
         mask = known_input(self, known, x_in)
         c_noise = per_item(c_noise, b)
         noise_emb = self.noise_embed(c_noise.to(x_in.dtype))
+        if (g := guidance_input(self, guidance, b)) is not None:
+            noise_emb = noise_emb + g
         cond_emb = None if self.cond_embed is None else self.cond_embed(cond, b, cond_drop)
         x = torch.relu(self.input(x_in if mask is None else torch.cat([x_in, mask], dim=1)))
         skip = torch.zeros_like(x)

@@ -11,7 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from multidiff.core.embeddings import ConditionEmbedding, NoiseEmbedding, known_input, per_item, reject_condition
+from multidiff.core.embeddings import (
+    ConditionEmbedding,
+    GuidanceEmbedding,
+    NoiseEmbedding,
+    guidance_input,
+    known_input,
+    per_item,
+    reject_condition,
+)
 
 
 def _norm(c: int) -> nn.GroupNorm:
@@ -70,6 +78,7 @@ class UNet1d(nn.Module):
         num_classes: int = 0,
         dropout: float = 0.0,
         observable: bool = False,
+        guidance_input: bool = False,
     ):
         super().__init__()
         channels, factors = tuple(channels), tuple(factors)
@@ -78,6 +87,7 @@ class UNet1d(nn.Module):
         self.patch, self.in_channels = patch, in_channels
         self.conditional, self.observable = num_classes > 0, observable
         self.noise_embed = NoiseEmbedding(emb_dim)
+        self.guidance_embed = GuidanceEmbedding(emb_dim) if guidance_input else None
         self.cond_embed = ConditionEmbedding(emb_dim, num_classes=num_classes) if num_classes else None
         # observable: the observation mask enters as extra input channels beside the waveform
         self.stem = nn.Conv1d(in_channels * patch * (1 + observable), channels[0], 3, padding=1)
@@ -150,6 +160,7 @@ class UNet1d(nn.Module):
         cond: Tensor | None = None,
         cond_drop: Tensor | None = None,
         known: Tensor | None = None,
+        guidance: Tensor | None = None,
     ) -> Tensor:
         if x.dim() != 3:
             raise ValueError(f"UNet1d expects (B, C, T) input, got shape {tuple(x.shape)}")
@@ -161,6 +172,8 @@ class UNet1d(nn.Module):
         emb = self.noise_embed(per_item(c_noise, b))
         if self.cond_embed is not None:
             emb = emb + self.cond_embed(cond, b, cond_drop)
+        if (g := guidance_input(self, guidance, b)) is not None:
+            emb = emb + g
         inp = x if mask is None else torch.cat([x, mask], dim=1)
         ci = inp.shape[1]
         h = self.stem(
