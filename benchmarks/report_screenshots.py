@@ -24,21 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from multidiff.report import write_report  # noqa: E402
-
-CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-# headless as root, nothing fetched in the background; WebGL through SwiftShader (software) where there is no GPU
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-]
+from multidiff.report.browser import headless_chromium  # noqa: E402
 
 
 def airplanes(shapenet: Path, out: Path, n: int = 8) -> Path:
@@ -85,9 +71,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "docs")
     args = ap.parse_args()
 
-    from playwright.sync_api import sync_playwright
-
-    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
+    with tempfile.TemporaryDirectory() as tmp, headless_chromium() as browser:
         tmp = Path(tmp)
         points = args.points
         if not any(points.glob("**/*.ply")):
@@ -98,10 +82,8 @@ def main() -> None:
             ("points", write_report(points, tmp / "points.html"), 2300),
             ("molecules", write_report(args.molecules, tmp / "molecules.html"), 2000),
         ]
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         for name, html, height in pages:
             screenshot(browser, html, args.out / f"report_{name}.png", height)
-        browser.close()
 
 
 if __name__ == "__main__":

@@ -21,23 +21,9 @@ import train
 from multidiff.domains.pointcloud.io import read_ply
 from multidiff.report import ReportError, build_report, write_report
 from multidiff.report.__main__ import main
+from multidiff.report.browser import CHROMIUM, headless_chromium
 from multidiff.report.commands import sample_args
 from multidiff.report.molecules import record_info, sdf_records
-
-CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-# headless as root, nothing fetched in the background; WebGL through SwiftShader (software), as there is no GPU
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-]
 
 end_to_end = pytest.mark.slow  # trains and samples tiny models (pyproject: slow = end-to-end runs)
 
@@ -99,13 +85,11 @@ def molecule_samples(tmp_path_factory, qm9_root) -> Path:
 @pytest.fixture(scope="module")
 def browser():
     """Headless Chromium, or a skip saying what is missing (asked for first, so a skip trains nothing)."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
     if not CHROMIUM.is_file():
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set CHROMIUM=/path/to/chromium)")
-    with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with headless_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 class Loaded:
