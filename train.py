@@ -35,7 +35,7 @@ from multidiff.checkpoint import (
 )
 from multidiff.core.latent import measure_latent_scale
 from multidiff.distillation import build_student
-from multidiff.loggers import close_loggers
+from multidiff.loggers import end_wandb_run
 from multidiff.objective import SAMPLE_QUALITY, check_objective, generate_items, logged_metric, score_items
 from multidiff.precision import resolve_trainer_precision, sampling_precision
 from multidiff.preemption import AtomicCheckpointIO, find_resume
@@ -94,11 +94,8 @@ def _train(cfg: DictConfig) -> pl.Trainer:
         cfg.paths.output_dir,
     )
     ckpt_path = resume_path(cfg, lambda path: verify_resume(path, cfg, module))
-    try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        save_final(trainer)
-    finally:
-        close_loggers(loggers)  # the next job of an in-process sweep starts its own W&B run
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    save_final(trainer)
     return trainer
 
 
@@ -282,14 +279,19 @@ def save_final(trainer: pl.Trainer) -> Path | None:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    failed = True
     try:
         trainer = train(cfg)
+        score = objective(cfg, trainer) if cfg.optimized_metric else None  # logs to the run's loggers too
+        failed = False
+        return score
     except FloatingPointError as e:
         log.error("%s", e)
         sys.exit(1)
     except SIGTERMException:
         sys.exit(128 + signal.SIGTERM)  # stopped from outside: a failure to the scheduler, not a finished run
-    return objective(cfg, trainer) if cfg.optimized_metric else None
+    finally:
+        end_wandb_run(failed)  # the next job of an in-process sweep starts its own W&B run
 
 
 if __name__ == "__main__":

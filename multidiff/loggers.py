@@ -4,6 +4,7 @@ Audio, Object3D and Image panels. Loggers that hold numbers only (CSV) get none.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -23,14 +24,12 @@ def log_media(loggers: Iterable[Logger], media: Sequence[Media], step: int, pref
             _wandb(logger, media, step, prefix)
 
 
-def close_loggers(loggers: Iterable[Logger]) -> None:
-    """End the W&B runs of ``loggers``: W&B keeps one run per process, which the next training run in the same
-    process (a Hydra multirun's next job) would otherwise log into."""
-    if any(isinstance(logger, WandbLogger) for logger in loggers):
-        import wandb
-
-        if wandb.run is not None:
-            wandb.finish()
+def end_wandb_run(failed: bool = False) -> None:
+    """End the process's W&B run, if one is open, as failed or finished: W&B keeps one run per process, which the
+    next training run in the same process (a Hydra multirun's next job) would otherwise log into."""
+    wandb = sys.modules.get("wandb")  # never imported here when no WandbLogger was built
+    if wandb is not None and wandb.run is not None:
+        wandb.finish(exit_code=1 if failed else 0)
 
 
 def _rgb(picture: Picture) -> np.ndarray:

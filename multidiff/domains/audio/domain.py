@@ -110,7 +110,9 @@ class AudioDomain(Domain):
         """Each clip to listen to, named as its WAV, and the preview's waveforms and spectrograms."""
         wavs = [f for f in files if Path(f).suffix == ".wav"]
         rate = int(self.info["sample_rate"])
-        clips = [Clip(Path(f).stem, it["wav"].reshape(-1).float().numpy(), rate) for it, f in zip(items, wavs)]
+        clips = [
+            Clip(Path(f).stem, it["wav"].detach().reshape(-1).float().cpu().numpy(), rate) for it, f in zip(items, wavs)
+        ]
         return [*clips, *pictures(files)]
 
     def evaluate(
