@@ -85,11 +85,13 @@ class DistillModule(DiffusionModule):
         noise = space.noise(x0, state.ctx, generator=generator)
         per_item = lambda v: space.per_item(v, x0, state.ctx)  # noqa: E731
         drop, w = None, None
-        if self.guidance is not None:  # a scale per item; w = 0 is the unconditional model
+        if state.cond is not None and self.cond_drop_prob > 0:  # the student learns the unconditional map too
+            drop = torch.rand(n, generator=generator).to(x0.device) < self.cond_drop_prob
+        if self.guidance is not None:  # a scale per item; a dropped condition is scale 0, the plain model
             lo, hi = self.guidance
             w = lo + (hi - lo) * torch.rand(n, generator=generator).to(x0.device)
-        elif state.cond is not None and self.cond_drop_prob > 0:  # the student learns the unconditional map too
-            drop = torch.rand(n, generator=generator).to(x0.device) < self.cond_drop_prob
+            if drop is not None:
+                w = torch.where(drop, torch.zeros_like(w), w)
 
         def of(model: Callable[..., Tensor]) -> Callable[[Tensor, Tensor], Tensor]:
             return lambda x, sigma: model(x, sigma, state, cond_drop=drop, guidance=w)

@@ -181,10 +181,10 @@ class DiffusionModule(TrainedModule):
         :meth:`~multidiff.sampling.SamplingRequest.observation`), honoured by replacement and, for a model
         trained with observations, by the network itself (:mod:`multidiff.core.observation`)."""
         sampler, guide, resample = request.sampler, request.guide, request.resample
-        check_sampler_fits(sampler.name, self.distilled, request.guidance)
         precision = resolve_precision(request.precision, self.device)
         by_model = self.observed_by(request.observe_with) == "model"
         cond = call_strict(self.domain.condition, "condition", condition or {}, n)
+        check_sampler_fits(sampler.name, self.distilled, request.guidance if cond is not None else None)
         if guide is not None and guide.domain.name != self.domain.name:
             raise ValueError(f"guide model is a {guide.domain.name!r} model; this one is {self.domain.name!r}")
         if guide is not None and (ours := self.latent_id()) != (theirs := guide.latent_id()):
@@ -252,12 +252,12 @@ class DiffusionModule(TrainedModule):
         return State(x, state.cond, state.ctx)
 
 
-def check_sampler_fits(sampler: str, distilled: Mapping[str, Any] | None, guidance: float = 1.0) -> None:
+def check_sampler_fits(sampler: str, distilled: Mapping[str, Any] | None, guidance: float | None = None) -> None:
     """A student's denoiser is a consistency function: only the consistency sampler serves it; that sampler in
     turn serves students only (on a plain model it returns blurred averages, not samples). A guidance-conditioned
-    student serves the guidance scales it learned."""
+    student serves the guidance scales it learned (``guidance``: the request's, when it gives a condition)."""
     scales = (distilled or {}).get("guidance")
-    if scales is not None and not scales[0] <= guidance <= scales[1]:
+    if scales is not None and guidance is not None and not scales[0] <= guidance <= scales[1]:
         raise ValueError(
             f"guidance={guidance}: this student learned guidance scales in [{scales[0]}, {scales[1]}] "
             "(distill.guidance); ask for one in that range, or distil again with a wider one"

@@ -262,7 +262,7 @@ def test_guidance_distilled_in_costs_one_network_call_per_step(tiny_audio_ckpt, 
         and not load_checkpoint(tiny_audio_ckpt).model.guided
     )
 
-    def calls(source, *args):
+    def calls(source, *args, digit=("+condition.digit=3",)):
         seen = []
         hook = torch.nn.modules.module.register_module_forward_hook(
             lambda m, i, o: seen.append(1) if type(m).__name__ == "UNet1d" else None
@@ -272,7 +272,7 @@ def test_guidance_distilled_in_costs_one_network_call_per_step(tiny_audio_ckpt, 
             sample.sample(
                 compose(
                     "sample",
-                    [f"ckpt={source}", "n=2", "+condition.digit=3", f"out={out}", *args],
+                    [f"ckpt={source}", "n=2", *digit, f"out={out}", *args],
                     out.with_suffix(".h"),
                 )
             )
@@ -282,6 +282,7 @@ def test_guidance_distilled_in_costs_one_network_call_per_step(tiny_audio_ckpt, 
         return len(seen)
 
     assert calls(ckpt, "sampler=consistency", "steps=2", "guidance=2") == 2
+    assert calls(ckpt, "sampler=consistency", "steps=2", digit=()) == 2  # unconditional: the plain model
     assert calls(tiny_audio_ckpt, "sampler=euler", "steps=2", "guidance=2") == 4  # conditional + unconditional
     with pytest.raises(ValueError, match=r"guidance=5.0: this student learned guidance scales in \[1, 3\]"):
         calls(ckpt, "sampler=consistency", "steps=2", "guidance=5")
@@ -307,3 +308,33 @@ def test_guidance_distilled_in_costs_one_network_call_per_step(tiny_audio_ckpt, 
                 tmp_path / "x",
             )
         )
+
+
+def test_a_guided_student_is_given_the_scale_and_scale_zero_without_a_condition():
+    from multidiff.core.denoiser import Preconditioned, sampling_denoiser
+    from multidiff.core.processes import EDMProcess
+    from multidiff.core.space import TensorSpace
+    from multidiff.core.state import State
+
+    class Recorder(torch.nn.Module):
+        conditional, observable, equivariance = True, False, None
+
+        def __init__(self):
+            super().__init__()
+            self.guidance_embed, self.seen = GuidanceEmbedding(4), []
+
+        def forward(self, x, c_noise, *, cond=None, cond_drop=None, guidance=None):
+            self.seen.append((cond, cond_drop, guidance))
+            return torch.zeros_like(x)
+
+    model = Preconditioned(Recorder(), EDMProcess(KarrasSchedule()), TensorSpace())
+    x, sigma = torch.zeros(5, 1), torch.tensor(3.0)
+    sampling_denoiser(model, State(x, torch.arange(5), {}), guidance=2.5)(x, sigma)
+    ((cond, drop, w),) = model.net.seen  # one call, not two
+    assert torch.equal(cond, torch.arange(5)) and drop is None and torch.equal(w, torch.full((5,), 2.5))
+    sampling_denoiser(model, State(x, None, {}), guidance=1.0)(x, sigma)
+    assert model.net.seen[-1][0] is None and torch.equal(model.net.seen[-1][2], torch.zeros(5))  # the plain model
+    with pytest.raises(ValueError, match="guidance=2.0 needs a condition"):
+        sampling_denoiser(model, State(x, None, {}), guidance=2.0)
+    with pytest.raises(ValueError, match="cannot be combined with a guide model"):
+        sampling_denoiser(model, State(x, torch.arange(5), {}), guidance=2.0, interval=(0.1, 1.0))

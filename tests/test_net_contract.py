@@ -181,3 +181,31 @@ def test_observable_net_contract(name, tmp_path):
     _, plain = build(name, False, tmp_path)
     with pytest.raises(ValueError, match="without observable=true"):
         plain(x, c_noise, known=known, **ctx)
+
+
+@pytest.mark.parametrize("name", list(NETS))
+def test_guidance_input_net_contract(name, tmp_path):
+    """guidance_input=true (a guidance-distilled student): the scale per item reaches the output, per item; the
+    embedding starts at zero (the student starts as its teacher); a net without it refuses a scale."""
+    domain, net = build(name, True, tmp_path, ("+net.guidance_input=true",))
+    gen = torch.Generator().manual_seed(3)
+    x, ctx = example(domain, 3, gen)
+    c_noise, cond = torch.randn(3, generator=gen), condition(net, 3, gen)
+    w = torch.tensor([0.0, 1.0, 3.0])
+    with torch.no_grad():
+        out = net(x, c_noise, cond=cond, guidance=w, **ctx)
+        assert out.shape == x.shape and not torch.allclose(out, net(x, c_noise, cond=cond, guidance=w + 1, **ctx))
+        # item by item: changing one item's scale leaves the other items as they were
+        moved = net(x, c_noise, cond=cond, guidance=torch.tensor([0.0, 1.0, 4.0]), **ctx)
+        first = slice(0, 8) if domain == "molecule" else slice(0, 2)  # molecule: the first two molecules' atoms
+        torch.testing.assert_close(moved[first], out[first])
+        assert not torch.allclose(moved, out)
+    fresh = instantiate(compose("train", [f"domain={domain}", f"net={name}", *NETS[name][1], *NETS[name][2],
+                                          "+net.guidance_input=true"], tmp_path / "fresh").net).eval()  # fmt: skip
+    plain = instantiate(compose("train", [f"domain={domain}", f"net={name}", *NETS[name][1], *NETS[name][2]],
+                                tmp_path / "plain").net).eval()  # fmt: skip
+    plain.load_state_dict({k: v for k, v in fresh.state_dict().items() if "guidance_embed" not in k})
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x, c_noise, cond=cond, guidance=w, **ctx), plain(x, c_noise, cond=cond, **ctx))
+    with pytest.raises(ValueError, match="built without guidance_input but received a guidance scale"):
+        plain(x, c_noise, cond=cond, guidance=w, **ctx)

@@ -90,6 +90,8 @@ def sampling_denoiser(
             )
         if guidance != 1.0 and state.cond is None:
             raise ValueError(f"guidance={guidance} needs a condition (+condition.KEY=VALUE) for this student")
+        # without a condition the student is the plain model, which it learned at scale 0 (D_plain + 0 (...))
+        guidance = guidance if state.cond is not None else 0.0
 
         def denoise_guided(x: Tensor, sigma: Tensor) -> Tensor:
             scale = torch.full((n,), float(guidance), device=x.device)
