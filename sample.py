@@ -44,11 +44,13 @@ def sample(cfg: DictConfig) -> list[Path]:
     governor = ThreadGovernor(cfg.threads)
     module = load_source(cfg).to(device)
     if cfg.mesh:
-        if not hasattr(module.domain, "mesh"):
+        shapes = getattr(module.domain, "data", module.domain)  # a latent model's data domain writes the files
+        if not hasattr(shapes, "mesh"):
             raise ValueError(f"mesh=true: the {module.domain.name} domain has no surfaces; meshes are for point clouds")
-        module.domain.mesh = True
+        shapes.mesh = True
     if cfg.ema_length is not None:
-        snapshots = Path(cfg.ema_snapshots or Path(cfg.ckpt).resolve().parent.parent / "posthoc_ema")
+        source = Path(cfg.ckpt if cfg.ckpt is not None else cfg.pretrained)  # a local checkpoint (load_source)
+        snapshots = Path(cfg.ema_snapshots or source.resolve().parent.parent / "posthoc_ema")
         load_ema_length(module, snapshots, float(cfg.ema_length), step=module.checkpoint_step or None)
     guide = None
     if cfg.guide_ckpt:
@@ -109,9 +111,10 @@ def load_source(cfg: DictConfig) -> DiffusionModule:
             f"model: {shipped}), one of them"
         )
     source = cfg.ckpt if cfg.ckpt is not None else cfg.pretrained
+    module = load_any(source, domain=cfg.expect_domain, weights=cfg.weights, trust_targets=list(cfg.trust_targets))
     if cfg.ema_length is not None and (is_url(str(source)) or not Path(source).is_file()):
         raise ValueError(f"ema_length={cfg.ema_length} needs ckpt= a local training checkpoint beside its snapshots")
-    return load_any(source, domain=cfg.expect_domain, weights=cfg.weights, trust_targets=list(cfg.trust_targets))
+    return module
 
 
 def shard_device(device: str, shard: int, num_shards: int) -> str:

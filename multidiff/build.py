@@ -238,11 +238,19 @@ def load_any(
     """A model from wherever it is: a training checkpoint, an exported model folder, a shipped model's name, or
     a URL of a checkpoint or folder (``hf://``, ``https://``, any fsspec URL; fetched once, :mod:`multidiff.remote`),
     each trust-checked and loaded as :func:`load_checkpoint` or :func:`load_model` does."""
+    if weights not in ("ema", "current"):
+        raise ValueError(f"weights={weights!r}: use 'ema' or 'current'")
     local = fetch(str(source)) if is_url(str(source)) else Path(source)
-    if local.is_dir() or str(source) in shipped_models():
+    shipped = shipped_models()
+    if local.is_dir() or str(source) in shipped:
         if weights != "ema":
             raise ValueError(f"weights={weights} needs a training checkpoint; {source} is a model folder (one set)")
         return load_model(local if local.is_dir() else str(source), domain, trust_targets)
+    if not local.exists():
+        raise FileNotFoundError(
+            f"{source}: no such checkpoint or model folder; also not a shipped model ({', '.join(shipped) or 'none'}) "
+            "or a URL (hf://ORG/REPO, https://..., any fsspec URL)"
+        )
     return load_checkpoint(local, domain, weights=weights, trust_targets=trust_targets)
 
 

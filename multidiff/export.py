@@ -87,15 +87,18 @@ def portable(config: dict) -> dict:
 SHOWN = ("val/", "samples/")
 
 
-def run_metrics(ckpt: str | Path) -> dict[str, float]:
+def run_metrics(ckpt: str | Path, step: int | None = None) -> dict[str, float]:
     """The last value of the training loss and of each validation and sample metric the checkpoint's run logged
-    (its ``csv/metrics.csv``, beside ``checkpoints/``); empty when the run kept no CSV log."""
+    (its ``csv/metrics.csv``, beside ``checkpoints/``) up to ``step`` (the checkpoint's: later rows belong to
+    other weights); empty when the run kept no CSV log."""
     path = Path(ckpt).resolve().parent.parent / "csv" / "metrics.csv"
     if not path.is_file():
         return {}
     last: dict[str, float] = {}
     with path.open(newline="") as f:
         for row in csv.DictReader(f):
+            if step is not None and row.get("step") and int(float(row["step"])) > step:
+                continue
             last.update({k: float(v) for k, v in row.items() if v and (k == "train/loss" or k.startswith(SHOWN))})
     return last
 
@@ -107,7 +110,9 @@ def model_card(module: DiffusionModule, out: Path, dtype: str, metrics: dict[str
     params = sum(p.numel() for p in module.model.net.parameters()) / 1e6
     data = cfg.get("data", {}).get("_target_", "?").rsplit(".", 1)[-1]
     logged = "".join(f"| `{k}` | {v:.4g} |\n" for k, v in sorted((metrics or {}).items()))
-    table = f"\nLogged in training, last values:\n\n| metric | value |\n|---|---|\n{logged}" if logged else ""
+    step = getattr(module, "checkpoint_step", 0)
+    head = f"\nLogged in training up to step {step}, last values:\n\n| metric | value |\n|---|---|\n"
+    table = head + logged if logged else ""
     return f"""# {out.name}
 
 A multidiff {module.domain.name} model: `{cfg.get("net", {}).get("_target_", "?").rsplit(".", 1)[-1]}`, \
@@ -126,7 +131,8 @@ def main(argv: list[str]) -> None:
         sys.exit("usage: python -m multidiff.export ckpt=PATH out=DIR [dtype=float16|bfloat16|float32] [weights=ema]")
     check_keys(options, ["ckpt", "out", "dtype", "weights"], "export option")
     module = load_checkpoint(options["ckpt"], weights=options.get("weights", "ema"))
-    out = export_model(module, options["out"], options.get("dtype", "float16"), metrics=run_metrics(options["ckpt"]))
+    metrics = run_metrics(options["ckpt"], module.checkpoint_step)
+    out = export_model(module, options["out"], options.get("dtype", "float16"), metrics=metrics)
     print(f"wrote {', '.join(sorted(p.name for p in out.iterdir()))} to {out}")
 
 

@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 import fsspec
+from filelock import FileLock
 
 log = logging.getLogger(__name__)
 
@@ -41,37 +42,40 @@ def cache_root() -> Path:
 def fetch(url: str, cache: Path | None = None, refresh: bool = False) -> Path:
     """The local copy of the checkpoint or model folder at ``url``, fetched on first use (``refresh``: again).
 
-    The copy's name is derived from the URL, so the same URL is fetched once; it is written into a temporary
-    folder beside its place and renamed there only when every file has arrived."""
+    The copy's name is derived from the URL, so the same URL is fetched once: by one process at a time (a lock per
+    URL, so the shards of a run share one download), into a temporary folder renamed into place only when every
+    file has arrived (``source.json`` written last marks a whole copy)."""
     cache = Path(cache) if cache is not None else cache_root()
     digest = hashlib.sha256(url.encode()).hexdigest()[:16]
     name = url.rstrip("/").rsplit("/", 1)[-1] or "model"
     home = cache / f"{digest}-{name}"
     target = home / name if url.endswith(".ckpt") else home
-    if home.is_dir() and not refresh:
-        log.info("%s: using the copy in %s", url, home)
-        return target
-    try:
-        fs, path = fsspec.core.url_to_fs(url)
-    except (ValueError, ImportError) as e:  # an unknown protocol, or one whose package is not installed
-        raise ValueError(
-            f"{url}: not a URL multidiff can fetch ({e}); fsspec protocols: hf, https, s3, gs, ..."
-        ) from None
     cache.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{digest}-", dir=cache))
-    try:
-        if url.endswith(".ckpt"):
-            _get(fs, path, staging / name, url)
-        else:
-            for file, required in FOLDER_FILES.items():
-                if required or fs.exists(f"{path.rstrip('/')}/{file}"):
-                    _get(fs, f"{path.rstrip('/')}/{file}", staging / file, url)
-        (staging / "source.json").write_text(json.dumps({"url": url}) + "\n")
-        if home.exists():  # refresh: the old copy goes only once the new one is whole
-            shutil.rmtree(home)
-        staging.rename(home)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with FileLock(cache / f".{digest}.lock"):
+        if (home / "source.json").is_file() and not refresh:
+            log.info("%s: using the copy in %s", url, home)
+            return target
+        try:
+            fs, path = fsspec.core.url_to_fs(url)
+        except (ValueError, ImportError) as e:  # an unknown protocol, or one whose package is not installed
+            raise ValueError(f"{url}: not a URL multidiff can fetch ({e}); e.g. hf://, https://, s3://") from None
+        staging = Path(tempfile.mkdtemp(prefix=f".{digest}-", dir=cache))
+        old = cache / f".{digest}.old"
+        try:
+            if url.endswith(".ckpt"):
+                _get(fs, path, staging / name, url)
+            else:
+                for file, required in FOLDER_FILES.items():
+                    if required or fs.exists(f"{path.rstrip('/')}/{file}"):
+                        _get(fs, f"{path.rstrip('/')}/{file}", staging / file, url)
+            (staging / "source.json").write_text(json.dumps({"url": url}) + "\n")
+            if home.exists():  # a refresh, or a copy a killed fetch left without source.json: moved aside first
+                shutil.rmtree(old, ignore_errors=True)
+                home.rename(old)
+            staging.rename(home)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
     log.info("%s: fetched into %s", url, home)
     return target
 

@@ -91,7 +91,7 @@ def test_a_url_is_fetched_once_whole_and_trust_checked(tiny_audio_ckpt, memory, 
     memory.put_file(str(tmp_path / "model" / "config.yaml"), "/models/half/config.yaml")
     with pytest.raises(FileNotFoundError, match="no file weights.safetensors there; expected a model folder"):
         fetch("memory://models/half")
-    assert [p.name for p in (tmp_path / "cache" / "remote").iterdir()] == [local.name]
+    assert [p.name for p in (tmp_path / "cache" / "remote").iterdir() if not p.name.startswith(".")] == [local.name]
     # the stored config is checked exactly as a local folder's
     config = tmp_path / "model" / "config.yaml"
     config.write_text(config.read_text().replace("multidiff.domains.audio.nets.UNet1d", "os.system"))
@@ -102,6 +102,27 @@ def test_a_url_is_fetched_once_whole_and_trust_checked(tiny_audio_ckpt, memory, 
         fetch("nosuch://x")
 
 
+def test_processes_fetching_one_url_at_once_share_one_whole_copy(tiny_audio_ckpt, memory, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    memory.put_file(str(tiny_audio_ckpt), "/models/run/last.ckpt")
+    with ThreadPoolExecutor(4) as pool:  # as the shards of one sample.py run do
+        copies = list(pool.map(lambda _: fetch("memory://models/run/last.ckpt"), range(4)))
+    assert len(set(copies)) == 1 and copies[0].read_bytes() == tiny_audio_ckpt.read_bytes()
+    assert fetch("memory://models/run/last.ckpt", refresh=True) == copies[0] and copies[0].is_file()
+
+
 def test_what_is_a_url():
     assert is_url("hf://org/repo") and is_url("https://host/a/last.ckpt") and is_url("memory://m")
     assert not is_url("runs/x/last.ckpt") and not is_url("fsdd-digits") and not is_url("C:\\models\\x")
+
+
+def test_a_source_that_is_nothing_names_what_would_be():
+    from multidiff.build import load_any
+
+    with pytest.raises(FileNotFoundError, match="fsdd-digitz: no such checkpoint or model folder.*fsdd-digits.*hf://"):
+        load_any("fsdd-digitz")
+    with pytest.raises(ValueError, match="weights='bogus': use 'ema' or 'current'"):
+        load_any("fsdd-digits", weights="bogus")
+    with pytest.raises(ValueError, match="weights=current needs a training checkpoint; fsdd-digits is a model folder"):
+        load_any("fsdd-digits", weights="current")

@@ -36,7 +36,7 @@ class LatentDomain(Domain):
         # what users ask for and get back is the data domain's: the same bound methods, signatures included
         self.condition, self.export, self.evaluate = data.condition, data.export, data.evaluate
         self.concatenated = data.concatenated
-        self.quality, self.quick_metrics = data.quality, data.quick_metrics
+        self.quality, self.quick_metrics, self.media = data.quality, data.quick_metrics, data.media
 
     def bind(self, info: dict[str, Any]) -> None:
         self.data.bind(info)

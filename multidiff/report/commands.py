@@ -68,6 +68,8 @@ def sample_args(request: Mapping[str, Any], out: str | Path | None = None) -> li
         args.append(f"ema_length={weights.rsplit(' ', 1)[-1]}")
     elif weights != "ema":
         args.append(f"weights={weights}")
+    if r.get("mesh"):
+        args.append("mesh=true")
     for key in ("guidance", "guidance_interval", "guide_ckpt", "resample"):
         if key in r and r[key] != _NEUTRAL[key]:
             args.append(f"{key}={hydra_value(r[key])}")

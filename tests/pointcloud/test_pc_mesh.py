@@ -34,9 +34,14 @@ def test_a_half_sphere_is_cut_back_to_its_points():
     assert Surface(np.eye(3, dtype=np.float32), np.array([[0, 1, 2]])).area == pytest.approx(np.sqrt(3) / 2)
 
 
-def test_too_few_points_is_an_error():
+def test_too_few_points_or_no_volume_is_an_error():
     with pytest.raises(ValueError, match="a surface needs at least 20 points, got 5"):
         reconstruct(sphere(5, 1.0))
+    line = np.c_[np.linspace(0, 1, 100), np.zeros(100), np.zeros(100)]
+    repeated = np.repeat(sphere(10, 1.0), 20, axis=0)  # zero spacing: every triangle is cut away
+    for points in (np.zeros((100, 3)), line, repeated):
+        with pytest.raises(ValueError, match="no surface through these points"):
+            reconstruct(points)
 
 
 def test_sample_py_mesh_true_writes_a_surface_per_shape(tiny_points_ckpt, tiny_audio_ckpt, tmp_path):

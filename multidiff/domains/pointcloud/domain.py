@@ -168,7 +168,10 @@ class PointCloudDomain(Domain):
             stem = f"{it['label']}_sample_{i:04d}" if it.get("label") is not None else f"sample_{i:04d}"
             paths.append(write_ply(out_dir / f"{stem}.ply", it["points"], binary=self.ply_binary, comments=comments))
             if self.mesh:
-                paths.append(write_mesh(out_dir / f"{stem}{MESH_SUFFIX}", reconstruct(it["points"])))
+                try:
+                    paths.append(write_mesh(out_dir / f"{stem}{MESH_SUFFIX}", reconstruct(it["points"])))
+                except ValueError as e:  # one shape without a surface leaves the others theirs
+                    log.warning("%s: %s; its points are written, no mesh", stem, e)
             titles.append(stem)
         if preview and items:
             paths.append(

@@ -45,12 +45,17 @@ def reconstruct(points: np.ndarray, depth: int = 8, neighbours: int = 20, trim: 
     o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
     cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
     spacing = float(np.mean(cloud.compute_nearest_neighbor_distance()))
-    cloud.estimate_normals(o3d.geometry.KDTreeSearchParamKNN(neighbours))
-    cloud.orient_normals_consistent_tangent_plane(neighbours)
-    mesh, _ = o3d.geometry.TriangleMesh.create_from_point_cloud_poisson(cloud, depth=depth)
+    try:
+        cloud.estimate_normals(o3d.geometry.KDTreeSearchParamKNN(neighbours))
+        cloud.orient_normals_consistent_tangent_plane(neighbours)
+        mesh, _ = o3d.geometry.TriangleMesh.create_from_point_cloud_poisson(cloud, depth=depth)
+    except RuntimeError as e:  # Open3D's qhull on points that span no volume (all on a plane, a line, a point)
+        raise ValueError(f"no surface through these points: {str(e).splitlines()[0]}") from None
     distance, _ = cKDTree(points).query(np.asarray(mesh.vertices))
     mesh.remove_vertices_by_mask(distance > trim * spacing)
     mesh.remove_unreferenced_vertices()
+    if len(mesh.triangles) == 0:
+        raise ValueError("no surface through these points (every triangle lies away from them)")
     return Surface(np.asarray(mesh.vertices, dtype=np.float32), np.asarray(mesh.triangles, dtype=np.int64))
 
 
