@@ -18,7 +18,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from multidiff.build import load_checkpoint
+from multidiff.build import load_any
 from multidiff.checkpoint import evaluation_data_config
 from multidiff.config import sampler_config
 from multidiff.objective import generate_items, score_items
@@ -47,14 +47,15 @@ def tune(cfg: DictConfig) -> list[dict[str, Any]]:
     import optuna
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-    module = load_checkpoint(cfg.ckpt, weights=cfg.weights, trust_targets=list(cfg.trust_targets)).to(device)
+    module = load_any(cfg.ckpt, weights=cfg.weights, trust_targets=list(cfg.trust_targets)).to(device)
     guide = None
     if cfg.guide_ckpt:
-        guide = load_checkpoint(
+        guide = load_any(
             cfg.guide_ckpt, module.domain.name, weights=cfg.weights, trust_targets=list(cfg.trust_targets)
         ).to(device)
     original = {k: v.clone() for k, v in module.model.state_dict().items()}
-    snapshots = Path(cfg.ckpt).resolve().parent.parent / "posthoc_ema"
+    # a local checkpoint's run keeps post-hoc EMA snapshots beside it; a model folder or URL has none
+    snapshots = Path(str(cfg.ckpt)).resolve().parent.parent / "posthoc_ema"
     space = cfg.space
     if module.distilled:  # a student serves one sampler, in a few evaluations
         log.info("a %s student: searching sampler=consistency at 1-4 steps", module.distilled.get("method"))
