@@ -29,7 +29,7 @@ LIGHT = np.array([0.3, -0.5, 0.8]) / np.linalg.norm([0.3, -0.5, 0.8])
 def shapes(sources: list[str], n: int, points: int) -> list[tuple[str, np.ndarray, Surface]]:
     files = []
     for s in sources:
-        files += [p for p, _ in folder_files(Path(s))] if Path(s).is_dir() else [Path(s)]
+        files += [p for p, _ in folder_files(Path(s))[0]] if Path(s).is_dir() else [Path(s)]
     out, rng = [], np.random.default_rng(0)
     for f in files[:n]:
         p = read_points(f)[:, :3]

@@ -248,6 +248,9 @@ def main() -> None:
     # one sample.py call per requested class (--digit all: every class, n / classes each) or one unconditional
     classes = meta.domain_info.get("class_names") or []
     digits = classes if args.digit == "all" else [args.digit]
+    # classifier-free guidance calls the network twice per evaluation, unless the student takes the scale as input
+    guided_student = (meta.config.get("distill") or {}).get("guidance") is not None
+    calls = 2 if args.guidance != 1.0 and args.digit is not None and not guided_student else 1
     per_call = args.n // len(digits)
     for name, steps in parse_cells(args):
         suffix = "" if args.digit is None else f"_digit-{args.digit}_g{args.guidance:g}"
@@ -279,7 +282,7 @@ def main() -> None:
                 if item.is_file():
                     item.replace(cell_dir / item.name)
         seconds = (time.perf_counter() - t0) / (per_call * len(digits))
-        nfe = build_sampler(sampler_config(name), steps=steps).evaluations()
+        nfe = build_sampler(sampler_config(name), steps=steps).evaluations() * calls
         label = f"{name}, {steps} steps ({nfe} evaluations)"
         if args.digit is not None:
             label += f", digit {args.digit}, guidance {args.guidance:g}"

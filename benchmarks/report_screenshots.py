@@ -1,5 +1,6 @@
 """Screenshots of report pages (python -m multidiff.report) for the docs: docs/report_audio.png,
-docs/report_points.png and docs/report_molecules.png, each the top of the page as headless Chromium draws it.
+docs/report_points.png, docs/report_molecules.png and, given a mesh=true sample folder, docs/report_meshes.png,
+each the top of the page as headless Chromium draws it.
 
 Sources: the audio page is the report of a real training run with samples (default runs/distill_fsdd); the molecule
 page that of a real training run whose sample folders hold SDFs (default runs/eb_mol_graph: curves, then its
@@ -66,6 +67,9 @@ def main() -> None:
     ap.add_argument("--audio", type=Path, default=ROOT / "runs" / "distill_fsdd")
     ap.add_argument("--points", type=Path, default=ROOT / "runs" / "airplane_cpu")
     ap.add_argument("--molecules", type=Path, default=ROOT / "runs" / "eb_mol_graph")
+    ap.add_argument(
+        "--meshes", type=Path, default=ROOT / "runs" / "airplane_cpu" / "sampled_mesh", help="a mesh=true sample folder"
+    )
     shared = Path(os.environ.get("MULTIDIFF_SHARED", ROOT.parent / "shared")) / "datasets"
     ap.add_argument("--shapenet", type=Path, default=shared / "shapenet_airplane" / "02691156" / "test")
     ap.add_argument("--out", type=Path, default=ROOT / "docs")
@@ -82,6 +86,8 @@ def main() -> None:
             ("points", write_report(points, tmp / "points.html"), 2300),
             ("molecules", write_report(args.molecules, tmp / "molecules.html"), 2000),
         ]
+        if any(args.meshes.glob("*.mesh.ply")):
+            pages.append(("meshes", write_report(args.meshes, tmp / "meshes.html"), 1300))
         for name, html, height in pages:
             screenshot(browser, html, args.out / f"report_{name}.png", height)
 
