@@ -17,7 +17,7 @@ import multidiff.env  # noqa: F401  (before torch)
 import torch
 import yaml
 
-from multidiff.build import load_checkpoint, load_model
+from multidiff.build import load_any
 from multidiff.sampling import named_request
 
 
@@ -33,7 +33,7 @@ def seconds_per_item(module, sampler: str, steps: int, n: int, batch: int, condi
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--student", required=True, help="the student's checkpoint")
-    p.add_argument("--teacher", required=True, help="the teacher: a .ckpt, or a shipped/exported model")
+    p.add_argument("--teacher", required=True, help="the teacher: a .ckpt, a shipped/exported model or a URL")
     p.add_argument("--condition", nargs="*", default=[], help="KEY=VALUE")
     p.add_argument("--n", type=int, default=100)
     p.add_argument("--batch", type=int, default=50)
@@ -42,8 +42,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     condition = {k: yaml.safe_load(v) for k, v in (c.split("=", 1) for c in args.condition)}  # typed as on the CLI
-    student = load_checkpoint(args.student)
-    teacher = load_checkpoint(args.teacher) if args.teacher.endswith(".ckpt") else load_model(args.teacher)
+    student, teacher = load_any(args.student), load_any(args.teacher)
     teacher50 = seconds_per_item(teacher, "dpmpp_2m", 50, args.n, args.batch, condition)
     rows = {"teacher dpmpp_2m 50": teacher50}
     for steps in (1, 2, 4):
