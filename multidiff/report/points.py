@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import trimesh
 
 from .discover import ReportError
 from .markup import esc, json_script
@@ -51,8 +50,10 @@ def cloud_cell(path: Path, cell_id: str) -> dict[str, Any]:
 
 def mesh_cell(path: Path, cell_id: str) -> dict[str, Any]:
     """A triangle mesh: its vertices and faces (``<stem>.mesh.ply`` turns with the cloud ``<stem>.ply``)."""
+    from multidiff.domains.pointcloud.mesh import read_mesh  # (imported here as cloud_cell's reader is)
+
     try:
-        mesh = trimesh.load(path, force="mesh", process=False)
+        mesh = read_mesh(path)
     except Exception as e:  # trimesh raises what its loaders raise: any of them means this file cannot be shown
         raise ReportError(f"{path}: not a readable triangle mesh ({type(e).__name__}: {e})") from e
     if len(mesh.faces) == 0:

@@ -256,12 +256,10 @@ class EGNN(nn.Module):
         guidance: Tensor | None = None,
     ) -> Tensor | Parts:
         reject_condition(self, cond)
-        n_items = int(num_items) if num_items is not None else int(batch.max()) + 1
-        g = guidance_input(self, guidance, n_items)
         if self.pair_features or isinstance(x_in, Parts):
-            return self._forward_graph(x_in, c_noise, cond, cond_drop, known, batch, num_items, pair_index, g)
+            return self._forward_graph(x_in, c_noise, cond, cond_drop, known, batch, num_items, pair_index, guidance)
         mask = known_input(self, known, x_in)
-        h, pos, n_items = self._trunk(x_in, c_noise, cond, cond_drop, mask, batch, num_items, g)
+        h, pos, n_items = self._trunk(x_in, c_noise, cond, cond_drop, mask, batch, num_items, guidance)
         row, col = self.edges(pos, batch, n_items)
         h, x = self._blocks(h, pos, row, col)
         return self._node_output(h, x, pos, batch, n_items)
@@ -276,7 +274,7 @@ class EGNN(nn.Module):
         batch: Tensor,
         num_items: int | None,
         pair_index: Tensor | None,
-        guidance_emb: Tensor | None = None,
+        guidance: Tensor | None = None,
     ) -> Parts:
         if not self.pair_features:
             raise ValueError("this EGNN was built without bonds (bonds=false) and got a graph state with pairs")
@@ -297,7 +295,7 @@ class EGNN(nn.Module):
         p = pair_index.shape[1]
         row, col = torch.cat([pair_index[0], pair_index[1]]), torch.cat([pair_index[1], pair_index[0]])
         edge_pair = torch.cat([torch.arange(p, device=pair.device)] * 2)
-        h, pos, n_items = self._trunk(x_in["node"], c_noise, cond, cond_drop, mask, batch, num_items, guidance_emb)
+        h, pos, n_items = self._trunk(x_in["node"], c_noise, cond, cond_drop, mask, batch, num_items, guidance)
         h, x = self._blocks(h, pos, row, col, pair[edge_pair])
         i, j = pair_index
         # distances of the input coordinates and of the updated ones (with eps prediction the update is a noise
@@ -330,7 +328,7 @@ class EGNN(nn.Module):
         mask: Tensor | None,
         batch: Tensor,
         num_items: int | None,
-        guidance_emb: Tensor | None = None,
+        guidance: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, int]:
         """Checks; the embedded node features ``h``, the coordinates and the number of items."""
         n_items = int(num_items) if num_items is not None else int(batch.max()) + 1
@@ -344,8 +342,8 @@ class EGNN(nn.Module):
         pos, feats = x_in[:, :3], x_in[:, 3:]
         c_noise = per_item(c_noise, n_items)
         time = self.noise_embed(c_noise) if self.noise_embed is not None else c_noise[:, None].to(feats.dtype)
-        if guidance_emb is not None:
-            time = time + guidance_emb
+        if (g := guidance_input(self, guidance, n_items)) is not None:
+            time = time + g
         parts = [feats, time[batch]]
         if mask is not None:
             parts.insert(1, mask[:, :1])  # an atom is observed as a whole
