@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from multidiff.base_module import TrainedModule
 from multidiff.checkpoint import weights_digest
+from multidiff.core.categorical import categorical_of
 from multidiff.core.denoiser import Preconditioned, sampling_denoiser
 from multidiff.core.domain import Domain, State
 from multidiff.core.latent import LatentDomain
@@ -96,6 +97,9 @@ class DiffusionModule(TrainedModule):
         # at least float32 (bf16 autocast), float64 stays float64
         dtype = torch.promote_types(pred.dtype, torch.float32)
         err = (pred.to(dtype) - self.process.target(x0, noise, s).to(dtype)) ** 2
+        categorical = categorical_of(space)
+        if categorical is not None:
+            err = categorical.loss(err, pred, x, s, x0)
         per_item = space.item_mean(err, state.ctx) if known is None else masked_item_mean(err, known, space, state.ctx)
         return per_item * self.process.loss_weight(sigma), sigma
 

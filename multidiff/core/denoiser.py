@@ -5,12 +5,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .categorical import categorical_of
 from .processes import Process
 from .state import State
 
 
 class Preconditioned(nn.Module):
-    """D(x; sigma) = c_skip x + c_out F(c_in x, c_noise) around a domain network F."""
+    """D(x; sigma) = c_skip x + c_out F(c_in x, c_noise) around a domain network F; on the space's categorical
+    blocks (:mod:`.categorical`), scale * softmax(F) instead."""
 
     def __init__(self, net: nn.Module, process: Process, space):
         super().__init__()
@@ -59,7 +61,11 @@ class Preconditioned(nn.Module):
     ) -> Tensor:
         s = self.space.per_item(sigma, x, state.ctx)
         c_skip, c_out, _ = self.process.scalings(s)
-        return c_skip * x + c_out * self.raw(x, sigma, state, cond_drop, known, guidance)
+        raw = self.raw(x, sigma, state, cond_drop, known, guidance)
+        d = c_skip * x + c_out * raw
+        categorical = categorical_of(self.space)
+        # one-hot blocks are class probabilities times their scale, whatever the process predicts elsewhere
+        return d if categorical is None else categorical.denoise(d, raw, x, s)
 
 
 def sampling_denoiser(

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from multidiff.core.categorical import Block, Categorical
 from multidiff.core.domain import Domain, State, check_info
 from multidiff.core.media import Cloud, Media, pictures
 from multidiff.core.observation import Observation
@@ -30,6 +31,9 @@ from .structures import Molecule
 
 log = logging.getLogger(__name__)
 
+#: how the one-hot blocks are denoised (``domain.categorical``)
+CATEGORICAL = ("gaussian", "softmax", "auto")
+
 
 class MoleculeDomain(Domain):
     """Molecules with explicit hydrogens as node rows
@@ -47,8 +51,13 @@ class MoleculeDomain(Domain):
     signal-to-noise ratio of unscaled data at sigma / s, so a smaller scale is noised earlier in the forward
     process and settled later in sampling.
 
+    ``categorical``: how the one-hot blocks (atom types; bond orders of a graph model) are denoised: ``gaussian``
+    like every other column (EDM's way; the process's prediction), ``softmax`` as class probabilities trained by
+    cross-entropy (:mod:`multidiff.core.categorical`), ``auto`` = ``softmax`` for a graph model, ``gaussian``
+    for a point cloud. ``type_weight``: the atom-type cross-entropy's weight (``softmax`` only).
+
     Config keys: ``onehot_scale``, ``charge_scale``, ``include_charges``, ``bonds``, ``bond_scale``,
-    ``pair_weight`` (the pair rows' share of the loss), ``num_atoms`` (None: draw atom counts from the training
+    ``pair_weight`` (the pair rows' share of the loss), ``categorical``, ``type_weight``, ``num_atoms`` (None: draw atom counts from the training
     histogram; an int fixes them), ``strain_max_molecules``, ``png_max_molecules``.
     """
 
@@ -72,6 +81,8 @@ class MoleculeDomain(Domain):
         bonds: bool = False,
         bond_scale: float = 0.5,
         pair_weight: float = 1.0,
+        categorical: str = "gaussian",
+        type_weight: float = 1.0,
         num_atoms: int | None = None,
         strain_max_molecules: int = 1000,
         png_max_molecules: int = 48,
@@ -79,6 +90,12 @@ class MoleculeDomain(Domain):
         super().__init__()
         self.bonds, self.bond_scale = bonds, bond_scale
         self.space = PairGraphSpace(com_dims=3, pair_weight=pair_weight) if bonds else GraphSpace(com_dims=3)
+        if categorical not in CATEGORICAL:
+            raise ValueError(f"domain.categorical={categorical!r}; valid: {', '.join(CATEGORICAL)}")
+        if type_weight < 0:
+            raise ValueError(f"domain.type_weight={type_weight}: a loss weight must be >= 0")
+        self.categorical = ("softmax" if bonds else "gaussian") if categorical == "auto" else categorical
+        self.type_weight = type_weight
         self.onehot_scale, self.charge_scale = onehot_scale, charge_scale
         self.include_charges = include_charges
         self.num_atoms = num_atoms
@@ -90,6 +107,7 @@ class MoleculeDomain(Domain):
         super().bind(info)
         if not info["elements"]:
             raise ValueError("molecule domain info: 'elements' is empty")
+        self.space.categorical = self._categorical_blocks(len(info["elements"]))
         hist = info["node_counts"]
         check_info(hist, {"values": ("list[int]", True), "counts": ("list[number]", True)}, "molecule (node_counts)")
         if not hist["values"] or len(hist["values"]) != len(hist["counts"]) or min(hist["values"]) < 1:
@@ -107,6 +125,17 @@ class MoleculeDomain(Domain):
             check_info(cond, spec, "molecule (condition)")
             if not len(cond["names"]) == len(cond["mean"]) == len(cond["std"]):
                 raise ValueError("molecule domain info: condition names, mean and std differ in length")
+
+    def _categorical_blocks(self, k: int) -> Categorical | None:
+        """The one-hot blocks denoised as probabilities (``categorical=softmax``): atom types (with one element
+        there is no choice to make) and, for a graph model, bond orders."""
+        if self.categorical != "softmax":
+            return None
+        part = "node" if self.bonds else None
+        blocks = [Block(part, 3, 3 + k, self.onehot_scale, self.type_weight)] if k > 1 else []
+        if self.bonds:
+            blocks.append(Block("pair", 0, len(BOND_ORDERS), self.bond_scale))
+        return Categorical(blocks)
 
     @property
     def elements(self) -> list[str]:
