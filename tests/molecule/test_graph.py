@@ -210,6 +210,41 @@ def test_unpack_puts_each_bond_on_its_pair(domain, qm9_module):
         assert np.array_equal(m.bonds, want)
 
 
+def test_graph_models_denoise_types_and_bonds_as_probabilities_and_the_choice_is_checked(qm9_module):
+    """categorical=auto: a graph model's atom types and bond orders are softmax blocks, a point cloud's are not;
+    even untrained (zero output heads) the denoiser hands back a nearly clean molecule's own types and bonds, and
+    far from the data it returns probabilities times the scale."""
+    from multidiff.core.processes import VPProcess
+    from multidiff.core.schedules import PolynomialSchedule
+    from multidiff.module import Preconditioned
+
+    domain = MoleculeDomain(bonds=True, categorical="auto")  # the config's default
+    domain.bind(INFO)
+    blocks = [(b.part, b.start, b.stop, b.scale) for b in domain.space.categorical.blocks]
+    assert blocks == [("node", 3, 8, 0.25), ("pair", 0, 4, 0.5)]
+    points = MoleculeDomain(categorical="auto")
+    points.bind(INFO)
+    assert points.categorical == "gaussian" and getattr(points.space, "categorical", None) is None
+    with pytest.raises(ValueError, match="gaussian, softmax, auto"):
+        MoleculeDomain(bonds=True, categorical="onehot")
+
+    net = EGNN(ELEMENTS, charges=True, hidden=16, layers=2, bonds=True)
+    model = Preconditioned(net, VPProcess(PolynomialSchedule()), domain.space)
+    state = domain.unpack(next(iter(qm9_module.train_dataloader())))
+    n = state.ctx["num_items"]
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for sigma in (0.02, 50.0):
+            x = state.x + sigma * domain.space.noise(state.x, state.ctx, generator=gen)
+            d = model(x, torch.full((n,), sigma), state)
+            types, pair = d["node"][:, 3:8], d["pair"]
+            torch.testing.assert_close(pair.sum(1), torch.full((len(pair),), 0.5))
+            torch.testing.assert_close(types.sum(1), torch.full((len(types),), 0.25))
+            if sigma < 1:
+                assert torch.equal(pair.argmax(1), state.x["pair"].argmax(1))
+                assert torch.equal(types.argmax(1), state.x["node"][:, 3:8].argmax(1))
+
+
 def _run(args: list[str], cwd: Path) -> str:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
     proc = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)

@@ -54,7 +54,8 @@ class MoleculeDomain(Domain):
     ``categorical``: how the one-hot blocks (atom types; bond orders of a graph model) are denoised: ``gaussian``
     like every other column (EDM's way; the process's prediction), ``softmax`` as class probabilities trained by
     cross-entropy (:mod:`multidiff.core.categorical`), ``auto`` = ``softmax`` for a graph model, ``gaussian``
-    for a point cloud. ``type_weight``: the atom-type cross-entropy's weight (``softmax`` only).
+    for a point cloud (the config's default; a config without the key, written before it existed, means
+    ``gaussian``). ``type_weight``: the atom-type cross-entropy's weight (``softmax`` only).
 
     Config keys: ``onehot_scale``, ``charge_scale``, ``include_charges``, ``bonds``, ``bond_scale``,
     ``pair_weight`` (the pair rows' share of the loss), ``categorical``, ``type_weight``, ``num_atoms`` (None: draw atom counts from the training
