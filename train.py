@@ -242,6 +242,7 @@ def check_same_model(path: Path, stored: dict, state: dict, cfg: DictConfig, mod
         if not (group == "autoencoder" and not ours.get("latent") and ours.get("stage") != "autoencoder")
         for key, theirs, mine in _differences(stored.get(group), ours.get(group), group)
     ]
+    differ += domain_differences(stored.get("domain"), module.domain)
     shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     misfit = sorted(
         k for k in {*shapes, *state} if k not in shapes or k not in state or tuple(state[k].shape) != shapes[k]
@@ -255,6 +256,15 @@ def check_same_model(path: Path, stored: dict, state: dict, cfg: DictConfig, mod
         f"{path} holds another model than this run configures ({what}). To continue that run, use its settings; "
         "to train this model, start a new run folder (hydra.run.dir=DIR) or start afresh here (ckpt_path=null)"
     )
+
+
+def domain_differences(stored: dict | None, domain: Any) -> list[str]:
+    """What the checkpoint's domain config resolves to (its :meth:`~multidiff.core.domain.Domain.signature`; a
+    key it lacks takes the default it was trained with) against this run's domain, where they differ."""
+    if not stored or "_target_" not in stored:
+        return []
+    theirs, mine = instantiate(stored).signature(), domain.signature()
+    return [f"domain.{k}: {theirs.get(k)!r} in the checkpoint, {mine.get(k)!r} now" for k in mine if theirs.get(k) != mine.get(k)]
 
 
 def _differences(theirs: Any, mine: Any, key: str) -> list[tuple[str, Any, Any]]:

@@ -9,10 +9,13 @@ true class, whose minimiser is exactly the posterior.
 The logits carry the block's own evidence in closed form: with ``x = s e_c + sigma n`` the likelihood of class
 ``c`` is proportional to ``exp(s x_c / sigma^2)``, so the posterior logits are ``s x_c / sigma^2`` plus the log
 prior of ``c`` given everything else. The network supplies the second term only (the class given the rest of the
-molecule); near sigma = 0 the first decides, as it should, and far from it the network's prior does. So the estimate stays on the simplex at every noise level
-(an eps-parameterised estimate is ``(x - sigma eps) / ...`` and can leave it by orders of magnitude at high
-noise), and the loss keeps its signal where the squared error of a nearly clean one-hot has none. Samplers see a
-denoiser like any other and run unchanged; the process (schedule, scalings) still governs every other column.
+molecule); near sigma = 0 the first decides, as it should, and far from it the network's prior does.
+
+So the model's estimate is a probability vector times the scale at every noise level (an eps-parameterised
+estimate ``x - sigma eps`` can leave the simplex by orders of magnitude at high noise; guidance may still
+extrapolate beyond it), and the loss keeps its signal where the squared error of a nearly clean one-hot has none.
+The process's loss weight multiplies the cross-entropy as it does the squared errors. Samplers see a denoiser like
+any other and run unchanged; the process (schedule, scalings) still governs every other column.
 """
 
 from __future__ import annotations
@@ -70,10 +73,11 @@ class Categorical:
     @staticmethod
     def logits(b: Block, raw: Tensor | Parts, x: Tensor | Parts, sigma: Tensor | Parts) -> Tensor:
         """Block ``b``'s posterior logits: its likelihood ``scale x / sigma^2`` (``sigma`` per row, as the space's
-        ``per_item`` broadcasts it) plus the network's log prior, in float32."""
-        own = _get(x, b.part)[:, b.start : b.stop].float()
-        s2 = _get(sigma, b.part).float().clamp(min=1e-4) ** 2
-        return _get(raw, b.part)[:, b.start : b.stop].float() + b.scale * own / s2
+        ``per_item`` broadcasts it) plus the network's log prior, in at least float32."""
+        dtype = torch.promote_types(_get(x, b.part).dtype, torch.float32)  # float64 stays float64
+        own = _get(x, b.part)[:, b.start : b.stop].to(dtype)
+        s2 = _get(sigma, b.part).to(dtype).clamp(min=1e-4) ** 2
+        return _get(raw, b.part)[:, b.start : b.stop].to(dtype) + b.scale * own / s2
 
     def denoise(
         self, d: Tensor | Parts, raw: Tensor | Parts, x: Tensor | Parts, sigma: Tensor | Parts

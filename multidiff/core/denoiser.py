@@ -38,7 +38,8 @@ class Preconditioned(nn.Module):
         known: Tensor | None = None,
         guidance: Tensor | None = None,
     ) -> Tensor:
-        """The network output F for per-item ``sigma`` (B,). ``known``: where ``x`` holds clean observed values
+        """The network output F for per-item ``sigma`` (B,) (on the space's categorical blocks: the log prior
+        that :meth:`forward` adds the blocks' own likelihood to). ``known``: where ``x`` holds clean observed values
         (an observable net only), ``guidance``: the guidance scale per item (a guided net only); each passed on
         only when given, so other nets keep their signature."""
         s = self.space.per_item(sigma, x, state.ctx)

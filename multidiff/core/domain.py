@@ -32,6 +32,11 @@ class Domain:
     #: the ``info`` keys this domain reads: key -> (kinds, required); checked by :meth:`bind`
     info_spec: dict[str, tuple[str, bool]] = {}
 
+    def signature(self) -> dict[str, Any]:
+        """The domain settings that decide what the model means (state layout, how parts are denoised), as this
+        instance resolved them: a run resumes only from a checkpoint whose domain gives the same."""
+        return {}
+
     def bind(self, info: dict[str, Any]) -> None:
         """Receive the datamodule's ``info()`` (or the checkpoint's copy of it), checked against
         :attr:`info_spec` so that a malformed one fails here, naming the key, not deep inside sampling."""

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .categorical import categorical_of
 from .domain import Domain
 from .observation import Observation
 from .options import call_strict
@@ -37,10 +38,20 @@ class LatentDomain(Domain):
         self.condition, self.export, self.evaluate = data.condition, data.export, data.evaluate
         self.concatenated = data.concatenated
         self.quality, self.quick_metrics, self.media = data.quality, data.quick_metrics, data.media
+        self.signature = data.signature
+        self._refuse_categorical()
 
     def bind(self, info: dict[str, Any]) -> None:
         self.data.bind(info)
         self.info = self.data.info
+        self._refuse_categorical()
+
+    def _refuse_categorical(self) -> None:
+        if categorical_of(self.data.space) is not None:
+            raise ValueError(
+                f"the {self.name} domain denoises one-hot blocks as probabilities (categorical=softmax); a latent "
+                "model denoises the autoencoder's latents, which have none: use categorical=gaussian with latent="
+            )
 
     @property
     def scale(self) -> Tensor:

@@ -227,6 +227,8 @@ def test_graph_models_denoise_types_and_bonds_as_probabilities_and_the_choice_is
     assert points.categorical == "gaussian" and getattr(points.space, "categorical", None) is None
     with pytest.raises(ValueError, match="gaussian, softmax, auto"):
         MoleculeDomain(bonds=True, categorical="onehot")
+    with pytest.raises(ValueError, match="type_weight=2"):
+        MoleculeDomain(categorical="auto", type_weight=2)
 
     net = EGNN(ELEMENTS, charges=True, hidden=16, layers=2, bonds=True)
     model = Preconditioned(net, VPProcess(PolynomialSchedule()), domain.space)
@@ -243,6 +245,21 @@ def test_graph_models_denoise_types_and_bonds_as_probabilities_and_the_choice_is
             if sigma < 1:
                 assert torch.equal(pair.argmax(1), state.x["pair"].argmax(1))
                 assert torch.equal(types.argmax(1), state.x["node"][:, 3:8].argmax(1))
+
+
+def test_a_run_resumes_only_with_the_categorical_choice_its_checkpoint_was_trained_with():
+    """A checkpoint's config written before ``categorical`` existed means gaussian blocks; resuming it as a graph
+    model under today's default (auto = softmax) would silently change the model, so it is named as a difference."""
+    import train
+
+    target = "multidiff.domains.molecule.MoleculeDomain"
+    old = {"_target_": target, "bonds": True}  # no categorical key
+    now = MoleculeDomain(bonds=True, categorical="auto")
+    assert train.domain_differences(old, now) == ["domain.categorical: 'gaussian' in the checkpoint, 'softmax' now"]
+    same = {"_target_": target, "bonds": True, "categorical": "auto", "png_max_molecules": 3}
+    assert train.domain_differences(same, now) == []  # settings that do not change the model may differ
+    assert train.domain_differences({"_target_": target, "bonds": True, "categorical": "gaussian"},
+                                    MoleculeDomain(bonds=True)) == []  # fmt: skip
 
 
 def _run(args: list[str], cwd: Path) -> str:

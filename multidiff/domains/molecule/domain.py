@@ -96,12 +96,21 @@ class MoleculeDomain(Domain):
         if type_weight < 0:
             raise ValueError(f"domain.type_weight={type_weight}: a loss weight must be >= 0")
         self.categorical = ("softmax" if bonds else "gaussian") if categorical == "auto" else categorical
+        if self.categorical == "gaussian" and type_weight != 1.0:
+            raise ValueError(
+                f"domain.type_weight={type_weight} weighs the atom-type cross-entropy of categorical=softmax; this "
+                "model denoises types as Gaussian columns (categorical=gaussian): leave type_weight at 1"
+            )
         self.type_weight = type_weight
         self.onehot_scale, self.charge_scale = onehot_scale, charge_scale
         self.include_charges = include_charges
         self.num_atoms = num_atoms
         self.strain_max_molecules = strain_max_molecules
         self.png_max_molecules = png_max_molecules
+
+    def signature(self) -> dict[str, Any]:
+        keys = ("include_charges", "onehot_scale", "charge_scale", "bonds", "bond_scale", "categorical")
+        return {k: getattr(self, k) for k in keys}
 
     # -- info ---------------------------------------------------------------------------------
     def bind(self, info: dict[str, Any]) -> None:
