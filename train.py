@@ -264,7 +264,11 @@ def domain_differences(stored: dict | None, domain: Any) -> list[str]:
     if not stored or "_target_" not in stored:
         return []
     theirs, mine = instantiate(stored).signature(), domain.signature()
-    return [f"domain.{k}: {theirs.get(k)!r} in the checkpoint, {mine.get(k)!r} now" for k in mine if theirs.get(k) != mine.get(k)]
+    return [
+        f"domain.{k}: {theirs.get(k)!r} in the checkpoint, {mine.get(k)!r} now"
+        for k in mine
+        if theirs.get(k) != mine.get(k)
+    ]
 
 
 def _differences(theirs: Any, mine: Any, key: str) -> list[tuple[str, Any, Any]]:

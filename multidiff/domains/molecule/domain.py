@@ -58,8 +58,8 @@ class MoleculeDomain(Domain):
     ``gaussian``). ``type_weight``: the atom-type cross-entropy's weight (``softmax`` only).
 
     Config keys: ``onehot_scale``, ``charge_scale``, ``include_charges``, ``bonds``, ``bond_scale``,
-    ``pair_weight`` (the pair rows' share of the loss), ``categorical``, ``type_weight``, ``num_atoms`` (None: draw atom counts from the training
-    histogram; an int fixes them), ``strain_max_molecules``, ``png_max_molecules``.
+    ``pair_weight`` (the pair rows' share of the loss), ``categorical``, ``type_weight``, ``num_atoms`` (None: draw
+    atom counts from the training histogram; an int fixes them), ``strain_max_molecules``, ``png_max_molecules``.
     """
 
     name = "molecule"
