@@ -262,6 +262,27 @@ def test_a_run_resumes_only_with_the_categorical_choice_its_checkpoint_was_train
                                     MoleculeDomain(bonds=True)) == []  # fmt: skip
 
 
+def test_a_molecule_whose_hydrogens_cannot_be_folded_in_is_still_drawn():
+    """Removing explicit hydrogens re-sanitises, which a generated graph can fail (here a five-bonded carbon);
+    the export draws it as it is rather than failing the whole batch."""
+    from rdkit.Chem import Draw
+
+    from multidiff.domains.molecule.export import without_hydrogens
+
+    rd = Chem.RWMol()
+    for symbol in ["C"] + ["H"] * 5:
+        atom = Chem.Atom(symbol)
+        atom.SetNoImplicit(True)
+        rd.AddAtom(atom)
+    for h in range(1, 6):
+        rd.AddBond(0, h, Chem.BondType.SINGLE)
+    with pytest.raises(ValueError, match="valence"):
+        Chem.RemoveHs(rd.GetMol(), sanitize=True)
+    heavy = without_hydrogens(rd.GetMol())
+    assert heavy.GetNumAtoms() == 1 and heavy.GetAtomWithIdx(0).GetSymbol() == "C"
+    assert Draw.MolToImage(heavy).size[0] > 0
+
+
 def _run(args: list[str], cwd: Path) -> str:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
     proc = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)

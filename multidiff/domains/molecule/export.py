@@ -36,8 +36,18 @@ def annotate(molecules: Sequence[Molecule]) -> list[tuple[np.ndarray, str | None
     for m, o in zip(molecules, orders):
         rd = to_rdkit(m, o, with_charges=m.bonds is not None, with_conformer=False)
         # readable heavy-atom SMILES for files; metrics use EDM's explicit-H form
-        out.append((o, None if sanitized_smiles(rd) is None else Chem.MolToSmiles(Chem.RemoveHs(rd))))
+        out.append((o, None if sanitized_smiles(rd) is None else Chem.MolToSmiles(without_hydrogens(rd))))
     return out
+
+
+def without_hydrogens(rd: Chem.Mol) -> Chem.Mol:
+    """``rd`` with its hydrogens folded into their atoms, sanitised where RDKit can. A molecule that sanitises with
+    explicit hydrogens can still fail after they are removed (a generated N with four bonds, one of them to H, is
+    read back as a neutral N of valence 4); it is drawn and written as it is rather than failing the export."""
+    try:
+        return Chem.RemoveHs(rd, sanitize=True)
+    except (ValueError, RuntimeError):  # MolSanitizeException (valence, kekulisation) is a ValueError
+        return Chem.RemoveHs(rd, sanitize=False)
 
 
 def write_sdf(molecules: Sequence[Molecule], path: Path, meta: dict[str, Any] | None = None, start: int = 0) -> Path:
@@ -91,7 +101,7 @@ def draw_grid(molecules: Sequence[Molecule], path: Path, max_molecules: int = 48
         rd = to_rdkit(mol, orders, with_charges=mol.bonds is not None, with_conformer=False)
         for number in str(mol.properties.get("given_atoms", "")).split():
             rd.GetAtomWithIdx(int(float(number)) - 1).SetBoolProp("given", True)
-        rd = Chem.RemoveHs(rd, sanitize=True)  # atom properties survive; indices shift
+        rd = without_hydrogens(rd)  # atom properties survive; indices shift
         AllChem.Compute2DCoords(rd)
         drawn.append(rd)
         legends.append(smiles if len(smiles) <= 40 else smiles[:37] + "...")
