@@ -22,7 +22,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results", default="docs/distill_fsdd.json")
     p.add_argument("--out", default="docs/distill_fsdd.png")
-    p.add_argument("--metric", default="FID", help="a key of each cell (lower is better)")
+    p.add_argument("--metric", default="FID", help="a key of each cell")
+    p.add_argument("--higher-better", action="store_true", help="the metric is better higher (e.g. atom_stable)")
     p.add_argument("--title", default="Spoken digits: distilled student vs the teacher's solvers")
     args = p.parse_args()
     key = args.metric
@@ -39,12 +40,12 @@ def main() -> None:
     if "real_test_FID" in d and key == "FID":
         ax.axhline(d["real_test_FID"], ls=":", color="gray", label=f"real test clips (FID {d['real_test_FID']})")
     ax.set_xlabel("network evaluations per item")
-    ax.set_ylabel(f"{key} (lower is better)")
+    ax.set_ylabel(f"{key} ({'higher' if args.higher_better else 'lower'} is better)")
     if key == "FID":
         ax.set_yscale("log")
     ax.set_xticks([1, 2, 3, 4])
     ax.set_title(args.title)
-    ax.legend(fontsize=6.5, ncol=2, loc="lower left")
+    ax.legend(fontsize=6.5, ncol=2, loc="upper left" if args.higher_better else "lower left")
     fig.tight_layout()
     fig.savefig(args.out, dpi=130)
 
