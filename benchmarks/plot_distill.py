@@ -45,7 +45,7 @@ def main() -> None:
         ax.set_yscale("log")
     ax.set_xticks([1, 2, 3, 4])
     ax.set_title(args.title)
-    ax.legend(fontsize=6.5, ncol=2, loc="upper left" if args.higher_better else "lower left")
+    ax.legend(fontsize=6.5, ncol=2, loc="center right" if args.higher_better else "lower left")
     fig.tight_layout()
     fig.savefig(args.out, dpi=130)
 
