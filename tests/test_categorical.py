@@ -10,28 +10,17 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pair_classes import SCALE, VERTICES, P, assert_class_marginals, exact_pair, run_sampler
 from torch import nn
 
-from multidiff.config import sampler_config
 from multidiff.core.categorical import Block, Categorical
 from multidiff.core.denoiser import Preconditioned
-from multidiff.core.noise import make_noise
 from multidiff.core.parts import Parts
 from multidiff.core.processes import VPProcess
-from multidiff.core.samplers import SAMPLERS, sampler_named
-from multidiff.core.schedules import KarrasSchedule, PolynomialSchedule
+from multidiff.core.samplers import SAMPLERS
+from multidiff.core.schedules import PolynomialSchedule
 from multidiff.core.space import PairGraphSpace, pair_context
 from multidiff.core.state import State
-
-P = torch.tensor([0.5, 0.3, 0.15, 0.05], dtype=torch.float64)
-SCALE = 0.5
-VERTICES = SCALE * torch.eye(4, dtype=torch.float64)
-
-
-def exact_pair(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """s * p(class | x) by the mixture's own densities."""
-    logits = P.log() - ((x[:, None, :] - VERTICES) ** 2).sum(-1) / (2 * sigma**2)
-    return torch.softmax(logits, 1) @ VERTICES
 
 
 class PriorNet(nn.Module):
@@ -97,21 +86,13 @@ def test_cross_entropy_is_minimised_at_the_true_log_prior():
 @pytest.mark.parametrize("name", sorted(set(SAMPLERS) - {"consistency"}))
 def test_every_sampler_draws_the_class_marginals_through_the_softmax_denoiser(name):
     space, ctx, model, template = _problem()
-    steps = {"euler_ancestral": 100, "ddpm": 100, "ddim": 60, "euler": 60, "restart": 10}.get(name, 30)
-    sigmas = KarrasSchedule(sigma_max=20.0).sigmas(steps).double()
-    gen = torch.Generator().manual_seed(2)
     n = ctx["num_items"]
 
     def denoise(x, sigma):
         return model(x, sigma.expand(n), State(x, None, ctx))
 
-    x = space.noise(template, ctx, generator=gen) * (sigmas[0] ** 2 + 1) ** 0.5
-    noise = make_noise(sampler_config(name).noise, space, template, ctx, sigmas, gen, seed=2)
-    out = sampler_named(name)(denoise, x, sigmas, noise_sampler=noise)
-    classes = out["pair"].argmax(1)
-    freq = torch.bincount(classes, minlength=4).double() / len(classes)
-    se = (P * (1 - P) / len(classes)).sqrt()
-    assert ((freq - P).abs() < 4 * se).all(), (name, freq.tolist())
+    out = run_sampler(name, denoise, space, ctx, template, seed=2)
+    assert_class_marginals(out["pair"], name)
 
 
 def test_blocks_are_checked_and_plain_tensors_take_them_too():

@@ -10,24 +10,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pair_classes import SCALE, assert_class_marginals, exact_pair, run_sampler
 
-from multidiff.config import sampler_config
-from multidiff.core.noise import make_noise
 from multidiff.core.observation import Observation, replacement_denoiser
 from multidiff.core.parts import Parts
 from multidiff.core.samplers import SAMPLERS, sampler_named
 from multidiff.core.schedules import KarrasSchedule
 from multidiff.core.space import PairGraphSpace, all_pairs, pair_context, pair_ids
 
-P = torch.tensor([0.5, 0.3, 0.15, 0.05], dtype=torch.float64)
-SCALE, TAU = 0.5, 0.7
-STEPS = {
-    "euler_ancestral": 100,  # first order in a stochastic step, as in test_samplers
-    "ddpm": 100,
-    "ddim": 60,
-    "euler": 60,
-    "restart": 10,
-}
+TAU = 0.7
 
 
 def _flat(p: Parts) -> torch.Tensor:
@@ -93,14 +84,10 @@ def _categorical_problem(m: int = 2000, atoms: int = 3):
     batch = torch.arange(m).repeat_interleave(atoms)
     ctx = pair_context(batch, m)
     space = PairGraphSpace(com_dims=3)
-    vertices = SCALE * torch.eye(4, dtype=torch.float64)
 
     def denoise(x: Parts, sigma: torch.Tensor) -> Parts:
-        s2 = sigma.double() ** 2
-        pair = x["pair"].double()
-        logits = P.log() - ((pair[:, None, :] - vertices) ** 2).sum(-1) / (2 * s2)
-        node = TAU**2 / (TAU**2 + s2) * x["node"].double()  # isotropic Gaussian (in the zero-CoM space)
-        return Parts({"node": node, "pair": torch.softmax(logits, 1) @ vertices})
+        node = TAU**2 / (TAU**2 + sigma.double() ** 2) * x["node"].double()  # isotropic Gaussian (zero-CoM space)
+        return Parts({"node": node, "pair": exact_pair(x["pair"], sigma)})
 
     template = Parts(
         {"node": torch.zeros(len(batch), 3, dtype=torch.float64), "pair": torch.zeros(ctx["pair_index"].shape[1], 4)}
@@ -113,16 +100,8 @@ def _categorical_problem(m: int = 2000, atoms: int = 3):
 @pytest.mark.parametrize("name", sorted(set(SAMPLERS) - {"consistency"}))
 def test_every_sampler_reproduces_the_categorical_marginals_of_pair_classes(name):
     space, ctx, denoise, template = _categorical_problem()
-    steps = STEPS.get(name, 30)
-    sigmas = KarrasSchedule(sigma_max=20.0).sigmas(steps).double()
-    gen = torch.Generator().manual_seed(1)
-    x = space.noise(template, ctx, generator=gen) * (sigmas[0] ** 2 + 1) ** 0.5
-    noise = make_noise(sampler_config(name).noise, space, template, ctx, sigmas, gen, seed=1)
-    out = sampler_named(name)(denoise, x, sigmas, noise_sampler=noise)
-    classes = out["pair"].argmax(1)
-    freq = torch.bincount(classes, minlength=4).double() / len(classes)
-    se = (P * (1 - P) / len(classes)).sqrt()
-    assert ((freq - P).abs() < 4 * se).all(), (name, freq.tolist())
+    out = run_sampler(name, denoise, space, ctx, template, seed=1)
+    classes = assert_class_marginals(out["pair"], name)
     # the pairs land on the vertices, the atoms keep zero centre of mass and the Gaussian's spread
     assert (out["pair"] - SCALE * torch.nn.functional.one_hot(classes, 4)).abs().max() < 0.05
     com = torch.zeros(ctx["num_items"], 3, dtype=torch.float64).index_add_(0, ctx["batch"], out["node"])

@@ -41,9 +41,9 @@ def annotate(molecules: Sequence[Molecule]) -> list[tuple[np.ndarray, str | None
 
 
 def without_hydrogens(rd: Chem.Mol) -> Chem.Mol:
-    """``rd`` with its hydrogens folded into their atoms, sanitised where RDKit can. A molecule that sanitises with
-    explicit hydrogens can still fail after they are removed (a generated N with four bonds, one of them to H, is
-    read back as a neutral N of valence 4); it is drawn and written as it is rather than failing the export."""
+    """``rd`` with its hydrogens folded into their atoms, sanitised where RDKit can. Removing hydrogens re-sanitises,
+    and a generated graph can fail there (one molecule of a 128-molecule graph-model batch raised a valence error
+    in ``samples.png``); it is drawn and written as it is rather than failing the whole export."""
     try:
         return Chem.RemoveHs(rd, sanitize=True)
     except (ValueError, RuntimeError):  # MolSanitizeException (valence, kekulisation) is a ValueError
