@@ -20,6 +20,7 @@ from torch import Tensor
 
 from multidiff.build import build_module, load_any
 from multidiff.checkpoint import weights_digest
+from multidiff.core.categorical import categorical_of
 from multidiff.core.distill import consistency_loss, guided_teacher, karras_levels, sample_index
 from multidiff.core.domain import State
 from multidiff.module import DiffusionModule
@@ -40,6 +41,12 @@ def load_teacher(source: str, trust_targets: list[str]) -> DiffusionModule:
         raise ValueError(
             f"teacher={source} was trained with observations (mask=...); distilling observation-conditioned "
             "models is not supported: distil a model trained without mask="
+        )
+    categorical = categorical_of(teacher.domain.space)
+    if categorical is not None and categorical.discrete:
+        raise ValueError(
+            f"teacher={source} moves its one-hot blocks by a discrete process (domain.categorical=discrete); "
+            "consistency distillation follows a teacher's continuous flow: distil a categorical=softmax model"
         )
     return teacher.requires_grad_(False).eval()
 

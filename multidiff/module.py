@@ -89,6 +89,9 @@ class DiffusionModule(TrainedModule):
         if state.cond is not None and self.training and self.cond_drop_prob > 0:
             drop = torch.rand(n, device=x0.device) < self.cond_drop_prob
         x = x0 + s * noise
+        categorical = categorical_of(space)
+        if categorical is not None:  # a discrete process's blocks hold a draw of their classes instead
+            x = categorical.noisy(x, x0, s, generator)
         known = None
         if self.masks is not None:
             known = self.masks(state, generator).expand_as(x0)
@@ -97,7 +100,6 @@ class DiffusionModule(TrainedModule):
         # at least float32 (bf16 autocast), float64 stays float64
         dtype = torch.promote_types(pred.dtype, torch.float32)
         err = (pred.to(dtype) - self.process.target(x0, noise, s).to(dtype)) ** 2
-        categorical = categorical_of(space)
         if categorical is not None:
             err = categorical.loss(err, pred, x, s, x0)
         per_item = space.item_mean(err, state.ctx) if known is None else masked_item_mean(err, known, space, state.ctx)
@@ -237,6 +239,10 @@ class DiffusionModule(TrainedModule):
                 known,
             )
             denoise = with_precision(denoise, precision, self.device)
+            categorical = categorical_of(self.domain.space)
+            chain = None
+            if categorical is not None and categorical.discrete:  # the blocks' classes move by their own steps
+                chain = denoise = categorical.chain(denoise, gen, observation, clean_known=by_model)
             if observation is None:
                 x = sampler.fn(denoise, x, sigmas, noise_sampler=noise_fn, callback=lambda *a: bar.update(1))
             else:
@@ -248,7 +254,10 @@ class DiffusionModule(TrainedModule):
                 x = sample_with_resampling(
                     sampler.fn, denoise, x, sigmas, resample, noise_fn, callback=lambda *a: bar.update(1)
                 )
-                x = observation.impose(x, space, state.ctx)
+            if chain is not None:
+                x = chain.finish(x)
+            if observation is not None:
+                x = observation.impose(x, self.domain.space, state.ctx)
         finally:
             bar.close()
             for m, mode in zip(modules, was_training):

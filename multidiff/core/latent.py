@@ -49,8 +49,9 @@ class LatentDomain(Domain):
     def _refuse_categorical(self) -> None:
         if categorical_of(self.data.space) is not None:
             raise ValueError(
-                f"the {self.name} domain denoises one-hot blocks as probabilities (categorical=softmax); a latent "
-                "model denoises the autoencoder's latents, which have none: use categorical=gaussian with latent="
+                f"the {self.name} domain denoises one-hot blocks as probabilities (categorical=softmax|discrete); a "
+                "latent model denoises the autoencoder's latents, which have none: use categorical=gaussian with "
+                "latent="
             )
 
     @property

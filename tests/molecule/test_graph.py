@@ -225,7 +225,7 @@ def test_graph_models_denoise_types_and_bonds_as_probabilities_and_the_choice_is
     points = MoleculeDomain(categorical="auto")
     points.bind(INFO)
     assert points.categorical == "gaussian" and getattr(points.space, "categorical", None) is None
-    with pytest.raises(ValueError, match="gaussian, softmax, auto"):
+    with pytest.raises(ValueError, match="gaussian, softmax, discrete, auto"):
         MoleculeDomain(bonds=True, categorical="onehot")
     with pytest.raises(ValueError, match="type_weight=2"):
         MoleculeDomain(categorical="auto", type_weight=2)
@@ -245,6 +245,47 @@ def test_graph_models_denoise_types_and_bonds_as_probabilities_and_the_choice_is
             if sigma < 1:
                 assert torch.equal(pair.argmax(1), state.x["pair"].argmax(1))
                 assert torch.equal(types.argmax(1), state.x["node"][:, 3:8].argmax(1))
+
+
+def test_a_discrete_graph_model_starts_its_classes_from_the_datas_marginals(qm9_module):
+    """categorical=discrete: the blocks of softmax, each with the data's class frequencies as its prior (the
+    training split's atom types; bond orders over all atom pairs, mostly none); data that does not report them is
+    refused by name. Near sigma = 0 the classes' own likelihood decides: an untrained EGNN hands back the classes
+    it was given."""
+    from multidiff.core.categorical import DiscreteCategorical
+    from multidiff.core.processes import VPProcess
+    from multidiff.core.schedules import PolynomialSchedule
+    from multidiff.module import Preconditioned
+
+    info = qm9_module.info()
+    domain = MoleculeDomain(bonds=True, categorical="discrete", type_weight=2.0)
+    domain.bind(info)
+    cat = domain.space.categorical
+    assert isinstance(cat, DiscreteCategorical) and cat.discrete
+    types, bonds = cat.blocks
+    assert (types.part, types.start, types.stop, types.weight) == ("node", 3, 8, 2.0)
+    want = [info["atom_types"][e] for e in domain.elements]
+    assert types.prior == pytest.approx([w / sum(want) for w in want], abs=1e-5)
+    assert bonds.prior == pytest.approx(info["bond_orders"], abs=1e-5)
+    batch = next(iter(qm9_module.train_dataloader()))  # the data's own share of bonded pairs, by counting
+    counts = torch.bincount(batch.batch)
+    pairs = float((counts * (counts - 1) / 2).sum())
+    assert bonds.prior[0] == pytest.approx(1 - len(batch.bond_order) / pairs, abs=0.05)
+    with pytest.raises(ValueError, match="no complete 'atom_types'"):
+        MoleculeDomain(bonds=True, categorical="discrete").bind(INFO)
+    with pytest.raises(ValueError, match="no complete 'bond_orders'"):
+        MoleculeDomain(bonds=True, categorical="discrete").bind({**INFO, "atom_types": dict.fromkeys(ELEMENTS, 0.2)})
+
+    net = EGNN(ELEMENTS, charges=True, hidden=16, layers=2, bonds=True)
+    model = Preconditioned(net, VPProcess(PolynomialSchedule()), domain.space)
+    state = domain.unpack(batch)
+    n = state.ctx["num_items"]
+    with torch.no_grad():
+        x = cat.noisy(state.x, state.x, domain.space.per_item(torch.full((n,), 0.02), state.x, state.ctx))
+        d = model(x, torch.full((n,), 0.02), state)
+    assert torch.equal(d["pair"].argmax(1), x["pair"].argmax(1))
+    assert torch.equal(d["node"][:, 3:8].argmax(1), x["node"][:, 3:8].argmax(1))
+    assert (d["node"][:, 3:8].max(1).values > 0.9 * 0.25).all()
 
 
 def test_a_run_resumes_only_with_the_categorical_choice_its_checkpoint_was_trained_with():
@@ -291,10 +332,11 @@ def _run(args: list[str], cwd: Path) -> str:
 
 
 @pytest.mark.slow
-def test_graph_model_trains_samples_grows_and_evaluates_from_its_own_bonds(qm9_root, tmp_path):
+@pytest.mark.parametrize("categorical", ["auto", "discrete"])
+def test_graph_model_trains_samples_grows_and_evaluates_from_its_own_bonds(qm9_root, tmp_path, categorical):
     run = tmp_path / "run"
     tiny = ["data.max_molecules=64", "data.batch_size=8", "net.hidden=16", "net.layers=2"]
-    graph = ["domain=molecule", "domain.bonds=true", "mask=fragment"]
+    graph = ["domain=molecule", "domain.bonds=true", "mask=fragment", f"domain.categorical={categorical}"]
     _run(["train.py", *graph, f"hydra.run.dir={run}", f"data.root={qm9_root}", *tiny, "trainer.max_steps=6",
           "callbacks.samples=null", "optimized_metric=null"], ROOT)  # fmt: skip
     ckpt = run / "checkpoints" / "last.ckpt"

@@ -27,6 +27,7 @@ from multidiff.paths import exclusive, writable_dir
 
 from .arrays import load_arrays, save_arrays
 from .elements import reindex_types
+from .graphs import bond_order_frequencies
 from .reference import reference_stats
 
 log = logging.getLogger(__name__)
@@ -226,6 +227,7 @@ class MoleculeDataModule(pl.LightningDataModule):
             "node_counts": {"values": values.tolist(), "counts": counts.tolist()},
             "atom_types": arrays["stats"]["atom_types"],
             "bond_lengths": arrays["stats"]["bond_lengths"],
+            "bond_orders": bond_order_frequencies(arrays, train),
             "data_root": str(self.cache_path.parent),
             "condition": None,
         }

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from multidiff.core.categorical import Block, Categorical
+from multidiff.core.categorical import Block, Categorical, DiscreteCategorical
 from multidiff.core.domain import Domain, State, check_info
 from multidiff.core.media import Cloud, Media, pictures
 from multidiff.core.observation import Observation
@@ -32,7 +32,7 @@ from .structures import Molecule
 log = logging.getLogger(__name__)
 
 #: how the one-hot blocks are denoised (``domain.categorical``)
-CATEGORICAL = ("gaussian", "softmax", "auto")
+CATEGORICAL = ("gaussian", "softmax", "discrete", "auto")
 
 
 class MoleculeDomain(Domain):
@@ -53,9 +53,11 @@ class MoleculeDomain(Domain):
 
     ``categorical``: how the one-hot blocks (atom types; bond orders of a graph model) are denoised: ``gaussian``
     like every other column (EDM's way; the process's prediction), ``softmax`` as class probabilities trained by
-    cross-entropy (:mod:`multidiff.core.categorical`), ``auto`` = ``softmax`` for a graph model, ``gaussian``
-    for a point cloud (the config's default; a config without the key, written before it existed, means
-    ``gaussian``). ``type_weight``: the atom-type cross-entropy's weight (``softmax`` only).
+    cross-entropy (:mod:`multidiff.core.categorical`), ``discrete`` as discrete classes (a D3PM-style process
+    from the data's class marginals, trained by the same cross-entropy; :class:`DiscreteCategorical`), ``auto`` =
+    ``softmax`` for a graph model, ``gaussian`` for a point cloud (the config's default; a config without the key,
+    written before it existed, means ``gaussian``). ``type_weight``: the atom-type cross-entropy's weight
+    (``softmax`` and ``discrete``).
 
     Config keys: ``onehot_scale``, ``charge_scale``, ``include_charges``, ``bonds``, ``bond_scale``,
     ``pair_weight`` (the pair rows' share of the loss), ``categorical``, ``type_weight``, ``num_atoms`` (None: draw
@@ -69,6 +71,7 @@ class MoleculeDomain(Domain):
         "charge_range": ("list[int]", False),
         "atom_types": ("dict", False),
         "bond_lengths": ("dict", False),
+        "bond_orders": ("list[number]", False),
         "dataset": ("str", False),
         "data_root": ("str", False),
         "condition": ("dict|none", False),
@@ -98,8 +101,8 @@ class MoleculeDomain(Domain):
         self.categorical = ("softmax" if bonds else "gaussian") if categorical == "auto" else categorical
         if self.categorical == "gaussian" and type_weight != 1.0:
             raise ValueError(
-                f"domain.type_weight={type_weight} weighs the atom-type cross-entropy of categorical=softmax; this "
-                "model denoises types as Gaussian columns (categorical=gaussian): leave type_weight at 1"
+                f"domain.type_weight={type_weight} weighs the atom-type cross-entropy of categorical=softmax|discrete; "
+                "this model denoises types as Gaussian columns (categorical=gaussian): leave type_weight at 1"
             )
         self.type_weight = type_weight
         self.onehot_scale, self.charge_scale = onehot_scale, charge_scale
@@ -137,15 +140,34 @@ class MoleculeDomain(Domain):
                 raise ValueError("molecule domain info: condition names, mean and std differ in length")
 
     def _categorical_blocks(self, k: int) -> Categorical | None:
-        """The one-hot blocks denoised as probabilities (``categorical=softmax``): atom types (with one element
-        there is no choice to make) and, for a graph model, bond orders."""
-        if self.categorical != "softmax":
+        """The one-hot blocks denoised as probabilities (``categorical=softmax``, or ``discrete`` with the data's
+        class marginals as the process's prior): atom types (with one element there is no choice to make) and, for
+        a graph model, bond orders."""
+        if self.categorical == "gaussian":
             return None
+        discrete = self.categorical == "discrete"
         part = "node" if self.bonds else None
-        blocks = [Block(part, 3, 3 + k, self.onehot_scale, self.type_weight)] if k > 1 else []
+        blocks = []
+        if k > 1:
+            prior = self._prior("atom_types", [self.info.get("atom_types", {}).get(e) for e in self.elements])
+            blocks.append(Block(part, 3, 3 + k, self.onehot_scale, self.type_weight, prior if discrete else None))
         if self.bonds:
-            blocks.append(Block("pair", 0, len(BOND_ORDERS), self.bond_scale))
-        return Categorical(blocks)
+            prior = self._prior("bond_orders", self.info.get("bond_orders") or [None] * len(BOND_ORDERS))
+            blocks.append(Block("pair", 0, len(BOND_ORDERS), self.bond_scale, prior=prior if discrete else None))
+        return (DiscreteCategorical if discrete else Categorical)(blocks)
+
+    def _prior(self, key: str, freqs: list[float | None]) -> tuple[float, ...] | None:
+        """Class marginals from the data's info (each at least 1e-6, so every class stays reachable)."""
+        if self.categorical != "discrete":
+            return None
+        if any(f is None for f in freqs) or len(freqs) == 0:
+            raise ValueError(
+                f"domain.categorical=discrete starts its process from the data's class marginals, and the data's "
+                f"info has no complete {key!r} ({self.info.get(key)!r}); use categorical=softmax, or data that "
+                "reports them (the molecule datamodules do)"
+            )
+        floored = [max(float(f), 1e-6) for f in freqs]
+        return tuple(f / sum(floored) for f in floored)
 
     @property
     def elements(self) -> list[str]:

@@ -100,3 +100,21 @@ def pack_bonds(per_molecule: list[np.ndarray | None]) -> dict[str, np.ndarray]:
         "bond_ptr": np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
         "has_graph": has,
     }
+
+
+def bond_order_frequencies(arrays: dict[str, np.ndarray], molecules: np.ndarray) -> list[float]:
+    """How often each bond class (:data:`BOND_ORDERS`, 0: no bond) holds over all atom pairs of the given
+    molecules that have a graph: the marginals a discrete process for bonds starts from."""
+    chosen = np.asarray(molecules, dtype=np.int64)
+    chosen = chosen[arrays["has_graph"][chosen]]
+    ptr, bond_ptr = arrays["ptr"], arrays["bond_ptr"]
+    atoms = (ptr[chosen + 1] - ptr[chosen]).astype(np.int64)
+    pairs = int((atoms * (atoms - 1) // 2).sum())
+    if pairs == 0:
+        return [1.0] + [0.0] * (len(BOND_ORDERS) - 1)
+    owner = np.repeat(np.arange(len(bond_ptr) - 1), np.diff(bond_ptr))  # molecule of each bond row
+    selected = np.zeros(len(bond_ptr) - 1, dtype=bool)
+    selected[chosen] = True
+    counts = np.bincount(arrays["bonds"][selected[owner], 2].astype(np.int64), minlength=len(BOND_ORDERS))
+    counts[0] = pairs - counts[1:].sum()
+    return (counts / pairs).tolist()
