@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from safetensors.torch import load_file
 from torch import Tensor
@@ -52,7 +52,7 @@ def build_module(
         lr_scheduler=instantiate(cfg.model.lr_scheduler) if cfg.model.get("lr_scheduler") else None,
         cond_drop_prob=cfg.model.cond_drop_prob,
         masks=instantiate(cfg.mask) if cfg.get("mask") else None,
-        run_config=_run_config(cfg),
+        run_config=_run_config(cfg, domain.signature()),
         distilled=OmegaConf.to_container(cfg.distill, resolve=True) if cfg.get("stage") == "distill" else None,
     )
 
@@ -79,8 +79,22 @@ def build_autoencoder(cfg: DictConfig | dict, info: dict[str, Any] | None = None
     )
 
 
-def _run_config(cfg: DictConfig) -> dict:
-    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+def _run_config(cfg: DictConfig, resolved: dict[str, Any] | None = None) -> dict:
+    """The config a checkpoint stores; ``resolved``: the domain's choices as it resolved them (``auto`` made
+    explicit), so that the checkpoint keeps meaning what it was trained as when a default changes."""
+    out = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+    if resolved:
+        out["domain"] = {**out["domain"], **resolved}
+    return out
+
+
+def stored_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's (trust-checked) config with its domain config read as this version must
+    (:meth:`~multidiff.core.domain.Domain.stored_config`)."""
+    domain = config.get("domain")
+    if not isinstance(domain, dict) or "_target_" not in domain:
+        return config
+    return {**config, "domain": get_class(domain["_target_"]).stored_config(domain)}
 
 
 def latent_config(cfg: DictConfig, info: dict[str, Any], trust_targets: Sequence[str] = ()) -> AutoencoderModule:
@@ -145,7 +159,7 @@ def _rebuild(
         )
     check_trusted(meta.config, path, trust_targets)
     try:
-        module = build(meta.config, meta.domain_info)
+        module = build(stored_config(meta.config), meta.domain_info)
     except Exception as e:  # noqa: BLE001 - after the trust check, any failure is a malformed stored config
         why = f"{type(e).__name__}: {e}"
         raise CheckpointFormatError(f"{path}: its stored config does not build a {what}: {why}") from e

@@ -32,6 +32,13 @@ class Domain:
     #: the ``info`` keys this domain reads: key -> (kinds, required); checked by :meth:`bind`
     info_spec: dict[str, tuple[str, bool]] = {}
 
+    @classmethod
+    def stored_config(cls, cfg: dict[str, Any]) -> dict[str, Any]:
+        """A checkpoint's domain config as this version must read it: where a value's meaning has changed since
+        such a config could be written, the value it meant then. Run configs store resolved choices
+        (:meth:`signature`), so only configs from before a change need this; as it is by default."""
+        return cfg
+
     def signature(self) -> dict[str, Any]:
         """The domain settings that decide what the model means (state layout, how parts are denoised), as this
         instance resolved them: a run resumes only from a checkpoint whose domain gives the same."""

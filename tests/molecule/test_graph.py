@@ -211,14 +211,14 @@ def test_unpack_puts_each_bond_on_its_pair(domain, qm9_module):
 
 
 def test_graph_models_denoise_types_and_bonds_as_probabilities_and_the_choice_is_checked(qm9_module):
-    """categorical=auto: a graph model's atom types and bond orders are softmax blocks, a point cloud's are not;
-    even untrained (zero output heads) the denoiser hands back a nearly clean molecule's own types and bonds, and
-    far from the data it returns probabilities times the scale."""
+    """categorical=softmax: a graph model's atom types and bond orders are softmax blocks (auto: a point cloud's
+    are not); even untrained (zero output heads) the denoiser hands back a nearly clean molecule's own types and
+    bonds, and far from the data it returns probabilities times the scale."""
     from multidiff.core.processes import VPProcess
     from multidiff.core.schedules import PolynomialSchedule
     from multidiff.module import Preconditioned
 
-    domain = MoleculeDomain(bonds=True, categorical="auto")  # the config's default
+    domain = MoleculeDomain(bonds=True, categorical="softmax")
     domain.bind(INFO)
     blocks = [(b.part, b.start, b.stop, b.scale) for b in domain.space.categorical.blocks]
     assert blocks == [("node", 3, 8, 0.25), ("pair", 0, 4, 0.5)]
@@ -288,19 +288,32 @@ def test_a_discrete_graph_model_starts_its_classes_from_the_datas_marginals(qm9_
     assert (d["node"][:, 3:8].max(1).values > 0.9 * 0.25).all()
 
 
-def test_a_run_resumes_only_with_the_categorical_choice_its_checkpoint_was_trained_with():
-    """A checkpoint's config written before ``categorical`` existed means gaussian blocks; resuming it as a graph
-    model under today's default (auto = softmax) would silently change the model, so it is named as a difference."""
+def test_a_run_resumes_only_with_the_categorical_choice_its_checkpoint_was_trained_with(qm9_module, tmp_path):
+    """A checkpoint's config written before ``categorical`` existed means gaussian blocks, and one that stored
+    ``auto`` before discrete became the graphs' default meant softmax: resuming either under today's default
+    (auto = discrete) would silently change the model, so it is named as a difference. Run configs now store the
+    resolved choice."""
     import train
+    from multidiff.build import build_module
+    from multidiff.config import compose_run
 
     target = "multidiff.domains.molecule.MoleculeDomain"
     old = {"_target_": target, "bonds": True}  # no categorical key
     now = MoleculeDomain(bonds=True, categorical="auto")
-    assert train.domain_differences(old, now) == ["domain.categorical: 'gaussian' in the checkpoint, 'softmax' now"]
-    same = {"_target_": target, "bonds": True, "categorical": "auto", "png_max_molecules": 3}
+    assert now.categorical == "discrete"
+    assert train.domain_differences(old, now) == ["domain.categorical: 'gaussian' in the checkpoint, 'discrete' now"]
+    stored_auto = {"_target_": target, "bonds": True, "categorical": "auto"}
+    assert train.domain_differences(stored_auto, now) == [
+        "domain.categorical: 'softmax' in the checkpoint, 'discrete' now"
+    ]
+    same = {"_target_": target, "bonds": True, "categorical": "discrete", "png_max_molecules": 3}
     assert train.domain_differences(same, now) == []  # settings that do not change the model may differ
     assert train.domain_differences({"_target_": target, "bonds": True, "categorical": "gaussian"},
                                     MoleculeDomain(bonds=True)) == []  # fmt: skip
+    cfg = compose_run("train", ["domain=molecule", "domain.bonds=true", "net.hidden=8", "net.layers=1"], tmp_path)
+    assert cfg.domain.categorical == "auto"
+    module = build_module(cfg, qm9_module.info())
+    assert module.run_config["domain"]["categorical"] == "discrete"  # what a checkpoint of this run will say
 
 
 def test_a_molecule_whose_hydrogens_cannot_be_folded_in_is_still_drawn():
@@ -332,7 +345,7 @@ def _run(args: list[str], cwd: Path) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("categorical", ["auto", "discrete"])
+@pytest.mark.parametrize("categorical", ["softmax", "auto"])  # auto: discrete
 def test_graph_model_trains_samples_grows_and_evaluates_from_its_own_bonds(qm9_root, tmp_path, categorical):
     run = tmp_path / "run"
     tiny = ["data.max_molecules=64", "data.batch_size=8", "net.hidden=16", "net.layers=2"]

@@ -55,9 +55,10 @@ class MoleculeDomain(Domain):
     like every other column (EDM's way; the process's prediction), ``softmax`` as class probabilities trained by
     cross-entropy (:mod:`multidiff.core.categorical`), ``discrete`` as discrete classes (a D3PM-style process
     from the data's class marginals, trained by the same cross-entropy; :class:`DiscreteCategorical`), ``auto`` =
-    ``softmax`` for a graph model, ``gaussian`` for a point cloud (the config's default; a config without the key,
-    written before it existed, means ``gaussian``). ``type_weight``: the atom-type cross-entropy's weight
-    (``softmax`` and ``discrete``).
+    ``discrete`` for a graph model (measured best, docs/molecules.md), ``gaussian`` for a point cloud (the config's
+    default; run configs store the resolved choice; a stored config without the key, written before it existed,
+    means ``gaussian``, and a stored ``auto``, written before discrete, ``softmax``). ``type_weight``: the
+    atom-type cross-entropy's weight (``softmax`` and ``discrete``).
 
     Config keys: ``onehot_scale``, ``charge_scale``, ``include_charges``, ``bonds``, ``bond_scale``,
     ``pair_weight`` (the pair rows' share of the loss), ``categorical``, ``type_weight``, ``num_atoms`` (None: draw
@@ -98,7 +99,7 @@ class MoleculeDomain(Domain):
             raise ValueError(f"domain.categorical={categorical!r}; valid: {', '.join(CATEGORICAL)}")
         if type_weight < 0:
             raise ValueError(f"domain.type_weight={type_weight}: a loss weight must be >= 0")
-        self.categorical = ("softmax" if bonds else "gaussian") if categorical == "auto" else categorical
+        self.categorical = ("discrete" if bonds else "gaussian") if categorical == "auto" else categorical
         if self.categorical == "gaussian" and type_weight != 1.0:
             raise ValueError(
                 f"domain.type_weight={type_weight} weighs the atom-type cross-entropy of categorical=softmax|discrete; "
@@ -110,6 +111,14 @@ class MoleculeDomain(Domain):
         self.num_atoms = num_atoms
         self.strain_max_molecules = strain_max_molecules
         self.png_max_molecules = png_max_molecules
+
+    @classmethod
+    def stored_config(cls, cfg: dict[str, Any]) -> dict[str, Any]:
+        # run configs store the resolved choice since auto became discrete for graphs; an 'auto' stored before meant
+        # softmax blocks for a graph model
+        if cfg.get("categorical") == "auto":
+            return {**cfg, "categorical": "softmax" if cfg.get("bonds") else "gaussian"}
+        return cfg
 
     def signature(self) -> dict[str, Any]:
         keys = ("include_charges", "onehot_scale", "charge_scale", "bonds", "bond_scale", "categorical")
