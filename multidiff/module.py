@@ -193,6 +193,9 @@ class DiffusionModule(TrainedModule):
         check_sampler_fits(sampler.name, self.distilled, request.guidance if cond is not None else None)
         if guide is not None and guide.domain.name != self.domain.name:
             raise ValueError(f"guide model is a {guide.domain.name!r} model; this one is {self.domain.name!r}")
+        if guide is not None and (mine := self.domain.signature()) != (its := guide.domain.signature()):
+            diff = ", ".join(f"{k}: {its.get(k)!r} (guide), {v!r} (here)" for k, v in mine.items() if its.get(k) != v)
+            raise ValueError(f"the guide model must denoise the same state as this one; its domain differs in {diff}")
         if guide is not None and (ours := self.latent_id()) != (theirs := guide.latent_id()):
             raise ValueError(
                 "the guide model must denoise the same space as this one: both on the data, or both on the latents "

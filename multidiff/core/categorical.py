@@ -141,8 +141,17 @@ def _one_hot(b: Block, z: Tensor, like: Tensor) -> Tensor:
 
 
 def _draw(probs: Tensor, generator: torch.Generator | None) -> Tensor:
-    """One class per row from (unnormalised, non-negative) row weights."""
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    """One class per row from (unnormalised, non-negative) row weights, drawn on the generator's device (for
+    reproducibility, as :func:`~multidiff.core.space.randn` draws noise)."""
+    if len(probs) == 0:
+        return torch.zeros(0, dtype=torch.long, device=probs.device)
+    device = generator.device if generator is not None else probs.device
+    return torch.multinomial(probs.to(device), 1, generator=generator).squeeze(1).to(probs.device)
+
+
+def _uniform(n: int, generator: torch.Generator | None, like: Tensor) -> Tensor:
+    device = generator.device if generator is not None else like.device
+    return torch.rand(n, generator=generator, device=device).to(like.device)
 
 
 class DiscreteCategorical(Categorical):
@@ -177,9 +186,9 @@ class DiscreteCategorical(Categorical):
     def corrupt(self, b: Block, classes: Tensor, sigma: Tensor, generator: torch.Generator | None) -> Tensor:
         """Draws of ``q(z | class)`` at ``sigma`` (per row or one level for all)."""
         a = self.keep(b, sigma.to(torch.float32)).reshape(-1)
-        kept = torch.rand(len(classes), generator=generator, device=classes.device) < a
+        kept = _uniform(len(classes), generator, classes) < a.to(classes.device)
         m = b.prior_tensor(a).expand(len(classes), -1)
-        return torch.where(kept, classes, _draw(m, generator) if len(classes) else classes)
+        return torch.where(kept, classes, _draw(m, generator))
 
     def noisy(self, x: Any, x0: Any, sigma: Any, generator: torch.Generator | None = None) -> Any:
         """``x`` with each block replaced by a draw of ``q(z | x0's class)`` at the row's ``sigma``."""
@@ -198,7 +207,7 @@ class DiscreteCategorical(Categorical):
         m = b.prior_tensor(probs)
         if a_to <= a_from:
             r = a_to / a_from
-            kept = torch.rand(len(z), generator=generator, device=z.device) < r
+            kept = _uniform(len(z), generator, z) < r
             return torch.where(kept, z, _draw(m.expand(len(z), -1), generator))
         k = b.stop - b.start
         hot = F.one_hot(z, k).to(probs.dtype)
@@ -228,7 +237,8 @@ class DiscreteChain:
     not used) and returns the wrapped denoiser's estimate. Calls at the same level (guidance's two) share the
     classes. ``observation``: known rows of a block take the observed class, as is (``clean_known``: a model
     trained with observations) or drawn from ``q(z | class)`` at the level, as replacement noises the rest.
-    :meth:`finish` puts the last estimate into the sampler's result."""
+    :meth:`finish` puts the last estimate into the sampler's result. Resampling jumps (``resample``) re-noise the
+    continuous columns only: a call back at the same level keeps the blocks' classes."""
 
     def __init__(
         self,
