@@ -18,14 +18,14 @@ import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 from pytorch_lightning.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from multidiff.build import build_autoencoder, build_module, latent_config
+from multidiff.build import build_autoencoder, build_module, latent_config, stored_domain_config
 from multidiff.checkpoint import (
     check_trusted,
     checkpoint_meta,
@@ -263,7 +263,7 @@ def domain_differences(stored: dict | None, domain: Any) -> list[str]:
     key it lacks takes the default it was trained with) against this run's domain, where they differ."""
     if not stored or "_target_" not in stored:
         return []
-    theirs, mine = instantiate(get_class(stored["_target_"]).stored_config(stored)).signature(), domain.signature()
+    theirs, mine = instantiate(stored_domain_config(stored)).signature(), domain.signature()
     return [
         f"domain.{k}: {theirs.get(k)!r} in the checkpoint, {mine.get(k)!r} now"
         for k in mine

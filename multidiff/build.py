@@ -88,13 +88,18 @@ def _run_config(cfg: DictConfig, resolved: dict[str, Any] | None = None) -> dict
     return out
 
 
-def stored_config(config: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's (trust-checked) config with its domain config read as this version must
+def stored_domain_config(domain: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's (trust-checked) domain config read as this version must
     (:meth:`~multidiff.core.domain.Domain.stored_config`)."""
+    return get_class(domain["_target_"]).stored_config(domain)
+
+
+def stored_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's config with its domain config read by :func:`stored_domain_config`."""
     domain = config.get("domain")
     if not isinstance(domain, dict) or "_target_" not in domain:
         return config
-    return {**config, "domain": get_class(domain["_target_"]).stored_config(domain)}
+    return {**config, "domain": stored_domain_config(domain)}
 
 
 def latent_config(cfg: DictConfig, info: dict[str, Any], trust_targets: Sequence[str] = ()) -> AutoencoderModule:

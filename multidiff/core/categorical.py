@@ -173,8 +173,7 @@ class DiscreteCategorical(Categorical):
         out = _get(raw, b.part)[:, b.start : b.stop]
         dtype = torch.promote_types(out.dtype, torch.float32)
         z = b.classes(x)
-        s2 = _get(sigma, b.part).to(dtype).clamp(min=1e-4) ** 2
-        s2 = s2.expand(len(z), 1) if s2.dim() else s2.reshape(1, 1).expand(len(z), 1)
+        s2 = _get(sigma, b.part).to(dtype).clamp(min=1e-4) ** 2  # per row (N, 1), or one level
         bonus = torch.log1p(b.scale**2 / (s2 * b.prior_tensor(out)[z][:, None]))
         return out.to(dtype) + bonus * F.one_hot(z, b.stop - b.start).to(dtype)
 
@@ -255,9 +254,9 @@ class DiscreteChain:
         self.sigma: Tensor | None = None
 
     def __call__(self, x: Any, sigma: Tensor) -> Any:
+        level = sigma.reshape(()).to(torch.float32)
         for b in self.cat.blocks:
             cols = _get(x, b.part)
-            level = sigma.reshape(()).to(torch.float32)
             if b not in self.z:
                 z = _draw(b.prior_tensor(cols).expand(len(cols), -1), self.generator)
             elif float(level) == float(self.sigma):
@@ -273,7 +272,7 @@ class DiscreteChain:
                 z = torch.where(known, given, z)
             self.z[b] = z
             x = _put(x, b.part, _splice(cols, b.start, b.stop, _one_hot(b, z, cols)))
-        self.sigma = sigma.reshape(()).to(torch.float32)
+        self.sigma = level
         d = self.denoise(x, sigma)
         for b in self.cat.blocks:  # guidance may extrapolate off the simplex: back onto it
             p = (_get(d, b.part)[:, b.start : b.stop].float() / b.scale).clamp(min=0) + 1e-12
