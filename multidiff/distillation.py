@@ -20,7 +20,7 @@ from torch import Tensor
 
 from multidiff.build import build_module, load_any
 from multidiff.checkpoint import weights_digest
-from multidiff.core.categorical import categorical_of
+from multidiff.core.categorical import DiscreteCategorical, categorical_of
 from multidiff.core.distill import consistency_loss, guided_teacher, karras_levels, sample_index
 from multidiff.core.domain import State
 from multidiff.module import DiffusionModule
@@ -41,12 +41,6 @@ def load_teacher(source: str, trust_targets: list[str]) -> DiffusionModule:
         raise ValueError(
             f"teacher={source} was trained with observations (mask=...); distilling observation-conditioned "
             "models is not supported: distil a model trained without mask="
-        )
-    categorical = categorical_of(teacher.domain.space)
-    if categorical is not None and categorical.discrete:
-        raise ValueError(
-            f"teacher={source} moves its one-hot blocks by a discrete process (domain.categorical=discrete); "
-            "consistency distillation follows a teacher's continuous flow: distil a categorical=softmax model"
         )
     return teacher.requires_grad_(False).eval()
 
@@ -123,6 +117,8 @@ class DistillModule(DiffusionModule):
             index,
             per_item,
             lambda err: space.item_mean(err, state.ctx),
+            discrete_of(space),
+            generator,
         )
         return losses, self.levels[index + 1]
 
@@ -144,6 +140,12 @@ class DistillModule(DiffusionModule):
         gen = torch.Generator().manual_seed(batch_idx)
         losses, _ = self.distill_loss(self.domain.unpack(batch), gen)
         self.log("val/loss", losses.mean(), prog_bar=True, batch_size=losses.shape[0], sync_dist=True)
+
+
+def discrete_of(space: object) -> DiscreteCategorical | None:
+    """The space's blocks if they follow a discrete process (their classes move by posterior draws)."""
+    categorical = categorical_of(space)
+    return categorical if isinstance(categorical, DiscreteCategorical) else None
 
 
 def build_student(cfg: DictConfig) -> DistillModule:

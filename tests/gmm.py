@@ -7,6 +7,9 @@ from torch import Tensor
 
 
 class GaussianMixture:
+    dims = 2  # a state's width
+    discrete = None  # no discrete block (:class:`LabelledMixture` has one)
+
     def __init__(self, weights: list[float], means: list[list[float]], covs: list[list[list[float]]]):
         self.w = torch.tensor(weights, dtype=torch.float64)
         self.mu = torch.tensor(means, dtype=torch.float64)
@@ -42,6 +45,10 @@ class GaussianMixture:
         comp = self.mu + torch.einsum("kij,nkj->nki", gain, xd[:, None, :] - self.mu)
         r = self.responsibilities(xd, sigma.double().reshape(-1)[0])
         return torch.einsum("nk,nki->ni", r, comp).to(x.dtype)
+
+    def denoise_items(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """The exact D(x; sigma) with one noise level per item, as distillation calls a teacher."""
+        return denoise_per_item(self, x, sigma)
 
     def moment_errors(self, x: Tensor) -> dict[str, float]:
         """Worst absolute errors of the component weights, means and covariances of samples ``x``
@@ -189,15 +196,15 @@ class PointNet(torch.nn.Module):
     """A small denoiser network F(x_in, c_noise) for 2-D points (the DenoiserNet contract, no conditions): an MLP
     on the input and random Fourier features of the noise code. Students of the mixture's exact denoiser."""
 
-    def __init__(self, hidden: int = 256, freqs: int = 16, seed: int = 0):
+    def __init__(self, hidden: int = 256, freqs: int = 16, seed: int = 0, dims: int = 2):
         super().__init__()
         gen = torch.Generator().manual_seed(seed)
         self.register_buffer("freqs", torch.randn(freqs, generator=gen) * 4)
         self.net = torch.nn.Sequential(
-            torch.nn.Linear(2 + 2 * freqs, hidden), torch.nn.SiLU(),
+            torch.nn.Linear(dims + 2 * freqs, hidden), torch.nn.SiLU(),
             torch.nn.Linear(hidden, hidden), torch.nn.SiLU(),
             torch.nn.Linear(hidden, hidden), torch.nn.SiLU(),
-            torch.nn.Linear(hidden, 2),
+            torch.nn.Linear(hidden, dims),
         )  # fmt: skip
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond=None, cond_drop=None) -> torch.Tensor:
@@ -205,8 +212,58 @@ class PointNet(torch.nn.Module):
         return self.net(torch.cat([x, e.sin(), e.cos()], 1))
 
 
+class LabelledMixture:
+    """A :class:`GaussianMixture` whose component is part of each sample: ``[point (2), scale * one-hot(k)]``, the
+    label a block of a discrete process (prior ``prior``), as a graph's atom types beside its coordinates. Its
+    exact denoiser: p(k | y, z) ~ w_k N(y; mu_k, cov_k + sigma^2 I) q(z | k), the point the posterior mixture of
+    the components' own denoisers."""
+
+    dims = 5
+
+    def __init__(self, g: GaussianMixture, scale: float = 1.0, prior: tuple[float, ...] = (0.2, 0.3, 0.5)):
+        from multidiff.core.categorical import Block, DiscreteCategorical
+
+        self.g, self.block = g, Block(None, 2, 5, scale, prior=prior)
+        self.discrete = DiscreteCategorical([self.block])
+
+    def sample(self, n: int, generator: torch.Generator) -> Tensor:
+        k = torch.multinomial(self.g.w, n, replacement=True, generator=generator)
+        z = torch.randn(n, 2, generator=generator, dtype=torch.float64)
+        point = self.g.mu[k] + torch.einsum("nij,nj->ni", torch.linalg.cholesky(self.g.cov)[k], z)
+        return torch.cat([point, self.block.scale * torch.nn.functional.one_hot(k, 3).double()], 1)
+
+    def denoise_items(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """The exact D(x; sigma) with one noise level per item (``sigma`` (n,)) or one for all."""
+        g, xd = self.g, x.double()
+        s2 = (sigma.double().reshape(-1, 1) * torch.ones(len(x), 1, dtype=torch.float64)) ** 2
+        c = g.cov[None] + s2[:, :, None, None] * torch.eye(2, dtype=torch.float64)
+        inv = torch.linalg.inv(c)
+        d = xd[:, None, :2] - g.mu
+        raw = torch.zeros_like(xd)  # the network's part: the log prior of the label given the point
+        raw[:, 2:] = g.w.log() - 0.5 * (torch.einsum("nki,nkij,nkj->nk", d, inv, d) + torch.logdet(c))
+        p = torch.softmax(self.discrete.logits(self.block, raw, xd, s2.sqrt()), 1)
+        point = torch.einsum("nk,nki->ni", p, g.mu + torch.einsum("kij,nkjl,nkl->nki", g.cov, inv, d))
+        estimate = torch.cat([point, torch.zeros_like(xd[:, 2:])], 1)
+        return self.discrete.denoise(estimate, raw, xd, s2.sqrt()).to(x.dtype)
+
+    def errors(self, x: Tensor) -> dict[str, float]:
+        """The points' :meth:`GaussianMixture.moment_errors`, the labels' worst weight error, and how often a
+        label disagrees with its point's most probable component, beside that rate in the data (``disagree`` and
+        ``disagree_data``)."""
+        errs = self.g.moment_errors(x[:, :2])
+        labels = self.block.classes(x)
+        freq = torch.bincount(labels, minlength=3).double() / len(x)
+        errs["label_weight"] = (freq - self.g.w).abs().max().item()
+        errs["disagree"] = (labels != self.g.responsibilities(x[:, :2], 0.0).argmax(1)).double().mean().item()
+        data = self.sample(len(x), torch.Generator().manual_seed(123))
+        errs["disagree_data"] = (
+            (self.block.classes(data) != self.g.responsibilities(data[:, :2], 0.0).argmax(1)).double().mean().item()
+        )
+        return errs
+
+
 def distill_mixture(
-    g: GaussianMixture,
+    g: GaussianMixture | LabelledMixture,
     steps: int,
     levels: int = 40,
     target_decay: float = 0.95,
@@ -216,7 +273,8 @@ def distill_mixture(
     sigma_data: float = 1.5,
 ):
     """A consistency student (:class:`PointNet` in EDM preconditioning) distilled from the mixture's exact
-    denoiser with :func:`multidiff.core.distill.consistency_loss` (Adam, cosine learning rate, EMA target)."""
+    denoiser with :func:`multidiff.core.distill.consistency_loss` (Adam, cosine learning rate, EMA target); of
+    a :class:`LabelledMixture`, with its labels as a discrete block."""
     import copy
     import math
 
@@ -228,24 +286,29 @@ def distill_mixture(
     from multidiff.core.state import State
 
     torch.manual_seed(seed)
-    student = Preconditioned(PointNet(seed=seed), EDMProcess(KarrasSchedule(), sigma_data=sigma_data), TensorSpace())
+    space = TensorSpace()
+    space.categorical = g.discrete
+    process = EDMProcess(KarrasSchedule(), sigma_data=sigma_data)
+    student = Preconditioned(PointNet(seed=seed, dims=g.dims), process, space)
     target = copy.deepcopy(student).requires_grad_(False)
     grid = karras_levels(0.002, 80.0, levels)
     opt = torch.optim.Adam(student.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
-    state = State(torch.zeros(batch, 2), None, {})  # no condition, no context: what the denoiser reads
+    state = State(torch.zeros(batch, g.dims), None, {})  # no condition, no context: what the denoiser reads
     for step in range(steps):
         x0 = g.sample(batch, gen).float()
         loss = consistency_loss(
             lambda x, s: student(x, s, state),
             lambda x, s: target(x, s, state),
-            lambda x, s: denoise_per_item(g, x, s),
+            g.denoise_items,
             x0,
-            torch.randn(batch, 2, generator=gen),
+            torch.randn(batch, g.dims, generator=gen),
             grid,
             sample_index(batch, levels, gen),
             lambda v: v.reshape(-1, 1),
             lambda err: err.mean(1),
+            g.discrete,
+            gen,
         ).mean()
         opt.zero_grad()
         loss.backward()
@@ -258,21 +321,36 @@ def distill_mixture(
     return student.eval()
 
 
+def sample_mixture(denoise, sampler, n: int, steps: int, dims: int = 2, discrete=None, seed: int = 1, **options):
+    """``n`` samples of ``sampler`` (a ``sample_*`` function) on a denoiser D(x, sigma (n,)); the consistency
+    sampler takes the ``karras_open`` levels, the others the Karras grid. A discrete block moves by its chain."""
+    from multidiff.core.samplers import sample_consistency
+    from multidiff.core.schedules import KarrasSchedule
+
+    gen = torch.Generator().manual_seed(seed)
+    sigmas = KarrasSchedule().sigmas(steps, "karras_open" if sampler is sample_consistency else "karras")
+    x = torch.randn(n, dims, generator=gen) * (sigmas[0] ** 2 + 1.5**2) ** 0.5
+    model = lambda v, s: denoise(v, s.expand(n))  # noqa: E731
+    if discrete is not None:
+        model = chain = discrete.chain(model, gen)
+    with torch.no_grad():
+        out = sampler(model, x, sigmas, noise_sampler=lambda a, b: torch.randn(n, dims, generator=gen), **options)
+    return out if discrete is None else chain.finish(out)
+
+
 def sample_student(student, n: int, steps: int, seed: int = 1) -> torch.Tensor:
     """``n`` samples of a distilled student with multistep consistency sampling (``karras_open`` levels)."""
     from multidiff.core.samplers import sample_consistency
-    from multidiff.core.schedules import KarrasSchedule
     from multidiff.core.state import State
 
-    gen = torch.Generator().manual_seed(seed)
-    sigmas = KarrasSchedule().sigmas(steps, "karras_open")
-    sd = student.process.sigma_data
-    x = torch.randn(n, 2, generator=gen) * (sigmas[0] ** 2 + sd**2) ** 0.5
-    state = State(torch.zeros(n, 2), None, {})
-    with torch.no_grad():
-        return sample_consistency(
-            lambda v, s: student(v, s.expand(n), state),
-            x,
-            sigmas,
-            noise_sampler=lambda a, b: torch.randn(n, 2, generator=gen),
-        )
+    dims = student.net.net[-1].out_features
+    state = State(torch.zeros(n, dims), None, {})
+    return sample_mixture(
+        lambda v, s: student(v, s, state),
+        sample_consistency,
+        n,
+        steps,
+        dims,
+        getattr(student.space, "categorical", None),
+        seed,
+    )

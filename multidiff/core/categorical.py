@@ -149,6 +149,13 @@ def _draw(probs: Tensor, generator: torch.Generator | None) -> Tensor:
     return torch.multinomial(probs.to(device), 1, generator=generator).squeeze(1).to(probs.device)
 
 
+def _probabilities(b: Block, estimate: Tensor) -> Tensor:
+    """Block ``b``'s class probabilities from a denoiser's estimate (``scale`` times them); guidance may
+    extrapolate off the simplex: back onto it."""
+    p = (estimate[:, b.start : b.stop].float() / b.scale).clamp(min=0) + 1e-12
+    return p / p.sum(1, keepdim=True)
+
+
 def _uniform(n: int, generator: torch.Generator | None, like: Tensor) -> Tensor:
     device = generator.device if generator is not None else like.device
     return torch.rand(n, generator=generator, device=device).to(like.device)
@@ -201,22 +208,55 @@ class DiscreteCategorical(Categorical):
         self, b: Block, z: Tensor, probs: Tensor, a_from: Tensor, a_to: Tensor, generator: torch.Generator | None
     ) -> Tensor:
         """The next class of each row, from ``z`` at keep-probability ``a_from`` to ``a_to``. Toward the data
-        (``a_to > a_from``): the exact posterior ``sum_k p_k q(z' | z, k)`` for the class probabilities ``probs``,
-        ``q(z' = j | z, k) ~ q(z | z' = j) q(j | k)``; away from it (a sampler's re-noising): ``q(z' | z)``."""
-        m = b.prior_tensor(probs)
+        (``a_to > a_from``): the exact posterior (:meth:`posterior`); away from it (a sampler's re-noising):
+        ``q(z' | z)``."""
         if a_to <= a_from:
             r = a_to / a_from
             kept = _uniform(len(z), generator, z) < r
-            return torch.where(kept, z, _draw(m.expand(len(z), -1), generator))
-        k = b.stop - b.start
-        hot = F.one_hot(z, k).to(probs.dtype)
+            return torch.where(kept, z, _draw(b.prior_tensor(probs).expand(len(z), -1), generator))
+        return _draw(self.posterior(b, z, probs, a_from, a_to), generator)
+
+    @staticmethod
+    def posterior(b: Block, z: Tensor, probs: Tensor, a_from: Tensor, a_to: Tensor) -> Tensor:
+        """Unnormalised weights of the next class, from ``z`` at keep-probability ``a_from`` to ``a_to > a_from``
+        (one level, or one per row (N, 1)): ``sum_k p_k q(z' | z, k)`` for the class probabilities ``probs``,
+        ``q(z' = j | z, k) ~ q(z | z' = j) q(j | k)``."""
+        m = b.prior_tensor(probs)
+        hot = F.one_hot(z, b.stop - b.start).to(probs.dtype)
         r = a_from / a_to
         m_z = m[z][:, None]
         to_now = r * hot + (1 - r) * m_z  # q(z | z' = j) per j
         evidence = a_from * hot + (1 - a_from) * m_z  # q(z | x0 = k) per k
         ratio = probs / evidence
         weights = to_now * (a_to * ratio + (1 - a_to) * m * ratio.sum(1, keepdim=True))
-        return _draw(weights.clamp(min=0) + 1e-30, generator)
+        return weights.clamp(min=0) + 1e-30
+
+    def advance(
+        self,
+        x_next: Tensor | Parts,
+        x: Tensor | Parts,
+        estimate: Tensor | Parts,
+        sigma: Tensor | Parts,
+        sigma_next: Tensor | Parts,
+        generator: torch.Generator | None = None,
+    ) -> Tensor | Parts:
+        """``x_next`` with each block at a class drawn from the exact posterior from ``x``'s classes at ``sigma``
+        to ``sigma_next < sigma`` (per row, as the space's ``per_item`` broadcasts them), given ``estimate``'s class
+        probabilities: the discrete half of one step of a teacher in distillation."""
+        for b in self.blocks:
+            cols = _get(x_next, b.part)
+            probs = _probabilities(b, _get(estimate, b.part))
+            a_from, a_to = (self.keep(b, _get(s, b.part).float().expand(len(cols), 1)) for s in (sigma, sigma_next))
+            z = _draw(self.posterior(b, b.classes(x), probs, a_from, a_to), generator)
+            x_next = _put(x_next, b.part, _splice(cols, b.start, b.stop, _one_hot(b, z, cols)))
+        return x_next
+
+    def carry(self, x: Tensor | Parts, source: Tensor | Parts) -> Tensor | Parts:
+        """``x`` with each block's columns taken from ``source``."""
+        for b in self.blocks:
+            block = _get(source, b.part)[:, b.start : b.stop]
+            x = _put(x, b.part, _splice(_get(x, b.part), b.start, b.stop, block))
+        return x
 
     def chain(
         self,
@@ -274,9 +314,8 @@ class DiscreteChain:
             x = _put(x, b.part, _splice(cols, b.start, b.stop, _one_hot(b, z, cols)))
         self.sigma = level
         d = self.denoise(x, sigma)
-        for b in self.cat.blocks:  # guidance may extrapolate off the simplex: back onto it
-            p = (_get(d, b.part)[:, b.start : b.stop].float() / b.scale).clamp(min=0) + 1e-12
-            self.probs[b] = p / p.sum(1, keepdim=True)
+        for b in self.cat.blocks:
+            self.probs[b] = _probabilities(b, _get(d, b.part))
         return d
 
     def finish(self, x: Any) -> Any:

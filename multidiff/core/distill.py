@@ -9,6 +9,11 @@ student is the same preconditioned denoiser as any model, D(x; sigma) = c_skip x
 c_skip -> 1, c_out -> 0 as sigma -> 0 is the boundary condition f(x, sigma_min) ~ x, and at the grid's
 lowest level the target is the moved point itself. Functions of denoisers D(x, sigma per item), nothing of
 Lightning or domains.
+
+Blocks of a discrete process (:class:`~.categorical.DiscreteCategorical`: a graph's atom types and bond orders)
+do not follow an ODE: they hold classes that the teacher's step moves by a draw of their exact posterior, as its
+sampler does. The flow's end is then random given the start, and the student learns its expectation: for the
+blocks, the class probabilities the multistep sampler's discrete chain draws from.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
+
+from .categorical import DiscreteCategorical
 
 #: a denoiser of per-item noise levels: D(x, sigma (B,)) -> estimate of x0
 ItemDenoiser = Callable[[Tensor, Tensor], Tensor]
@@ -33,14 +40,27 @@ def karras_levels(sigma_min: float, sigma_max: float, n: int, rho: float = 7.0) 
     return ((lo + u * (hi - lo)) ** rho).float()
 
 
-def heun_step(teacher: ItemDenoiser, x: Tensor, sigma: Tensor, sigma_next: Tensor, b: Broadcast) -> Tensor:
+def heun_step(
+    teacher: ItemDenoiser,
+    x: Tensor,
+    sigma: Tensor,
+    sigma_next: Tensor,
+    b: Broadcast,
+    discrete: DiscreteCategorical | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """One Heun step of the probability-flow ODE dx/dsigma = (x - D(x; sigma)) / sigma, per item, from ``sigma``
-    down to ``sigma_next`` > 0 (EDM Alg. 1)."""
+    down to ``sigma_next`` > 0 (EDM Alg. 1). ``discrete``: the state's blocks of a discrete process move by one
+    draw of their exact posterior given the first estimate, which both evaluations and the result share."""
     s, s_next = b(sigma), b(sigma_next)
-    d = (x - teacher(x, sigma)) / s
+    first = teacher(x, sigma)
+    d = (x - first) / s
     x_euler = x + (s_next - s) * d
+    if discrete is not None:
+        x_euler = discrete.advance(x_euler, x, first, s, s_next, generator)
     d_next = (x_euler - teacher(x_euler, sigma_next)) / s_next
-    return x + (s_next - s) * (d + d_next) / 2
+    moved = x + (s_next - s) * (d + d_next) / 2
+    return moved if discrete is None else discrete.carry(moved, x_euler)
 
 
 def consistency_loss(
@@ -53,13 +73,21 @@ def consistency_loss(
     index: Tensor,
     b: Broadcast,
     item_mean: Callable[[Tensor], Tensor],
+    discrete: DiscreteCategorical | None = None,
+    generator: torch.Generator | None = None,
 ) -> Tensor:
     """Per-item squared distance between the student at (x0 + sigma_{n+1} noise, sigma_{n+1}) and the target at
-    the teacher's Heun step to sigma_n; ``index`` (B,) holds n in [0, len(levels) - 2]."""
+    the teacher's Heun step to sigma_n; ``index`` (B,) holds n in [0, len(levels) - 2].
+
+    ``discrete``: blocks that follow a discrete process hold a draw of ``q(z | x0's class)`` at sigma_{n+1} and
+    move by a posterior draw, so the moved point is random beyond the noise: the student learns the target's
+    expectation there, the class probabilities' included (a squared error of probabilities is a proper score)."""
     sigma, sigma_prev = levels[index + 1], levels[index]
     x = x0 + b(sigma) * noise
+    if discrete is not None:
+        x = discrete.noisy(x, x0, b(sigma), generator)
     with torch.no_grad():
-        moved = heun_step(teacher, x, sigma, sigma_prev, b)
+        moved = heun_step(teacher, x, sigma, sigma_prev, b, discrete, generator)
         # at the lowest level the consistency function is the identity: the moved point is the target
         lowest = b((index == 0).to(sigma.dtype))
         aim = lowest * moved + (1 - lowest) * target(moved, sigma_prev)
