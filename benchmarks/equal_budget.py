@@ -221,7 +221,9 @@ def train(a) -> None:
     if not ckpt.exists():
         log.write_text("wall_s,step,loss\n")
     print(
-        f"{anchor.name}: {anchor.params_m():.2f}M parameters, {a.minutes} min budget, from {elapsed:.0f} s", flush=True
+        f"{anchor.name}: {anchor.params_m():.2f}M parameters, {a.minutes} min budget, from {elapsed:.0f} s, "
+        f"{torch.get_num_threads()} thread(s)",
+        flush=True,
     )
     budget, t0, last_save = a.minutes * 60.0, time.perf_counter() - elapsed, time.perf_counter()
     with log.open("a", newline="") as f:
@@ -395,7 +397,15 @@ def main() -> None:
     sub.choices["plot"].add_argument("--anchor", required=True)
     sub.choices["plot"].add_argument("--project", required=True)
     sub.choices["plot"].add_argument("--out", required=True)
+    for name in ("train", "sample"):
+        sub.choices[name].add_argument(
+            "--threads", type=int, default=1, help="torch threads of this process (the multidiff side: threads=K)"
+        )
     a = p.parse_args()
+    if a.cmd != "plot":
+        if a.threads < 1:
+            p.error(f"--threads {a.threads}: give a positive count")
+        torch.set_num_threads(a.threads)  # fixed, so neither side takes the cores the other runs on
     {"train": train, "sample": sample, "plot": plot}[a.cmd](a)
 
 

@@ -271,6 +271,7 @@ def distill_mixture(
     lr: float = 1e-3,
     seed: int = 0,
     sigma_data: float = 1.5,
+    log_every: int = 0,
 ):
     """A consistency student (:class:`PointNet` in EDM preconditioning) distilled from the mixture's exact
     denoiser with :func:`multidiff.core.distill.consistency_loss` (Adam, cosine learning rate, EMA target); of
@@ -318,6 +319,8 @@ def distill_mixture(
         with torch.no_grad():
             for t, s in zip(target.parameters(), student.parameters()):
                 t.lerp_(s, 1 - target_decay)
+        if log_every and (step + 1) % log_every == 0:
+            print(f"step {step + 1}/{steps}: loss {loss.item():.3e}", flush=True)
     return student.eval()
 
 
