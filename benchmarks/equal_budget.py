@@ -397,12 +397,12 @@ def main() -> None:
     sub.choices["plot"].add_argument("--anchor", required=True)
     sub.choices["plot"].add_argument("--project", required=True)
     sub.choices["plot"].add_argument("--out", required=True)
-    for name in ("train", "sample"):
-        sub.choices[name].add_argument(
-            "--threads", type=int, default=1, help="torch threads of this process (the multidiff side: threads=K)"
-        )
+    sub.choices["train"].add_argument(
+        "--threads", type=int, default=1, help="torch threads (the multidiff side's threads=K beside it)"
+    )
+    sub.choices["sample"].add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     a = p.parse_args()
-    if a.cmd != "plot":
+    if getattr(a, "threads", None) is not None:
         if a.threads < 1:
             p.error(f"--threads {a.threads}: give a positive count")
         torch.set_num_threads(a.threads)  # fixed, so neither side takes the cores the other runs on

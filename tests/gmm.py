@@ -324,20 +324,23 @@ def distill_mixture(
     return student.eval()
 
 
-def sample_mixture(denoise, sampler, n: int, steps: int, dims: int = 2, discrete=None, seed: int = 1, **options):
-    """``n`` samples of ``sampler`` (a ``sample_*`` function) on a denoiser D(x, sigma (n,)); the consistency
-    sampler takes the ``karras_open`` levels, the others the Karras grid. A discrete block moves by its chain."""
+def sample_mixture(
+    denoise, sampler, n: int, steps: int, dims: int = 2, discrete=None, seed: int = 1, sigma_data: float = 1.5
+):
+    """``n`` samples of ``sampler`` (a ``sample_*`` function) on a denoiser D(x, sigma (n,)), started at
+    sqrt(sigma_max^2 + sigma_data^2); the consistency sampler takes the ``karras_open`` levels, the others the
+    Karras grid. A discrete block moves by its chain."""
     from multidiff.core.samplers import sample_consistency
     from multidiff.core.schedules import KarrasSchedule
 
     gen = torch.Generator().manual_seed(seed)
     sigmas = KarrasSchedule().sigmas(steps, "karras_open" if sampler is sample_consistency else "karras")
-    x = torch.randn(n, dims, generator=gen) * (sigmas[0] ** 2 + 1.5**2) ** 0.5
+    x = torch.randn(n, dims, generator=gen) * (sigmas[0] ** 2 + sigma_data**2) ** 0.5
     model = lambda v, s: denoise(v, s.expand(n))  # noqa: E731
     if discrete is not None:
         model = chain = discrete.chain(model, gen)
     with torch.no_grad():
-        out = sampler(model, x, sigmas, noise_sampler=lambda a, b: torch.randn(n, dims, generator=gen), **options)
+        out = sampler(model, x, sigmas, noise_sampler=lambda a, b: torch.randn(n, dims, generator=gen))
     return out if discrete is None else chain.finish(out)
 
 
@@ -356,4 +359,5 @@ def sample_student(student, n: int, steps: int, seed: int = 1) -> torch.Tensor:
         dims,
         getattr(student.space, "categorical", None),
         seed,
+        student.process.sigma_data,
     )

@@ -84,37 +84,58 @@ def test_distilled_student_of_the_mixture_beats_the_solver_at_equal_evaluations(
 
 
 def test_a_teacher_step_with_a_discrete_block_carries_the_marginal_down_a_level():
-    """From the mixed process's marginal at sigma = 2, one Heun step of the exact teacher (points) with one
-    posterior draw (labels) lands on the marginal at sigma = 1.5: the labels' frequencies a w_k + (1 - a) m_k and
-    their coupling to the points, E[y 1(z = k)] = a w_k mu_k + (1 - a) m_k sum_j w_j mu_j, within 4 standard errors
-    (labels left at their sigma-2 classes miss both by 10 or more)."""
+    """From the mixed process's marginal, one Heun step of the exact teacher (points) with one posterior draw
+    (labels) lands on the marginal a level lower, with one pair of levels per row (2 -> 1.5 and 1 -> 0.6
+    alternating): per pair, the labels' frequencies a w_k + (1 - a) m_k, their coupling to the points
+    E[y 1(z = k)] = a w_k mu_k + (1 - a) m_k sum_j w_j mu_j, and the joint of the label before and after,
+    P(z_lo = j) q(z_hi = i | z_lo = j), within 4 standard errors. Labels left unmoved, or drawn without regard
+    to the label they move from, miss by 10 or more."""
     lab = LabelledMixture(GaussianMixture.default())
     gen = torch.Generator().manual_seed(7)
-    n, hi, lo = 100_000, torch.tensor(2.0, dtype=torch.float64), torch.tensor(1.5, dtype=torch.float64)
+    n = 200_000
+    pairs = ((2.0, 1.5), (1.0, 0.6))
+    hi = torch.tensor([pairs[i % 2][0] for i in range(n)], dtype=torch.float64)
+    lo = torch.tensor([pairs[i % 2][1] for i in range(n)], dtype=torch.float64)
     b = lambda v: v.reshape(-1, 1)  # noqa: E731
     x0 = lab.sample(n, gen)
-    x = lab.discrete.noisy(x0 + hi * torch.randn(n, 5, generator=gen, dtype=torch.float64), x0, hi.expand(n, 1), gen)
-    moved = heun_step(lab.denoise_items, x, hi.expand(n), lo.expand(n), b, lab.discrete, gen)
+    x = lab.discrete.noisy(x0 + b(hi) * torch.randn(n, 5, generator=gen, dtype=torch.float64), x0, b(hi), gen)
+    moved = heun_step(lab.denoise_items, x, hi, lo, b, lab.discrete, gen)
     assert set(moved[:, 2:].sum(1).tolist()) == {1.0}  # a one-hot: the labels stay discrete
     w, mu, m = lab.g.w, lab.g.mu, torch.tensor(lab.block.prior, dtype=torch.float64)
+    keep = lambda sigma: float(lab.discrete.keep(lab.block, torch.tensor(sigma, dtype=torch.float64)))  # noqa: E731
 
-    def misses(state: torch.Tensor, sigma: torch.Tensor) -> tuple[float, float]:
-        """The worst deviations, in standard errors, of the label frequencies and of E[y 1(z = k)]."""
-        a = float(lab.discrete.keep(lab.block, sigma))
-        hot = state[:, 2:]
-        freq, want = hot.mean(0), a * w + (1 - a) * m
-        cross = (state[:, :2, None] * hot[:, None, :]).mean(0)  # (2, K)
+    def se_units(freq: torch.Tensor, want: torch.Tensor, rows: int) -> float:
+        return ((freq - want).abs() / (want * (1 - want) / rows).sqrt()).max().item()
+
+    def misses(before: torch.Tensor, after: torch.Tensor, s_hi: float, s_lo: float) -> tuple[float, float, float]:
+        """The worst deviations, in standard errors, from the marginal at s_lo: label frequencies, E[y 1(z = k)],
+        and the joint of the labels before (at s_hi) and after."""
+        a, rows = keep(s_lo), len(after)
+        hot = after[:, 2:]
+        want = a * w + (1 - a) * m
+        cross = (after[:, :2, None] * hot[:, None, :]).mean(0)  # (2, K)
         want_cross = (a * w * mu.T) + (1 - a) * m * (w @ mu)[:, None]
-        se_cross = (state[:, :2, None] * hot[:, None, :]).std(0) / n**0.5
+        se_cross = (after[:, :2, None] * hot[:, None, :]).std(0) / rows**0.5
+        r = keep(s_hi) / a  # q(z_hi = i | z_lo = j) = r [i = j] + (1 - r) m_i
+        joint = want[None, :] * (r * torch.eye(3, dtype=torch.float64) + (1 - r) * m[:, None])  # [i, j]
+        seen = torch.bincount(before[:, 2:].argmax(1) * 3 + hot.argmax(1), minlength=9).double() / rows
         return (
-            ((freq - want).abs() / (want * (1 - want) / n).sqrt()).max().item(),
+            se_units(hot.mean(0), want, rows),
             ((cross - want_cross).abs() / se_cross).max().item(),
+            se_units(seen.reshape(3, 3), joint, rows),
         )
 
-    assert max(misses(x, hi)) < 4  # the start is the marginal at sigma = 2
-    assert max(misses(moved, lo)) < 4, misses(moved, lo)
-    stale = lab.discrete.carry(moved, x)  # the points moved, the labels not
-    assert min(misses(stale, lo)) > 10
+    for i, (s_hi, s_lo) in enumerate(pairs):
+        rows = slice(i, None, 2)
+        assert max(misses(x[rows], x[rows], s_hi, s_hi)[:2]) < 4  # the start is the marginal at s_hi
+        assert max(misses(x[rows], moved[rows], s_hi, s_lo)) < 4, (s_hi, misses(x[rows], moved[rows], s_hi, s_lo))
+        stale = lab.discrete.carry(moved[rows], x[rows])  # the points moved, the labels not
+        assert min(misses(x[rows], stale, s_hi, s_lo)[:2]) > 10
+        # drawn afresh from the class probabilities at the lower level, ignoring the label they move from
+        p = lab.denoise_items(x[rows], torch.full((len(stale),), s_hi, dtype=torch.float64))[:, 2:]
+        fresh_z = torch.multinomial(keep(s_lo) * p + (1 - keep(s_lo)) * m, 1, generator=gen).squeeze(1)
+        fresh = torch.cat([moved[rows][:, :2], torch.nn.functional.one_hot(fresh_z, 3).double()], 1)
+        assert misses(x[rows], fresh, s_hi, s_lo)[2] > 10
 
 
 def test_distilled_student_of_a_labelled_mixture_beats_the_solver_and_keeps_labels_with_points():
@@ -393,16 +414,26 @@ def test_a_guided_student_is_given_the_scale_and_scale_zero_without_a_condition(
 
 
 @pytest.mark.slow
-def test_distill_a_discrete_graph_teacher_end_to_end(qm9_root, tmp_path):
+def test_distill_a_discrete_graph_teacher_end_to_end(qm9_root, tmp_path, monkeypatch):
     """A graph molecule model whose atom types and bonds follow the discrete process (the graph default) is a
-    teacher: its student keeps the process, samples with sampler=consistency in two evaluations, and writes
+    teacher: the teacher's steps move both blocks (atom types on the nodes, bond orders on the pairs) by posterior
+    draws, its student keeps the process, samples with sampler=consistency in two evaluations, and writes
     molecules with the bonds it generated, read back by RDKit."""
     from rdkit import Chem
 
     import sample
     import train
     from multidiff.build import load_checkpoint
-    from multidiff.core.categorical import categorical_of
+    from multidiff.core.categorical import DiscreteCategorical, categorical_of
+
+    moved_parts = []
+    advance = DiscreteCategorical.advance
+
+    def spy(self, x_next, *args, **kwargs):
+        moved_parts.append(tuple(b.part for b in self.blocks))
+        return advance(self, x_next, *args, **kwargs)
+
+    monkeypatch.setattr(DiscreteCategorical, "advance", spy)
 
     tiny = ["domain=molecule", "domain.bonds=true", f"data.root={qm9_root}", "data.max_molecules=64",
             "data.batch_size=8", "net.hidden=16", "net.layers=2", "callbacks.samples=null",
@@ -417,6 +448,7 @@ def test_distill_a_discrete_graph_teacher_end_to_end(qm9_root, tmp_path):
             run,
         )  # fmt: skip
     )
+    assert moved_parts and set(moved_parts) == {("node", "pair")}  # every teacher step moved types and bonds
     student = load_checkpoint(run / "checkpoints" / "last.ckpt")
     assert student.distilled["method"] == "consistency" and student.run_config["domain"]["categorical"] == "discrete"
     assert categorical_of(student.domain.space).discrete

@@ -140,6 +140,12 @@ def _one_hot(b: Block, z: Tensor, like: Tensor) -> Tensor:
     return b.scale * F.one_hot(z, b.stop - b.start).to(like.dtype)
 
 
+def _with_classes(x: Any, b: Block, z: Tensor) -> Any:
+    """``x`` with block ``b`` holding the one-hot of classes ``z`` times its scale."""
+    cols = _get(x, b.part)
+    return _put(x, b.part, _splice(cols, b.start, b.stop, _one_hot(b, z, cols)))
+
+
 def _draw(probs: Tensor, generator: torch.Generator | None) -> Tensor:
     """One class per row from (unnormalised, non-negative) row weights, drawn on the generator's device (for
     reproducibility, as :func:`~multidiff.core.space.randn` draws noise)."""
@@ -154,6 +160,11 @@ def _probabilities(b: Block, estimate: Tensor) -> Tensor:
     extrapolate off the simplex: back onto it."""
     p = (estimate[:, b.start : b.stop].float() / b.scale).clamp(min=0) + 1e-12
     return p / p.sum(1, keepdim=True)
+
+
+def _level(sigma: Tensor) -> Tensor:
+    """Noise levels in at least float32 (float64 stays float64)."""
+    return sigma.to(torch.promote_types(sigma.dtype, torch.float32))
 
 
 def _uniform(n: int, generator: torch.Generator | None, like: Tensor) -> Tensor:
@@ -199,9 +210,8 @@ class DiscreteCategorical(Categorical):
     def noisy(self, x: Any, x0: Any, sigma: Any, generator: torch.Generator | None = None) -> Any:
         """``x`` with each block replaced by a draw of ``q(z | x0's class)`` at the row's ``sigma``."""
         for b in self.blocks:
-            cols = _get(x, b.part)
-            z = self.corrupt(b, b.classes(x0), _get(sigma, b.part).expand(len(cols), 1), generator)
-            x = _put(x, b.part, _splice(cols, b.start, b.stop, _one_hot(b, z, cols)))
+            rows = len(_get(x, b.part))
+            x = _with_classes(x, b, self.corrupt(b, b.classes(x0), _get(sigma, b.part).expand(rows, 1), generator))
         return x
 
     def step(
@@ -240,15 +250,15 @@ class DiscreteCategorical(Categorical):
         sigma_next: Tensor | Parts,
         generator: torch.Generator | None = None,
     ) -> Tensor | Parts:
-        """``x_next`` with each block at a class drawn from the exact posterior from ``x``'s classes at ``sigma``
-        to ``sigma_next < sigma`` (per row, as the space's ``per_item`` broadcasts them), given ``estimate``'s class
-        probabilities: the discrete half of one step of a teacher in distillation."""
+        """``x_next`` with each block at a class drawn from the exact posterior from ``x``'s classes (its blocks
+        hold one-hots, as :meth:`noisy` and the chain write them) at ``sigma`` to ``sigma_next < sigma`` (per row,
+        as the space's ``per_item`` broadcasts them), given ``estimate``'s class probabilities: the discrete half of
+        one step of a teacher in distillation."""
         for b in self.blocks:
-            cols = _get(x_next, b.part)
+            rows = len(_get(x_next, b.part))
             probs = _probabilities(b, _get(estimate, b.part))
-            a_from, a_to = (self.keep(b, _get(s, b.part).float().expand(len(cols), 1)) for s in (sigma, sigma_next))
-            z = _draw(self.posterior(b, b.classes(x), probs, a_from, a_to), generator)
-            x_next = _put(x_next, b.part, _splice(cols, b.start, b.stop, _one_hot(b, z, cols)))
+            a_from, a_to = (self.keep(b, _level(_get(s, b.part)).expand(rows, 1)) for s in (sigma, sigma_next))
+            x_next = _with_classes(x_next, b, _draw(self.posterior(b, b.classes(x), probs, a_from, a_to), generator))
         return x_next
 
     def carry(self, x: Tensor | Parts, source: Tensor | Parts) -> Tensor | Parts:
@@ -311,7 +321,7 @@ class DiscreteChain:
                     given = self.cat.corrupt(b, given, level, self.generator)
                 z = torch.where(known, given, z)
             self.z[b] = z
-            x = _put(x, b.part, _splice(cols, b.start, b.stop, _one_hot(b, z, cols)))
+            x = _with_classes(x, b, z)
         self.sigma = level
         d = self.denoise(x, sigma)
         for b in self.cat.blocks:
