@@ -20,7 +20,7 @@ from torch import Tensor
 
 from multidiff.build import build_module, load_any
 from multidiff.checkpoint import weights_digest
-from multidiff.core.categorical import DiscreteCategorical, categorical_of
+from multidiff.core.categorical import discrete_of
 from multidiff.core.distill import consistency_loss, guided_teacher, karras_levels, sample_index
 from multidiff.core.domain import State
 from multidiff.module import DiffusionModule
@@ -140,12 +140,6 @@ class DistillModule(DiffusionModule):
         gen = torch.Generator().manual_seed(batch_idx)
         losses, _ = self.distill_loss(self.domain.unpack(batch), gen)
         self.log("val/loss", losses.mean(), prog_bar=True, batch_size=losses.shape[0], sync_dist=True)
-
-
-def discrete_of(space: object) -> DiscreteCategorical | None:
-    """The space's blocks if they follow a discrete process (their classes move by posterior draws)."""
-    categorical = categorical_of(space)
-    return categorical if isinstance(categorical, DiscreteCategorical) else None
 
 
 def build_student(cfg: DictConfig) -> DistillModule:

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from multidiff.base_module import TrainedModule
 from multidiff.checkpoint import weights_digest
-from multidiff.core.categorical import categorical_of
+from multidiff.core.categorical import categorical_of, discrete_of
 from multidiff.core.denoiser import Preconditioned, sampling_denoiser
 from multidiff.core.domain import Domain, State
 from multidiff.core.latent import LatentDomain
@@ -242,10 +242,10 @@ class DiffusionModule(TrainedModule):
                 known,
             )
             denoise = with_precision(denoise, precision, self.device)
-            categorical = categorical_of(self.domain.space)
+            discrete = discrete_of(self.domain.space)
             chain = None
-            if categorical is not None and categorical.discrete:  # the blocks' classes move by their own steps
-                chain = denoise = categorical.chain(denoise, gen, observation, clean_known=by_model)
+            if discrete is not None:  # the blocks' classes move by their own steps
+                chain = denoise = discrete.chain(denoise, gen, observation, clean_known=by_model)
             if observation is None:
                 x = sampler.fn(denoise, x, sigmas, noise_sampler=noise_fn, callback=lambda *a: bar.update(1))
             else:

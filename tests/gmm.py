@@ -24,9 +24,13 @@ class GaussianMixture:
         )
 
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
+        return self.sample_with_components(n, generator)[0]
+
+    def sample_with_components(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """``n`` points and the component each was drawn from."""
         k = torch.multinomial(self.w, n, replacement=True, generator=generator)
         z = torch.randn(n, 2, generator=generator, dtype=torch.float64)
-        return self.mu[k] + torch.einsum("nij,nj->ni", torch.linalg.cholesky(self.cov)[k], z)
+        return self.mu[k] + torch.einsum("nij,nj->ni", torch.linalg.cholesky(self.cov)[k], z), k
 
     def responsibilities(self, x: Tensor, sigma: float | Tensor) -> Tensor:
         """Posterior over components of x ~ mixture convolved with N(0, sigma^2 I)."""
@@ -181,14 +185,20 @@ class FragmentGaussian:
         }
 
 
-def denoise_per_item(g: GaussianMixture, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """The exact D(x; sigma) with one noise level per item (``sigma`` (n,)), as distillation calls a teacher."""
-    s2 = sigma.double().reshape(-1, 1, 1, 1) ** 2
+def components_per_item(g: GaussianMixture, x: torch.Tensor, sigma: torch.Tensor) -> tuple[Tensor, Tensor]:
+    """For points ``x`` (n, 2) at one noise level per item (``sigma`` (n,) or one for all): each component's log
+    weight plus log density of x, ``(n, K)``, and its own denoiser E[x0 | x, k], ``(n, K, 2)``."""
+    s2 = (sigma.double().reshape(-1) * torch.ones(len(x), dtype=torch.float64)).reshape(-1, 1, 1, 1) ** 2
     c = g.cov[None] + s2 * torch.eye(2, dtype=torch.float64)
     inv = torch.linalg.inv(c)
     d = x.double()[:, None, :] - g.mu
     logp = -0.5 * (torch.einsum("nki,nkij,nkj->nk", d, inv, d) + torch.logdet(c)) + g.w.log()
-    comp = g.mu + torch.einsum("kij,nkjl,nkl->nki", g.cov, inv, d)
+    return logp, g.mu + torch.einsum("kij,nkjl,nkl->nki", g.cov, inv, d)
+
+
+def denoise_per_item(g: GaussianMixture, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """The exact D(x; sigma) with one noise level per item (``sigma`` (n,)), as distillation calls a teacher."""
+    logp, comp = components_per_item(g, x, sigma)
     return torch.einsum("nk,nki->ni", torch.softmax(logp, 1), comp).to(x.dtype)
 
 
@@ -227,24 +237,19 @@ class LabelledMixture:
         self.discrete = DiscreteCategorical([self.block])
 
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
-        k = torch.multinomial(self.g.w, n, replacement=True, generator=generator)
-        z = torch.randn(n, 2, generator=generator, dtype=torch.float64)
-        point = self.g.mu[k] + torch.einsum("nij,nj->ni", torch.linalg.cholesky(self.g.cov)[k], z)
+        point, k = self.g.sample_with_components(n, generator)
         return torch.cat([point, self.block.scale * torch.nn.functional.one_hot(k, 3).double()], 1)
 
     def denoise_items(self, x: Tensor, sigma: Tensor) -> Tensor:
         """The exact D(x; sigma) with one noise level per item (``sigma`` (n,)) or one for all."""
-        g, xd = self.g, x.double()
-        s2 = (sigma.double().reshape(-1, 1) * torch.ones(len(x), 1, dtype=torch.float64)) ** 2
-        c = g.cov[None] + s2[:, :, None, None] * torch.eye(2, dtype=torch.float64)
-        inv = torch.linalg.inv(c)
-        d = xd[:, None, :2] - g.mu
+        xd = x.double()
+        s = (sigma.double().reshape(-1) * torch.ones(len(x), dtype=torch.float64)).reshape(-1, 1)
+        logp, comp = components_per_item(self.g, xd[:, :2], s)
         raw = torch.zeros_like(xd)  # the network's part: the log prior of the label given the point
-        raw[:, 2:] = g.w.log() - 0.5 * (torch.einsum("nki,nkij,nkj->nk", d, inv, d) + torch.logdet(c))
-        p = torch.softmax(self.discrete.logits(self.block, raw, xd, s2.sqrt()), 1)
-        point = torch.einsum("nk,nki->ni", p, g.mu + torch.einsum("kij,nkjl,nkl->nki", g.cov, inv, d))
-        estimate = torch.cat([point, torch.zeros_like(xd[:, 2:])], 1)
-        return self.discrete.denoise(estimate, raw, xd, s2.sqrt()).to(x.dtype)
+        raw[:, 2:] = logp
+        p = torch.softmax(self.discrete.logits(self.block, raw, xd, s), 1)
+        estimate = torch.cat([torch.einsum("nk,nki->ni", p, comp), torch.zeros_like(xd[:, 2:])], 1)
+        return self.discrete.denoise(estimate, raw, xd, s).to(x.dtype)
 
     def errors(self, x: Tensor) -> dict[str, float]:
         """The points' :meth:`GaussianMixture.moment_errors`, the labels' worst weight error, and how often a

@@ -340,3 +340,9 @@ def categorical_of(space: object) -> Categorical | None:
     """The space's :class:`Categorical` blocks, if it declares any (``space.categorical``)."""
     cat = getattr(space, "categorical", None)
     return cat if cat is not None and cat.blocks else None
+
+
+def discrete_of(space: object) -> DiscreteCategorical | None:
+    """The space's blocks if they follow a discrete process (their classes move by posterior draws)."""
+    cat = categorical_of(space)
+    return cat if isinstance(cat, DiscreteCategorical) else None
