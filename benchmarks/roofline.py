@@ -8,8 +8,10 @@ train config with ``domain=NAME``: audio U-Net 16 x 8,192, point network 32 x 2,
 on a real batch of its data, at its default precision (``precision=auto``): FLOPs of forward + backward
 (``torch.utils.flop_counter``), the median time of a whole step (forward, backward, AdamW), the achieved
 fraction of the matrix-product peak of that precision, and the operators that take the most self time
-(``torch.profiler``). Writes ``roofline.json`` and ``roofline.png`` into ``--out``. Reads ../shared/datasets
-(FSDD, ShapeNet airplanes) and QM9 from ``qm9pack`` (processed into a cache on first use).
+(``torch.profiler``), and the bytes every operator reads and writes (its arguments and results) per step
+against the copy bandwidth: the fraction of memory bandwidth a step reaches if nothing stays in cache between
+operators, the ceiling of the scatter-bound EGNN. Writes ``roofline.json`` and ``roofline.png`` into ``--out``.
+Reads ../shared/datasets (FSDD, ShapeNet airplanes) and QM9 from ``qm9pack`` (processed into a cache on first use).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ import multidiff.env  # noqa: E402, F401  (before torch)
 
 import torch  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+from torch.utils._pytree import tree_leaves  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from multidiff.build import build_module  # noqa: E402
@@ -67,6 +71,22 @@ def peaks(repeats: int = 5) -> dict[str, float]:
     return out
 
 
+class BytesCounter(TorchDispatchMode):
+    """Bytes each operator reads and writes (its tensor arguments and results), summed over a step: the traffic
+    the step would move if nothing stayed in cache between operators, which is what a memory-bound step pays."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves((args, kwargs, out)):
+            if isinstance(t, torch.Tensor):
+                self.total += t.numel() * t.element_size()
+        return out
+
+
 def training_step(domain: str, steps: int) -> dict:
     with tempfile.TemporaryDirectory() as run:
         cfg = compose_run("train", [*DOMAINS[domain], f"paths.data_dir={DATA}"], Path(run))
@@ -89,6 +109,8 @@ def training_step(domain: str, steps: int) -> dict:
     with FlopCounterMode(display=False) as counter:
         step()
     flops = counter.get_total_flops()
+    with BytesCounter() as moved:
+        step()
     seconds = median_time(step, steps)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         step()
@@ -104,6 +126,8 @@ def training_step(domain: str, steps: int) -> dict:
         "gflop_per_step": flops / 1e9,
         "s_per_step": seconds,
         "gflops": flops / seconds / 1e9,
+        "gb_per_step": moved.total / 1e9,
+        "gb_per_s": moved.total / seconds / 1e9,
         "top_ops": top,
     }
 
@@ -156,15 +180,30 @@ def main() -> None:
         "s per step",
         "GFLOP/s",
         "of the matmul peak",
+        "GB moved per step",
+        "GB/s",
+        "of the copy bandwidth",
         "top operators",
     ]
     print("\n| " + " | ".join(header) + " |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|" + "---|" * len(header))
     for r in rows:
         ceiling = ceiling_of(r, peak)
         ops = ", ".join(f"{o['op']} {100 * o['share']:.0f} %" for o in r["top_ops"][:4])
-        print(f"| {r['domain']} | {r['net']} {r['params_M']:.1f}M | {r['precision']} | {r['gflop_per_step']:.1f} | "
-              f"{r['s_per_step']:.3f} | {r['gflops']:.0f} | {100 * r['gflops'] / ceiling:.0f} % | {ops} |")  # fmt: skip
+        cells = [
+            r["domain"],
+            f"{r['net']} {r['params_M']:.1f}M",
+            r["precision"],
+            f"{r['gflop_per_step']:.1f}",
+            f"{r['s_per_step']:.3f}",
+            f"{r['gflops']:.0f}",
+            f"{100 * r['gflops'] / ceiling:.0f} %",
+            f"{r['gb_per_step']:.1f}",
+            f"{r['gb_per_s']:.1f}",
+            f"{100 * r['gb_per_s'] / peak['copy_gb_per_s']:.0f} %",
+            ops,
+        ]
+        print("| " + " | ".join(cells) + " |")
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "roofline.json").write_text(json.dumps({"threads": a.threads, "peak": peak, "steps": rows}, indent=1))
     plot(rows, peak, a.out / "roofline.png")
