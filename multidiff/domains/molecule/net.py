@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -72,6 +73,12 @@ def _scatter_sum(values: Tensor, index: Tensor, n: int) -> Tensor:
     return values.new_zeros(n, values.shape[1]).index_add_(0, index, values)
 
 
+def _rows(values: Tensor, index: Tensor) -> Tensor:
+    """``values[index]`` for an index tensor: index_select's backward is index_add_, on CPU 6-10x faster over a
+    batch's edges than the serial index_put_ (accumulate) that advanced indexing's backward runs."""
+    return values.index_select(0, index)
+
+
 class _EdgeMLP(nn.Module):
     """``MLP([h_i, h_j, e_ij])`` with the first layer evaluated per node and gathered: the same function and
     parameters as one linear layer on the concatenation (EDM's), one bias included."""
@@ -96,7 +103,10 @@ class _EdgeMLP(nn.Module):
 
     def forward(self, h: Tensor, row: Tensor, col: Tensor, e: Tensor) -> Tensor:
         hi, hj = self.node_proj(h).chunk(2, dim=1)
-        return self.act(self.out(self.act(hi[row] + hj[col] + self.edge_proj(e) + self.bias)))
+        # the bias joins the edge product's matmul: added on its own, a float32 parameter would promote the
+        # (edges x hidden) sum out of bfloat16 under autocast and cost a conversion back
+        edge = F.linear(e, self.edge_proj.weight, self.bias)
+        return self.act(self.out(self.act(_rows(hi, row) + _rows(hj, col) + edge)))
 
 
 class EquivariantBlock(nn.Module):
@@ -126,7 +136,7 @@ class EquivariantBlock(nn.Module):
     def forward(
         self, h: Tensor, x: Tensor, row: Tensor, col: Tensor, d0: Tensor, pair: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
-        diff = x[row] - x[col]
+        diff = _rows(x, row) - _rows(x, col)
         d2 = (diff**2).sum(1, keepdim=True)
         e = torch.cat([d2, d0] if pair is None else [d2, d0, pair], dim=1)
         m = self.message(h, row, col, e)
@@ -237,7 +247,7 @@ class EGNN(nn.Module):
     def edges(self, pos: Tensor, batch: Tensor, num_items: int) -> tuple[Tensor, Tensor]:
         row, col = fully_connected_edges(batch, num_items)
         if self.radius is not None:
-            keep = ((pos[row] - pos[col]) ** 2).sum(1) < self.radius**2
+            keep = ((_rows(pos, row) - _rows(pos, col)) ** 2).sum(1) < self.radius**2
             row, col = row[keep], col[keep]
         return row, col
 
@@ -296,20 +306,21 @@ class EGNN(nn.Module):
         row, col = torch.cat([pair_index[0], pair_index[1]]), torch.cat([pair_index[1], pair_index[0]])
         edge_pair = torch.cat([torch.arange(p, device=pair.device)] * 2)
         h, pos, n_items = self._trunk(x_in["node"], c_noise, cond, cond_drop, mask, batch, num_items, guidance)
-        h, x = self._blocks(h, pos, row, col, pair[edge_pair])
+        h, x = self._blocks(h, pos, row, col, _rows(pair, edge_pair))
         i, j = pair_index
         # distances of the input coordinates and of the updated ones (with eps prediction the update is a noise
         # estimate, so the input's carry the geometry), as log(1 + d^2): atoms far apart at high noise must not
         # drive the head linearly (raw squared distances made its output explode mid-sampling)
-        d0 = torch.log1p(((pos[i] - pos[j]) ** 2).sum(1, keepdim=True))
-        d2 = torch.log1p(((x[i] - x[j]) ** 2).sum(1, keepdim=True))
-        pair_out = self.pair_head(torch.cat([h[i] + h[j], h[i] * h[j], d0, d2, pair], dim=1))
+        d0 = torch.log1p(((_rows(pos, i) - _rows(pos, j)) ** 2).sum(1, keepdim=True))
+        d2 = torch.log1p(((_rows(x, i) - _rows(x, j)) ** 2).sum(1, keepdim=True))
+        hi, hj = _rows(h, i), _rows(h, j)
+        pair_out = self.pair_head(torch.cat([hi + hj, hi * hj, d0, d2, pair], dim=1))
         return Parts({"node": self._node_output(h, x, pos, batch, n_items), "pair": pair_out})
 
     def _blocks(
         self, h: Tensor, pos: Tensor, row: Tensor, col: Tensor, pair: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
-        d0 = ((pos[row] - pos[col]) ** 2).sum(1, keepdim=True)
+        d0 = ((_rows(pos, row) - _rows(pos, col)) ** 2).sum(1, keepdim=True)
         extra = () if pair is None else (pair,)  # without pairs, the blocks see exactly EDM's inputs
         x = pos
         for block in self.blocks:

@@ -36,7 +36,7 @@ from multidiff.paths import data_dir, replaced
 
 from .drugs import DrugsDataModule
 from .elements import reindex_types
-from .net import EquivariantBlock, _scatter_sum, fully_connected_edges
+from .net import EquivariantBlock, _rows, _scatter_sum, fully_connected_edges
 from .qm9 import QM9DataModule
 from .structures import Molecule
 
@@ -89,7 +89,7 @@ class PropertyRegressor(nn.Module):
         one_hot = nn.functional.one_hot(types, self.num_atom_types).to(dtype)
         h = self.embed(torch.cat([one_hot, charges[:, None].to(dtype)], dim=1))
         row, col = fully_connected_edges(batch, num_items)
-        d0 = ((x[row] - x[col]) ** 2).sum(1, keepdim=True)
+        d0 = ((_rows(x, row) - _rows(x, col)) ** 2).sum(1, keepdim=True)
         for block in self.blocks:
             h, x = block(h, x, row, col, d0)
         # only h (invariant) is read out; x is discarded, so the output is invariant
