@@ -71,3 +71,30 @@ def test_fresh_net_outputs_zero_and_trains():
 def test_bad_input_shape():
     with pytest.raises(ValueError, match=r"\(B, N, 3\)"):
         PointRINDenoiser(**TINY)(torch.randn(2, 3, 10), torch.zeros(2))
+
+
+@pytest.mark.parametrize("heads", [1, 3])
+def test_read_and_write_are_multi_head_attention(heads):
+    """The explicit batched-matmul attention of PointRead/PointWrite against torch's attention run per head."""
+    import torch.nn.functional as F
+
+    from multidiff.domains.pointcloud.net import PointRead, PointWrite
+
+    g = torch.Generator().manual_seed(2)
+    b, m, n_pts, c, d = 2, 5, 40, 8, 12
+    z = torch.randn(b, m, d, generator=g, dtype=torch.float64)
+    n = torch.randn(b, n_pts, c, generator=g, dtype=torch.float64)
+    read, write = PointRead(d, c, heads).double(), PointWrite(d, c, heads).double()
+    gate = torch.randn(b, 1, c, generator=g, dtype=torch.float64)
+
+    q = read.q(z).view(b, m, heads, c).transpose(1, 2)  # (b, heads, m, c); keys and values are n for every head
+    per_head = F.scaled_dot_product_attention(
+        q, n[:, None].expand(b, heads, n_pts, c), n[:, None].expand(b, heads, n_pts, c)
+    )
+    expected = read.out(per_head.transpose(1, 2).reshape(b, m, heads * c))
+    torch.testing.assert_close(read(z, n), expected, rtol=1e-10, atol=1e-10)
+
+    k = write.k(z).view(b, m, heads, c).transpose(1, 2)
+    v = (write.v(z).view(b, m, heads, c) * gate.unsqueeze(1)).transpose(1, 2)
+    expected = F.scaled_dot_product_attention(n[:, None].expand(b, heads, n_pts, c), k, v).sum(1)  # heads summed
+    torch.testing.assert_close(write(n, z, gate), expected, rtol=1e-10, atol=1e-10)

