@@ -140,20 +140,28 @@ def ceiling_of(row: dict, peak: dict[str, float]) -> float:
 def plot(rows: list[dict], peak: dict[str, float], path: Path) -> None:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6.5, 3.4))
-    ax = fig.subplots()
-    names = [f"{r['domain']}\n{r['net']} ({r['precision']})" for r in rows]
-    achieved = [r["gflops"] for r in rows]
-    ceilings = [ceiling_of(r, peak) for r in rows]
+    fig = Figure(figsize=(10, 3.6))
+    flops_ax, bytes_ax = fig.subplots(1, 2)
+    names = [f"{r['domain']}\n{r['net']}\n{r['precision']}" for r in rows]
     x = range(len(rows))
-    ax.bar(x, ceilings, color="lightgray", label="matrix-product peak of that precision")
-    ax.bar(x, achieved, color="tab:blue", label="training step (forward + backward FLOPs / step time)")
-    for i, (a, c) in enumerate(zip(achieved, ceilings)):
-        ax.text(i, a, f"{100 * a / c:.0f} %", ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(list(x), names, fontsize=8)
-    ax.set_ylabel("GFLOP/s")
-    ax.legend(fontsize=7, loc="upper right")
-    ax.set_title(f"{torch.get_num_threads()} threads; copy bandwidth {peak['copy_gb_per_s']:.1f} GB/s", fontsize=9)
+    panels = (
+        (flops_ax, [r["gflops"] for r in rows], [ceiling_of(r, peak) for r in rows], "GFLOP/s",
+         "matrix-product peak of that precision", "training step: forward + backward FLOPs / step time"),
+        (bytes_ax, [r["gb_per_s"] for r in rows], [peak["copy_gb_per_s"]] * len(rows), "GB/s",
+         "copy bandwidth (read + written)", "training step: bytes operators read and write / step time"),
+    )  # fmt: skip
+    for ax, achieved, ceilings, unit, ceiling_label, achieved_label in panels:
+        ax.bar(x, ceilings, color="lightgray", label=ceiling_label)
+        ax.bar(x, achieved, color="tab:blue", label=achieved_label)
+        for i, (a, c) in enumerate(zip(achieved, ceilings)):
+            ax.text(i, a, f"{100 * a / c:.0f} %", ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(list(x), names, fontsize=7)
+        ax.set_ylabel(unit)
+        ax.set_ylim(0, 1.3 * max(ceilings))
+        ax.legend(fontsize=7, loc="upper right")
+    fig.suptitle(
+        f"each domain's default training step against this machine, {torch.get_num_threads()} threads", fontsize=9
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

@@ -107,8 +107,28 @@ def in_precision(precision: str, argv: list[str]) -> None:
 
     sys.path.insert(0, str(BENCH))
     sys.argv = argv
+    _accept_worker_generate(precision)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
         runpy.run_path(str(BENCH / argv[0]), run_name="__main__")
+
+
+def _accept_worker_generate(precision: str) -> None:
+    """The workers call ``generate(n, sampler=, steps=, spacing=, progress=)``; multidiff's takes one
+    :class:`~multidiff.sampling.SamplingRequest`: build it from the sampler's config (refusing another spacing)."""
+    from multidiff.config import sampler_config
+    from multidiff.module import DiffusionModule
+    from multidiff.sampling import named_request
+
+    generate = DiffusionModule.generate
+
+    def call(self, n, request=None, *, sampler=None, steps=None, spacing=None, **options):
+        if request is None:
+            if spacing is not None and spacing != sampler_config(sampler).spacing:
+                raise ValueError(f"worker asks {sampler} with spacing={spacing}; its config has another")
+            request = named_request(sampler, steps, precision=precision)
+        return generate(self, n, request, **options)
+
+    DiffusionModule.generate = call
 
 
 def run_worker(label: str, argv: list[str]) -> dict | None:

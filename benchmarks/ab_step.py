@@ -1,0 +1,103 @@
+"""One domain's default training step in two checkouts, alternated: the measure for keeping a change.
+
+    python benchmarks/ab_step.py --baseline ../old-checkout --domain molecule [--rounds 2] [--steps 12]
+
+Each round times the baseline checkout and this one, each in its own process (the order reversed every other
+round: A B | B A, so a drift of the machine's speed cancels), on the same first 4 batches of the domain's
+training data, bf16 autocast where ``precision=auto`` picks it, forward + backward + AdamW per step, one warm-up
+step. Prints every process's median and the medians of each side; ``--json`` writes them. A checkout to compare
+against: ``git worktree add ../old-checkout REV``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+WORKER = r"""
+import statistics, sys, tempfile, time
+from pathlib import Path
+root, domain, steps, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+sys.path[:0] = [root, root + "/benchmarks"]
+import multidiff.env  # noqa: F401  (before torch)
+import torch
+import multidiff
+assert multidiff.__file__.startswith(root), multidiff.__file__
+torch.set_num_threads(threads)
+from hydra.utils import instantiate
+from roofline import DATA, DOMAINS
+from multidiff.build import build_module
+from multidiff.config import compose_run
+from multidiff.precision import resolve_precision
+with tempfile.TemporaryDirectory() as run:
+    cfg = compose_run("train", [*DOMAINS[domain], f"paths.data_dir={DATA}"], Path(run))
+    dm = instantiate(cfg.data)
+    dm.prepare_data()
+    dm.setup("fit")
+    torch.manual_seed(0)
+    batches = [b for _, b in zip(range(4), dm.train_dataloader())]
+    module = build_module(cfg, dm.info()).train()
+opt = module.optimizer_factory(params=[p for p in module.parameters() if p.requires_grad])
+bf16 = resolve_precision("auto", "cpu") == "bf16-mixed"
+gen = torch.Generator().manual_seed(0)
+def step(batch):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        losses, _ = module.diffusion_loss(module.domain.unpack(batch), generator=gen)
+    losses.mean().backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+step(batches[0])
+times = []
+for k in range(steps):
+    t0 = time.perf_counter()
+    step(batches[k % len(batches)])
+    times.append(time.perf_counter() - t0)
+print("MEDIAN", statistics.median(times))
+"""
+
+
+def time_checkout(root: Path, domain: str, steps: int, threads: int) -> float:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    out = subprocess.run(
+        [sys.executable, "-c", WORKER, str(root.resolve()), domain, str(steps), str(threads)],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("MEDIAN ")]
+    if out.returncode or not lines:
+        raise SystemExit(f"timing {root} failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
+    return float(lines[-1].split()[1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--baseline", type=Path, required=True, help="the other checkout (A); this one is B")
+    p.add_argument("--domain", choices=["audio", "pointcloud", "molecule"], required=True)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--steps", type=int, default=12, help="timed steps per process")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", type=Path, default=None)
+    a = p.parse_args()
+    if not (a.baseline / "multidiff").is_dir():
+        raise SystemExit(f"--baseline {a.baseline}: no multidiff package there (git worktree add PATH REV)")
+    sides = {"baseline": a.baseline, "this": ROOT}
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for r in range(a.rounds):
+        for name in list(sides) if r % 2 == 0 else list(sides)[::-1]:
+            times[name].append(time_checkout(sides[name], a.domain, a.steps, a.threads))
+            print(f"round {r + 1} {name}: {times[name][-1]:.4f} s/step", flush=True)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    print(f"{a.domain}: baseline {medians['baseline']:.4f} s/step, this {medians['this']:.4f} s/step, "
+          f"{medians['baseline'] / medians['this']:.2f}x")  # fmt: skip
+    if a.json:
+        a.json.write_text(json.dumps({"domain": a.domain, "threads": a.threads, "times": times, "medians": medians}))
+
+
+if __name__ == "__main__":
+    main()
