@@ -20,24 +20,25 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 WORKER = r"""
 import statistics, sys, tempfile, time
 from pathlib import Path
-root, domain, steps, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-sys.path[:0] = [root, root + "/benchmarks"]
+import json
+root, overrides, steps, threads = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+sys.path[:0] = [root]
 import multidiff.env  # noqa: F401  (before torch)
 import torch
 import multidiff
 assert multidiff.__file__.startswith(root), multidiff.__file__
 torch.set_num_threads(threads)
 from hydra.utils import instantiate
-from roofline import DATA, DOMAINS
 from multidiff.build import build_module
 from multidiff.config import compose_run
 from multidiff.precision import resolve_precision
 with tempfile.TemporaryDirectory() as run:
-    cfg = compose_run("train", [*DOMAINS[domain], f"paths.data_dir={DATA}"], Path(run))
+    cfg = compose_run("train", overrides, Path(run))
     dm = instantiate(cfg.data)
     dm.prepare_data()
     dm.setup("fit")
@@ -64,9 +65,13 @@ print("MEDIAN", statistics.median(times))
 
 
 def time_checkout(root: Path, domain: str, steps: int, threads: int) -> float:
+    """Both checkouts get this checkout's overrides of the domain (roofline.py's), so they build the same run."""
+    from roofline import DATA, DOMAINS
+
+    overrides = json.dumps([*DOMAINS[domain], f"paths.data_dir={DATA}"])
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     out = subprocess.run(
-        [sys.executable, "-c", WORKER, str(root.resolve()), domain, str(steps), str(threads)],
+        [sys.executable, "-c", WORKER, str(root.resolve()), overrides, str(steps), str(threads)],
         capture_output=True, text=True, env=env, check=False,
     )  # fmt: skip
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("MEDIAN ")]

@@ -10,8 +10,9 @@ on a real batch of its data, at its default precision (``precision=auto``): FLOP
 fraction of the matrix-product peak of that precision, and the operators that take the most self time
 (``torch.profiler``), and the bytes every operator reads and writes (its arguments and results) per step
 against the copy bandwidth: the fraction of memory bandwidth a step reaches if nothing stays in cache between
-operators, the ceiling of the scatter-bound EGNN. Writes ``roofline.json`` and ``roofline.png`` into ``--out``.
-Reads ../shared/datasets (FSDD, ShapeNet airplanes) and QM9 from ``qm9pack`` (processed into a cache on first use).
+operators (views excluded), the ceiling of the EGNN's and the point network's elementwise work over edges and
+points. Writes ``roofline.json`` and ``roofline.png`` into ``--out``. Reads ../shared/datasets (FSDD, ShapeNet
+airplanes) and QM9 from ``qm9pack`` (processed into a cache on first use).
 """
 
 from __future__ import annotations
@@ -79,12 +80,21 @@ class BytesCounter(TorchDispatchMode):
         super().__init__()
         self.total = 0
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+    def __torch_dispatch__(
+        self, func: torch._ops.OpOverload, types: tuple, args: tuple = (), kwargs: dict | None = None
+    ) -> object:
         out = func(*args, **(kwargs or {}))
+        if func.is_view or func in _NO_TRAFFIC:  # views alias their input: nothing is read or written
+            return out
+        seen: set[int] = set()  # an out= result is both an argument and the result: count it once
         for t in tree_leaves((args, kwargs, out)):
-            if isinstance(t, torch.Tensor):
+            if isinstance(t, torch.Tensor) and id(t) not in seen:
+                seen.add(id(t))
                 self.total += t.numel() * t.element_size()
         return out
+
+
+_NO_TRAFFIC = {torch.ops.aten.detach.default, torch.ops.aten.lift_fresh.default}
 
 
 def training_step(domain: str, steps: int) -> dict:

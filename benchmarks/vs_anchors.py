@@ -121,12 +121,24 @@ def _accept_worker_generate(precision: str) -> None:
 
     generate = DiffusionModule.generate
 
-    def call(self, n, request=None, *, sampler=None, steps=None, spacing=None, **options):
-        if request is None:
-            if spacing is not None and spacing != sampler_config(sampler).spacing:
-                raise ValueError(f"worker asks {sampler} with spacing={spacing}; its config has another")
-            request = named_request(sampler, steps, precision=precision)
-        return generate(self, n, request, **options)
+    def call(
+        self: DiffusionModule,
+        n: int,
+        request: object = None,
+        *,
+        sampler: str | None = None,
+        steps: int | None = None,
+        spacing: str | None = None,
+        **options: object,  # generate's own keywords (progress, seed, ...): it rejects unknown ones
+    ) -> object:
+        if request is not None:
+            if sampler is not None or steps is not None or spacing is not None:
+                raise TypeError("generate(n, request) takes its sampler, steps and spacing from the request")
+            return generate(self, n, request, **options)
+        sampler = sampler or "dpmpp_2m"
+        if spacing is not None and spacing != sampler_config(sampler).spacing:
+            raise ValueError(f"worker asks {sampler} with spacing={spacing}; its config has another")
+        return generate(self, n, named_request(sampler, steps, precision=precision), **options)
 
     DiffusionModule.generate = call
 
