@@ -119,7 +119,7 @@ class PointRead(nn.Module):
     def forward(self, z: Tensor, n: Tensor) -> Tensor:
         b, m, _ = z.shape
         # every head's queries against the same keys n: one (heads x latents, N) score matrix per item, two batched
-        # matmuls and no per-head copy of n (on CPU 2-3x faster than the flash kernel's backward at 32 latents)
+        # matmuls and no per-head copy of n (forward + backward in bf16 on CPU: 35 ms against the flash kernel's 40)
         q = self.q(z).view(b, m * self.heads, self.point_dim) * self.point_dim**-0.5
         attn = torch.bmm(q, n.transpose(1, 2)).softmax(-1)
         o = torch.bmm(attn, n).view(b, m, self.heads * self.point_dim)
@@ -143,7 +143,8 @@ class PointWrite(nn.Module):
     def forward(self, n: Tensor, z: Tensor, gate: Tensor) -> Tensor:
         b, m, _ = z.shape
         # each point's scores against every head's keys in one matmul; the probabilities of all heads times their
-        # values is the sum over heads in one more (the score matrix, N x heads x latents, is small)
+        # values is the sum over heads in one more (the score matrix, N x heads x latents, is small; forward +
+        # backward in bf16 on CPU: 28 ms against the flash kernel's 67)
         k = self.k(z).view(b, m * self.heads, self.point_dim) * self.point_dim**-0.5
         v = (self.v(z).view(b, m, self.heads, self.point_dim) * gate.unsqueeze(1)).reshape(b, m * self.heads, -1)
         scores = torch.bmm(n, k.transpose(1, 2)).view(b, -1, m, self.heads)
