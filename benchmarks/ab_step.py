@@ -20,40 +20,19 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 WORKER = r"""
-import statistics, sys, tempfile, time
-from pathlib import Path
-import json
-root, overrides, steps, threads = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+import statistics, sys, time
+root, bench, domain, steps, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 sys.path[:0] = [root]
 import multidiff.env  # noqa: F401  (before torch)
-import torch
 import multidiff
-assert multidiff.__file__.startswith(root), multidiff.__file__
+import torch
 torch.set_num_threads(threads)
-from hydra.utils import instantiate
-from multidiff.build import build_module
-from multidiff.config import compose_run
-from multidiff.precision import resolve_precision
-with tempfile.TemporaryDirectory() as run:
-    cfg = compose_run("train", overrides, Path(run))
-    dm = instantiate(cfg.data)
-    dm.prepare_data()
-    dm.setup("fit")
-    torch.manual_seed(0)
-    batches = [b for _, b in zip(range(4), dm.train_dataloader())]
-    module = build_module(cfg, dm.info()).train()
-opt = module.optimizer_factory(params=[p for p in module.parameters() if p.requires_grad])
-bf16 = resolve_precision("auto", "cpu") == "bf16-mixed"
-gen = torch.Generator().manual_seed(0)
-def step(batch):
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        losses, _ = module.diffusion_loss(module.domain.unpack(batch), generator=gen)
-    losses.mean().backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
+sys.path.insert(1, bench)
+from roofline import training_setup  # this checkout's setup, run on the checkout's multidiff (imported above)
+assert multidiff.__file__.startswith(root), multidiff.__file__
+module, batches, step, _ = training_setup(domain, 4)
 step(batches[0])
 times = []
 for k in range(steps):
@@ -65,13 +44,11 @@ print("MEDIAN", statistics.median(times))
 
 
 def time_checkout(root: Path, domain: str, steps: int, threads: int) -> float:
-    """Both checkouts get this checkout's overrides of the domain (roofline.py's), so they build the same run."""
-    from roofline import DATA, DOMAINS
-
-    overrides = json.dumps([*DOMAINS[domain], f"paths.data_dir={DATA}"])
+    """Both checkouts are built and stepped by this checkout's ``roofline.training_setup`` (its overrides of the
+    domain), so only the package differs."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     out = subprocess.run(
-        [sys.executable, "-c", WORKER, str(root.resolve()), overrides, str(steps), str(threads)],
+        [sys.executable, "-c", WORKER, str(root.resolve()), str(ROOT / "benchmarks"), domain, str(steps), str(threads)],
         capture_output=True, text=True, env=env, check=False,
     )  # fmt: skip
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("MEDIAN ")]

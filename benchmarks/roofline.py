@@ -24,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,24 +98,37 @@ class BytesCounter(TorchDispatchMode):
 _NO_TRAFFIC = {torch.ops.aten.detach.default, torch.ops.aten.lift_fresh.default}
 
 
-def training_step(domain: str, steps: int) -> dict:
+def training_setup(domain: str, n_batches: int = 1) -> tuple[torch.nn.Module, list, Callable[[object], None], str]:
+    """The domain's default module in training mode, its first ``n_batches`` training batches (seeded order), a
+    whole training step on one batch (forward, backward, AdamW, under the autocast ``precision=auto`` picks) and
+    that precision."""
     with tempfile.TemporaryDirectory() as run:
         cfg = compose_run("train", [*DOMAINS[domain], f"paths.data_dir={DATA}"], Path(run))
         datamodule = instantiate(cfg.data)
         datamodule.prepare_data()
         datamodule.setup("fit")
-        batch = next(iter(datamodule.train_dataloader()))
+        torch.manual_seed(0)
+        batches = [b for _, b in zip(range(n_batches), datamodule.train_dataloader())]
         module = build_module(cfg, datamodule.info()).train()
     opt = module.optimizer_factory(params=[p for p in module.parameters() if p.requires_grad])
     precision = resolve_precision("auto", "cpu")
     gen = torch.Generator().manual_seed(0)
 
-    def step(count: FlopCounterMode | None = None) -> None:
+    def step(batch: object) -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
             losses, _ = module.diffusion_loss(module.domain.unpack(batch), generator=gen)
         losses.mean().backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+
+    return module, batches, step, precision
+
+
+def training_step(domain: str, steps: int) -> dict:
+    module, (batch,), train_step, precision = training_setup(domain)
+
+    def step() -> None:
+        train_step(batch)
 
     with FlopCounterMode(display=False) as counter:
         step()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from multidiff.core.embeddings import per_item
+
 
 class GaussianMixture:
     dims = 2  # a state's width
@@ -188,7 +190,7 @@ class FragmentGaussian:
 def components_per_item(g: GaussianMixture, x: torch.Tensor, sigma: torch.Tensor) -> tuple[Tensor, Tensor]:
     """For points ``x`` (n, 2) at one noise level per item (``sigma`` (n,) or one for all): each component's log
     weight plus log density of x, ``(n, K)``, and its own denoiser E[x0 | x, k], ``(n, K, 2)``."""
-    s2 = (sigma.double().reshape(-1) * torch.ones(len(x), dtype=torch.float64)).reshape(-1, 1, 1, 1) ** 2
+    s2 = per_item(sigma.double(), len(x)).reshape(-1, 1, 1, 1) ** 2
     c = g.cov[None] + s2 * torch.eye(2, dtype=torch.float64)
     inv = torch.linalg.inv(c)
     d = x.double()[:, None, :] - g.mu
@@ -243,7 +245,7 @@ class LabelledMixture:
     def denoise_items(self, x: Tensor, sigma: Tensor) -> Tensor:
         """The exact D(x; sigma) with one noise level per item (``sigma`` (n,)) or one for all."""
         xd = x.double()
-        s = (sigma.double().reshape(-1) * torch.ones(len(x), dtype=torch.float64)).reshape(-1, 1)
+        s = per_item(sigma.double(), len(x)).reshape(-1, 1)
         logp, comp = components_per_item(self.g, xd[:, :2], s)
         raw = torch.zeros_like(xd)  # the network's part: the log prior of the label given the point
         raw[:, 2:] = logp
@@ -351,6 +353,7 @@ def sample_mixture(
 
 def sample_student(student, n: int, steps: int, seed: int = 1) -> torch.Tensor:
     """``n`` samples of a distilled student with multistep consistency sampling (``karras_open`` levels)."""
+    from multidiff.core.categorical import discrete_of
     from multidiff.core.samplers import sample_consistency
     from multidiff.core.state import State
 
@@ -362,7 +365,7 @@ def sample_student(student, n: int, steps: int, seed: int = 1) -> torch.Tensor:
         n,
         steps,
         dims,
-        getattr(student.space, "categorical", None),
+        discrete_of(student.space),
         seed,
         student.process.sigma_data,
     )
