@@ -58,8 +58,10 @@ def tune(cfg: DictConfig) -> list[dict[str, Any]]:
     snapshots = Path(str(cfg.ckpt)).resolve().parent.parent / "posthoc_ema"
     space = cfg.space
     if module.distilled:  # a student serves one sampler, in a few evaluations
-        log.info("a %s student: searching sampler=consistency at 1-4 steps", module.distilled.get("method"))
-        space = OmegaConf.merge(space, {"samplers": ["consistency"], "steps": [1, 2, 3, 4]})
+        segments = int(module.distilled.get("segments", 1))  # a multistep student samples in its segments' steps
+        steps = [1, 2, 3, 4] if segments == 1 else [segments]
+        log.info("a %s student: searching sampler=consistency at steps %s", module.distilled.get("method"), steps)
+        space = OmegaConf.merge(space, {"samplers": ["consistency"], "steps": steps})
     request = OmegaConf.to_container(cfg.condition, resolve=True)
     guided = bool(request) or guide is not None
     has_ema = (snapshots / PROFILES).is_file() and any(snapshots.glob("*.pt"))

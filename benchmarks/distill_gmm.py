@@ -39,6 +39,9 @@ def main() -> None:
     parser.add_argument(
         "--label-scale", type=float, default=1.0, help="--labelled: the label block's scale (larger: decided earlier)"
     )
+    parser.add_argument(
+        "--segments", type=int, default=1, help="multistep consistency in K segments (sampled in exactly K steps)"
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     g = GaussianMixture.default()
@@ -46,13 +49,21 @@ def main() -> None:
     errors = data.errors if args.labelled else g.moment_errors
     start = time.perf_counter()
     student = distill_mixture(
-        data, steps=args.steps, levels=args.levels, target_decay=args.target_decay, log_every=1000
+        data,
+        steps=args.steps,
+        levels=args.levels,
+        target_decay=args.target_decay,
+        log_every=1000,
+        segments=args.segments,
     )
     seconds = time.perf_counter() - start
     rows = []
-    for evals in (1, 2, 4):
-        out = sample_student(student, N, evals).double()
-        rows.append({"method": "consistency student", "evaluations": evals, **errors(out)})
+    method = (
+        "consistency student" if args.segments == 1 else f"multistep consistency student ({args.segments} segments)"
+    )
+    for evals in (1, 2, 4) if args.segments == 1 else (args.segments,):
+        out = sample_student(student, N, evals, segments=args.segments).double()
+        rows.append({"method": method, "evaluations": evals, **errors(out)})
     for evals in (1, 2, 4, 30):  # DPM-Solver++(2M) evaluates once per step
         if args.labelled:
             out = sample_mixture(data.denoise_items, sample_dpmpp_2m, N, evals, data.dims, data.discrete, seed=2)
@@ -83,6 +94,7 @@ def main() -> None:
         "label_scale": args.label_scale if args.labelled else None,
         "distill_steps": args.steps,
         "levels": args.levels,
+        "segments": args.segments,
         "target_decay": args.target_decay,
         "seconds": seconds,
         "rows": rows,

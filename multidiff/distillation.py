@@ -21,15 +21,17 @@ from torch import Tensor
 from multidiff.build import build_module, load_any
 from multidiff.checkpoint import weights_digest
 from multidiff.core.categorical import discrete_of
-from multidiff.core.distill import consistency_loss, guided_teacher, karras_levels, sample_index
+from multidiff.core.distill import consistency_loss, guided_teacher, karras_levels, sample_index, segment_ends
 from multidiff.core.domain import State
 from multidiff.module import DiffusionModule
 
 METHODS = ("consistency",)
 #: the config groups a student takes from its teacher (the model it is), not from the command line
 TEACHER_GROUPS = ("domain", "net", "process", "schedule", "autoencoder", "latent", "mask")
+#: the Karras grid's rho of the sampler's levels (``karras_open``), which a multistep student's segments must share
+SEGMENT_RHO = 7.0
 #: the options of ``distill`` (conf/experiment/distill.yaml)
-DISTILL_KEYS = ("method", "levels", "rho", "target_decay", "guidance")
+DISTILL_KEYS = ("method", "levels", "rho", "target_decay", "guidance", "segments")
 
 
 def load_teacher(source: str, trust_targets: list[str]) -> DiffusionModule:
@@ -57,11 +59,19 @@ class DistillModule(DiffusionModule):
         rho: float,
         target_decay: float,
         guidance: tuple[float, float] | None = None,
+        segments: int = 1,
         **module: Any,
     ):
         super().__init__(**module)
         if not 0.0 <= target_decay < 1.0:
             raise ValueError(f"distill.target_decay={target_decay}: the target's EMA decay must be in [0, 1)")
+        segment_ends(torch.zeros(1, dtype=torch.long), levels, segments)  # a grid the segments cut evenly
+        if segments > 1 and rho != SEGMENT_RHO:
+            raise ValueError(
+                f"distill.rho={rho} with distill.segments={segments}: the consistency sampler jumps along the "
+                f"karras_open levels, which use rho={SEGMENT_RHO}; leave rho at {SEGMENT_RHO}"
+            )
+        self.segments = segments
         # guidance-conditioned distillation (Meng et al. 2023): the student learns the teacher's guided flow for
         # every scale in [lo, hi], the scale an input of its network
         self.guidance = guidance
@@ -119,6 +129,7 @@ class DistillModule(DiffusionModule):
             lambda err: space.item_mean(err, state.ctx),
             discrete_of(space),
             generator,
+            self.segments,
         )
         return losses, self.levels[index + 1]
 
@@ -181,6 +192,7 @@ def build_student(cfg: DictConfig) -> DistillModule:
             float(options["rho"]),
             float(options["target_decay"]),
             guidance,
+            int(options.get("segments", 1)),
             **module,
         ),
     )

@@ -28,8 +28,9 @@ from multidiff.core.observation import (
 from multidiff.core.options import call_strict
 from multidiff.core.processes import Process
 from multidiff.core.protocols import MaskSampler
+from multidiff.core.samplers import sample_euler
 from multidiff.precision import resolve_precision, with_precision
-from multidiff.sampling import OBSERVE_WITH, SamplingRequest
+from multidiff.sampling import OBSERVE_WITH, Sampling, SamplingRequest
 
 #: noise-level buckets for the per-level loss log, as log10(sigma) edges
 SIGMA_BUCKETS = (-math.inf, -1.0, 0.0, 1.0, math.inf)
@@ -191,6 +192,7 @@ class DiffusionModule(TrainedModule):
         by_model = self.observed_by(request.observe_with) == "model"
         cond = call_strict(self.domain.condition, "condition", condition or {}, n)
         check_sampler_fits(sampler.name, self.distilled, request.guidance if cond is not None else None)
+        step_fn = student_steps(sampler, self.distilled)
         if guide is not None and guide.domain.name != self.domain.name:
             raise ValueError(f"guide model is a {guide.domain.name!r} model; this one is {self.domain.name!r}")
         if guide is not None and (mine := self.domain.signature()) != (its := guide.domain.signature()):
@@ -247,7 +249,7 @@ class DiffusionModule(TrainedModule):
             if discrete is not None:  # the blocks' classes move by their own steps
                 chain = denoise = discrete.chain(denoise, gen, observation, clean_known=by_model)
             if observation is None:
-                x = sampler.fn(denoise, x, sigmas, noise_sampler=noise_fn, callback=lambda *a: bar.update(1))
+                x = step_fn(denoise, x, sigmas, noise_sampler=noise_fn, callback=lambda *a: bar.update(1))
             else:
                 fresh = lambda like: self.domain.space.noise(like, state.ctx, generator=gen)  # noqa: E731
                 space = self.domain.space
@@ -255,7 +257,7 @@ class DiffusionModule(TrainedModule):
                     denoise = conditioned_denoiser(denoise, observation, space, state.ctx)
                 denoise = replacement_denoiser(denoise, observation, fresh, space, state.ctx)
                 x = sample_with_resampling(
-                    sampler.fn, denoise, x, sigmas, resample, noise_fn, callback=lambda *a: bar.update(1)
+                    step_fn, denoise, x, sigmas, resample, noise_fn, callback=lambda *a: bar.update(1)
                 )
             if chain is not None:
                 x = chain.finish(x)
@@ -288,3 +290,18 @@ def check_sampler_fits(sampler: str, distilled: Mapping[str, Any] | None, guidan
             "sampler=consistency is for students (train.py experiment=distill teacher=...); this model is not one: "
             "use a solver such as sampler=dpmpp_2m"
         )
+
+
+def student_steps(sampler: Sampling, distilled: Mapping[str, Any] | None) -> Callable[..., Tensor]:
+    """The function that takes the sampler's steps. A multistep consistency student (``distill.segments`` K > 1,
+    Heek et al. 2024) learned to jump from each of its K segments' top level to the segment's end: sampling is
+    those K deterministic DDIM jumps, which is Euler on the ``karras_open`` grid of exactly K steps."""
+    segments = int((distilled or {}).get("segments", 1))
+    if segments == 1:
+        return sampler.fn
+    if sampler.steps != segments or sampler.spacing != "karras_open":
+        raise ValueError(
+            f"steps={sampler.steps}, spacing={sampler.spacing}: this student was distilled in {segments} segments "
+            f"(distill.segments) and samples in exactly steps={segments} on spacing=karras_open"
+        )
+    return sample_euler

@@ -279,10 +279,11 @@ def distill_mixture(
     seed: int = 0,
     sigma_data: float = 1.5,
     log_every: int = 0,
+    segments: int = 1,
 ):
-    """A consistency student (:class:`PointNet` in EDM preconditioning) distilled from the mixture's exact
-    denoiser with :func:`multidiff.core.distill.consistency_loss` (Adam, cosine learning rate, EMA target); of
-    a :class:`LabelledMixture`, with its labels as a discrete block."""
+    """A consistency student (``segments`` > 1: multistep; :class:`PointNet` in EDM preconditioning) distilled
+    from the mixture's exact denoiser with :func:`multidiff.core.distill.consistency_loss` (Adam, cosine learning
+    rate, EMA target); of a :class:`LabelledMixture`, with its labels as a discrete block."""
     import copy
     import math
 
@@ -317,6 +318,7 @@ def distill_mixture(
             lambda err: err.mean(1),
             g.discrete,
             gen,
+            segments,
         ).mean()
         opt.zero_grad()
         loss.backward()
@@ -332,16 +334,25 @@ def distill_mixture(
 
 
 def sample_mixture(
-    denoise, sampler, n: int, steps: int, dims: int = 2, discrete=None, seed: int = 1, sigma_data: float = 1.5
+    denoise,
+    sampler,
+    n: int,
+    steps: int,
+    dims: int = 2,
+    discrete=None,
+    seed: int = 1,
+    sigma_data: float = 1.5,
+    spacing: str | None = None,
 ):
     """``n`` samples of ``sampler`` (a ``sample_*`` function) on a denoiser D(x, sigma (n,)), started at
     sqrt(sigma_max^2 + sigma_data^2); the consistency sampler takes the ``karras_open`` levels, the others the
-    Karras grid. A discrete block moves by its chain."""
+    Karras grid, unless ``spacing`` says. A discrete block moves by its chain."""
     from multidiff.core.samplers import sample_consistency
     from multidiff.core.schedules import KarrasSchedule
 
     gen = torch.Generator().manual_seed(seed)
-    sigmas = KarrasSchedule().sigmas(steps, "karras_open" if sampler is sample_consistency else "karras")
+    spacing = spacing or ("karras_open" if sampler is sample_consistency else "karras")
+    sigmas = KarrasSchedule().sigmas(steps, spacing)
     x = torch.randn(n, dims, generator=gen) * (sigmas[0] ** 2 + sigma_data**2) ** 0.5
     model = lambda v, s: denoise(v, s.expand(n))  # noqa: E731
     if discrete is not None:
@@ -351,21 +362,23 @@ def sample_mixture(
     return out if discrete is None else chain.finish(out)
 
 
-def sample_student(student, n: int, steps: int, seed: int = 1) -> torch.Tensor:
-    """``n`` samples of a distilled student with multistep consistency sampling (``karras_open`` levels)."""
+def sample_student(student, n: int, steps: int, seed: int = 1, segments: int = 1) -> torch.Tensor:
+    """``n`` samples of a distilled student with multistep consistency sampling (``karras_open`` levels); of a
+    multistep student (``segments`` = ``steps``), its deterministic jumps (Euler on the same levels)."""
     from multidiff.core.categorical import discrete_of
-    from multidiff.core.samplers import sample_consistency
+    from multidiff.core.samplers import sample_consistency, sample_euler
     from multidiff.core.state import State
 
     dims = student.net.net[-1].out_features
     state = State(torch.zeros(n, dims), None, {})
     return sample_mixture(
         lambda v, s: student(v, s, state),
-        sample_consistency,
+        sample_consistency if segments == 1 else sample_euler,
         n,
         steps,
         dims,
         discrete_of(student.space),
         seed,
         student.process.sigma_data,
+        "karras_open",
     )

@@ -10,6 +10,12 @@ c_skip -> 1, c_out -> 0 as sigma -> 0 is the boundary condition f(x, sigma_min) 
 lowest level the target is the moved point itself. Functions of denoisers D(x, sigma per item), nothing of
 Lightning or domains.
 
+Multistep consistency distillation (Heek et al. 2024) cuts the grid into ``segments`` equal runs of levels: the
+student at a level maps to the lowest level of its run (the data for the lowest run) by a DDIM jump of its own
+estimate, x_s = D + (s / sigma) (x - D), so that K segments sample in exactly K deterministic jumps. Each jump
+spans a quarter of the trajectory at K = 4 instead of all of it, which a short distillation learns far better;
+K = 1 is consistency distillation as above.
+
 Blocks of a discrete process (:class:`~.categorical.DiscreteCategorical`: a graph's atom types and bond orders)
 do not follow an ODE: they hold classes that the teacher's step moves by a draw of their exact posterior, as its
 sampler does. The flow's end is then random given the start, and the student learns its expectation: for the
@@ -63,6 +69,24 @@ def heun_step(
     return moved if discrete is None else discrete.carry(moved, x_euler)
 
 
+def segment_ends(index: Tensor, levels: int, segments: int) -> Tensor:
+    """The grid index at which the run of each training pair (n, n+1) ends below: ``segments`` equal runs of the
+    ``levels - 1`` pairs, the lowest ending at index 0 (whose jump goes to the data)."""
+    if segments < 1 or (levels - 1) % segments:
+        raise ValueError(
+            f"{segments} segments do not cut a grid of {levels} levels ({levels - 1} steps) into equal runs: give "
+            f"distill.levels = a multiple of {segments} plus 1 (e.g. {segments * ((levels - 1) // segments + 1) + 1})"
+        )
+    per = (levels - 1) // segments
+    return torch.div(index, per, rounding_mode="floor") * per
+
+
+def jump(denoised: Tensor, x: Tensor, ratio: Tensor) -> Tensor:
+    """The DDIM (probability-flow Euler) jump from x at sigma to the level ``ratio`` * sigma given the estimate
+    ``denoised``: D + (s / sigma) (x - D); ``ratio`` broadcast per item, 0 jumps to the data."""
+    return denoised + ratio * (x - denoised)
+
+
 def consistency_loss(
     student: ItemDenoiser,
     target: ItemDenoiser,
@@ -75,23 +99,38 @@ def consistency_loss(
     item_mean: Callable[[Tensor], Tensor],
     discrete: DiscreteCategorical | None = None,
     generator: torch.Generator | None = None,
+    segments: int = 1,
 ) -> Tensor:
     """Per-item squared distance between the student at (x0 + sigma_{n+1} noise, sigma_{n+1}) and the target at
     the teacher's Heun step to sigma_n; ``index`` (B,) holds n in [0, len(levels) - 2].
 
+    ``segments`` > 1 (multistep consistency): both map to the end s of their run by :func:`jump` (the target is
+    the moved point itself when sigma_n = s) and the distance is taken there, between the jumps (at s = 0,
+    consistency distillation's loss). On the mixture this beat the distance between the estimates that jump onto
+    each other, which weights a pair by 1 / (1 - s / sigma_{n+1})^2 (4-step mean error 0.04 against 0.12).
+
     ``discrete``: blocks that follow a discrete process hold a draw of ``q(z | x0's class)`` at sigma_{n+1} and
     move by a posterior draw, so the moved point is random beyond the noise: the student learns the target's
-    expectation there, the class probabilities' included (a squared error of probabilities is a proper score)."""
+    expectation there, the class probabilities' included (a squared error of probabilities is a proper score);
+    their columns take no jump (the sampler's chain draws them from the estimate's probabilities)."""
     sigma, sigma_prev = levels[index + 1], levels[index]
+    end = segment_ends(index, len(levels), segments)
+    s = torch.where(end > 0, levels[end], torch.zeros_like(sigma))
     x = x0 + b(sigma) * noise
     if discrete is not None:
         x = discrete.noisy(x, x0, b(sigma), generator)
     with torch.no_grad():
         moved = heun_step(teacher, x, sigma, sigma_prev, b, discrete, generator)
-        # at the lowest level the consistency function is the identity: the moved point is the target
-        lowest = b((index == 0).to(sigma.dtype))
-        aim = lowest * moved + (1 - lowest) * target(moved, sigma_prev)
+        estimate = target(moved, sigma_prev)
+        # at a run's lowest level the consistency function is the identity: the moved point is the target
+        at_end = b((index == end).to(sigma.dtype))
+        aim = at_end * moved + (1 - at_end) * jump(estimate, moved, b(s / sigma_prev))
+        if discrete is not None:  # the blocks' aim: the expected end of their chain, as probabilities
+            lowest = b((index == 0).to(sigma.dtype))
+            aim = discrete.carry(aim, lowest * moved + (1 - lowest) * estimate)
     out = student(x, sigma)
+    jumped = jump(out, x, b(s / sigma))
+    out = jumped if discrete is None else discrete.carry(jumped, out)
     dtype = torch.promote_types(out.dtype, torch.float32)
     return item_mean((out.to(dtype) - aim.to(dtype)) ** 2)
 
