@@ -1,5 +1,6 @@
-"""Seconds per item of a student at 1, 2 and 4 consistency steps against its teacher at 50 solver steps: the
-network's time only (``DiffusionModule.generate``, in process, after a warm-up), same batch, same threads.
+"""Seconds per item of a student at 1, 2 and 4 consistency steps (a multistep student: its segments' count)
+against its teacher at 50 solver steps: the network's time only (``DiffusionModule.generate``, in process, after a
+warm-up), same batch, same threads.
 
     python benchmarks/bench_distill.py --student runs/distill_fsdd/checkpoints/last.ckpt --teacher fsdd-digits \
         --condition digit=7 --n 100 --batch 50 --out docs/bench_distill.json
@@ -45,13 +46,15 @@ def main() -> None:
     student, teacher = load_any(args.student), load_any(args.teacher)
     teacher50 = seconds_per_item(teacher, "dpmpp_2m", 50, args.n, args.batch, condition)
     rows = {"teacher dpmpp_2m 50": teacher50}
-    for steps in (1, 2, 4):
+    segments = int(student.distilled.get("segments", 1))
+    counts = (1, 2, 4) if segments == 1 else (segments,)
+    for steps in counts:
         rows[f"student consistency {steps}"] = seconds_per_item(
             student, "consistency", steps, args.n, args.batch, condition
         )
     result = {
         "seconds_per_item": rows,
-        "speedup_at_4": teacher50 / rows["student consistency 4"],
+        f"speedup_at_{counts[-1]}": teacher50 / rows[f"student consistency {counts[-1]}"],
         "threads": args.threads,
         "n": args.n,
         "batch": args.batch,

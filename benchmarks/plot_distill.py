@@ -33,8 +33,18 @@ def main() -> None:
     for name in sorted({c["sampler"] for c in cells if c["sampler"] != "consistency" and c["nfe"] <= 4}):
         pts = sorted((c["nfe"], c[key]) for c in cells if c["sampler"] == name and c["nfe"] <= 4)
         ax.plot(*zip(*pts), marker="o", lw=1, alpha=0.55, label=f"teacher, {name}")
-    pts = sorted((c["nfe"], c[key]) for c in cells if c["sampler"] == "consistency")
-    ax.plot(*zip(*pts), marker="s", lw=2.5, color="black", label="student, consistency")
+    # each student's cells: a cell's "student" names it (e.g. "multistep, 4 segments"); one point is a star
+    students = sorted({c.get("student", "consistency") for c in cells if c["sampler"] == "consistency"})
+    for name, color in zip(students, ["black", "tab:green", "tab:purple"]):
+        pts = sorted(
+            (c["nfe"], c[key])
+            for c in cells
+            if c["sampler"] == "consistency" and c.get("student", "consistency") == name
+        )
+        one = len(pts) == 1
+        ax.plot(
+            *zip(*pts), marker="*" if one else "s", ms=14 if one else 6, lw=2.5, color=color, label=f"student, {name}"
+        )
     t50 = [c[key] for c in cells if c["nfe"] == 50][0]
     ax.axhline(t50, ls="--", color="tab:red", label=f"teacher, dpmpp_2m 50 steps ({key} {t50:.3g})")
     if "real_test_FID" in d and key == "FID":
