@@ -181,6 +181,9 @@ def build_student(cfg: DictConfig) -> DistillModule:
             cfg[group] = theirs.get(group)
         cfg.distill.teacher = str(cfg.teacher)
         cfg.distill.teacher_digest = weights_digest(teacher)
+        segments = int(options.get("segments", 1))
+        if segments > 1:  # its only step count: the previews and the recorded sampler take it
+            cfg.sampler.steps, cfg.sampler.spacing = segments, "karras_open"
         if guidance is not None:
             cfg.net.guidance_input = True  # the student's network takes the scale (its embedding starts at zero)
     student = build_module(

@@ -286,9 +286,13 @@ def test_a_multistep_student_trains_and_samples_in_exactly_its_segments(tiny_aud
     segmented = [*common, f"teacher={tiny_audio_ckpt}", "distill.segments=4"]
     with pytest.raises(ValueError, match="distill.levels = a multiple of 4 plus 1"):
         train.train(compose("train", [*segmented, "trainer.max_steps=1"], tmp_path / "uneven"))
-    train.train(compose("train", [*segmented, "distill.levels=41", "trainer.max_steps=2"], run))
+    preview = [
+        "+callbacks.samples={_target_: multidiff.training.SampleCallback, sampler: ${sampler}, every_n_steps: 1, n: 1}"
+    ]
+    train.train(compose("train", [*segmented, "distill.levels=41", "trainer.max_steps=2", *preview], run))
     ckpt = run / "checkpoints" / "last.ckpt"
     assert load_checkpoint(ckpt).distilled["segments"] == 4
+    assert list((run / "samples" / "step_0000001").glob("*.wav"))  # its previews sample in its 4 steps
     out = tmp_path / "s4"
     sample.sample(
         compose("sample", [f"ckpt={ckpt}", "sampler=consistency", "steps=4", "n=2", f"out={out}"], tmp_path / "h4")
