@@ -35,7 +35,7 @@ def main() -> None:
         ax.plot(*zip(*pts), marker="o", lw=1, alpha=0.55, label=f"teacher, {name}")
     # each student's cells: a cell's "student" names it (e.g. "multistep, 4 segments"); one point is a star
     students = sorted({c.get("student", "consistency") for c in cells if c["sampler"] == "consistency"})
-    for name, color in zip(students, ["black", "tab:green", "tab:purple"]):
+    for name, color in zip(students, ["black", "black", "dimgray"]):
         pts = sorted(
             (c["nfe"], c[key])
             for c in cells

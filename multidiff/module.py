@@ -281,9 +281,11 @@ def check_sampler_fits(sampler: str, distilled: Mapping[str, Any] | None, guidan
             "(distill.guidance); ask for one in that range, or distil again with a wider one"
         )
     if distilled and sampler != "consistency":
+        segments = int(distilled.get("segments", 1))
+        steps = "steps=1..4" if segments == 1 else f"steps={segments}, its segments"
         raise ValueError(
             f"sampler={sampler}: this model is a {distilled.get('method')} student (distilled from "
-            f"{distilled.get('teacher')}); it samples with sampler=consistency (steps=1..4); solvers need the teacher"
+            f"{distilled.get('teacher')}); it samples with sampler=consistency ({steps}); solvers need the teacher"
         )
     if not distilled and sampler == "consistency":
         raise ValueError(
