@@ -181,7 +181,10 @@ def build_student(cfg: DictConfig) -> DistillModule:
             cfg[group] = theirs.get(group)
         cfg.distill.teacher = str(cfg.teacher)
         cfg.distill.teacher_digest = weights_digest(teacher)
-        segments = int(options.get("segments", 1))
+        segments = options.get("segments", 1)
+        segment_ends(
+            torch.zeros(1, dtype=torch.long), int(options["levels"]), segments
+        )  # refused before the student is built
         if segments > 1:  # its only step count: the previews and the recorded sampler take it
             cfg.sampler.steps, cfg.sampler.spacing = segments, "karras_open"
         if guidance is not None:
@@ -195,7 +198,7 @@ def build_student(cfg: DictConfig) -> DistillModule:
             float(options["rho"]),
             float(options["target_decay"]),
             guidance,
-            int(options.get("segments", 1)),
+            segments,
             **module,
         ),
     )

@@ -257,6 +257,25 @@ def test_the_exact_multistep_student_has_no_loss_and_samples_exactly_in_its_segm
         segment_ends(index, 40, 4)
 
 
+def test_a_multistep_student_is_sampled_by_its_jumps_and_only_in_its_segments():
+    """``generate``'s step function: a 4-segment student's is the deterministic jump (Euler on karras_open), a
+    one-jump student's and an old checkpoint's (no ``segments``) the consistency sampler; other counts, other
+    spacings and segment counts that are not whole numbers are refused."""
+    from multidiff.module import student_steps
+    from multidiff.sampling import build_sampler, sampler_config
+
+    four = build_sampler(sampler_config("consistency"), steps=4)
+    assert student_steps(four, {"method": "consistency", "segments": 4}) is sample_euler
+    assert student_steps(four, {"method": "consistency"}).func is sample_consistency  # no segments recorded: one
+    with pytest.raises(ValueError, match="samples in exactly steps=4"):
+        student_steps(build_sampler(sampler_config("consistency"), steps=2), {"segments": 4})
+    with pytest.raises(ValueError, match="spacing=karras_open"):
+        student_steps(build_sampler(sampler_config("consistency"), steps=4, spacing="karras"), {"segments": 4})
+    for bad in (0, None, 2.5):
+        with pytest.raises(ValueError, match="whole number of segments"):
+            segment_ends(torch.zeros(1, dtype=torch.long), 41, bad)
+
+
 def test_a_multistep_student_of_the_mixture_beats_the_solver_in_its_four_steps():
     """A 4-segment student distilled from the mixture's exact denoiser for 1,500 steps (as the one-jump student
     above): at 4 evaluations its weights and means are far closer than DPM-Solver++(2M)'s and its mean error

@@ -72,7 +72,9 @@ def heun_step(
 def segment_ends(index: Tensor, levels: int, segments: int) -> Tensor:
     """The grid index at which the run of each training pair (n, n+1) ends below: ``segments`` equal runs of the
     ``levels - 1`` pairs, the lowest ending at index 0 (whose jump goes to the data)."""
-    if segments < 1 or (levels - 1) % segments:
+    if not isinstance(segments, int) or segments < 1:
+        raise ValueError(f"distill.segments={segments!r}: give a whole number of segments >= 1 (1: one jump)")
+    if (levels - 1) % segments:
         raise ValueError(
             f"{segments} segments do not cut a grid of {levels} levels ({levels - 1} steps) into equal runs: give "
             f"distill.levels = a multiple of {segments} plus 1 (e.g. {segments * ((levels - 1) // segments + 1) + 1})"
