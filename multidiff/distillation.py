@@ -182,9 +182,8 @@ def build_student(cfg: DictConfig) -> DistillModule:
         cfg.distill.teacher = str(cfg.teacher)
         cfg.distill.teacher_digest = weights_digest(teacher)
         segments = options.get("segments", 1)
-        segment_ends(
-            torch.zeros(1, dtype=torch.long), int(options["levels"]), segments
-        )  # refused before the student is built
+        # a count that is no whole number, or a grid it does not cut evenly, is refused before the student is built
+        segment_ends(torch.zeros(1, dtype=torch.long), int(options["levels"]), segments)
         if segments > 1:  # its only step count: the previews and the recorded sampler take it
             cfg.sampler.steps, cfg.sampler.spacing = segments, "karras_open"
         if guidance is not None:
