@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from multidiff.build import load_any
 from multidiff.checkpoint import evaluation_data_config
 from multidiff.config import sampler_config
+from multidiff.module import segments_of
 from multidiff.objective import generate_items, score_items
 from multidiff.posthoc_ema import PROFILES, load_ema_length
 from multidiff.sampling import SamplingRequest, build_sampler
@@ -58,7 +59,7 @@ def tune(cfg: DictConfig) -> list[dict[str, Any]]:
     snapshots = Path(str(cfg.ckpt)).resolve().parent.parent / "posthoc_ema"
     space = cfg.space
     if module.distilled:  # a student serves one sampler, in a few evaluations
-        segments = int(module.distilled.get("segments", 1))  # a multistep student samples in its segments' steps
+        segments = segments_of(module.distilled)  # a multistep student samples in its segments' steps
         steps = [1, 2, 3, 4] if segments == 1 else [segments]
         log.info("a %s student: searching sampler=consistency at steps %s", module.distilled.get("method"), steps)
         space = OmegaConf.merge(space, {"samplers": ["consistency"], "steps": steps})

@@ -19,6 +19,7 @@ import torch
 import yaml
 
 from multidiff.build import load_any
+from multidiff.module import segments_of
 from multidiff.sampling import named_request
 
 
@@ -46,7 +47,7 @@ def main() -> None:
     student, teacher = load_any(args.student), load_any(args.teacher)
     teacher50 = seconds_per_item(teacher, "dpmpp_2m", 50, args.n, args.batch, condition)
     rows = {"teacher dpmpp_2m 50": teacher50}
-    segments = int(student.distilled.get("segments", 1))
+    segments = segments_of(student.distilled)
     counts = (1, 2, 4) if segments == 1 else (segments,)
     for steps in counts:
         rows[f"student consistency {steps}"] = seconds_per_item(

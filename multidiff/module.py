@@ -281,7 +281,7 @@ def check_sampler_fits(sampler: str, distilled: Mapping[str, Any] | None, guidan
             "(distill.guidance); ask for one in that range, or distil again with a wider one"
         )
     if distilled and sampler != "consistency":
-        segments = int(distilled.get("segments", 1))
+        segments = segments_of(distilled)
         steps = "steps=1..4" if segments == 1 else f"steps={segments}, its segments"
         raise ValueError(
             f"sampler={sampler}: this model is a {distilled.get('method')} student (distilled from "
@@ -294,11 +294,16 @@ def check_sampler_fits(sampler: str, distilled: Mapping[str, Any] | None, guidan
         )
 
 
+def segments_of(distilled: Mapping[str, Any] | None) -> int:
+    """A student's ``distill.segments`` (1: a one-jump student, and any model or student that records none)."""
+    return int((distilled or {}).get("segments", 1))
+
+
 def student_steps(sampler: Sampling, distilled: Mapping[str, Any] | None) -> Callable[..., Tensor]:
     """The function that takes the sampler's steps. A multistep consistency student (``distill.segments`` K > 1,
     Heek et al. 2024) learned to jump from each of its K segments' top level to the segment's end: sampling is
     those K deterministic DDIM jumps, which is Euler on the ``karras_open`` grid of exactly K steps."""
-    segments = int((distilled or {}).get("segments", 1))
+    segments = segments_of(distilled)
     if segments == 1:
         return sampler.fn
     if sampler.steps != segments or sampler.spacing != "karras_open":

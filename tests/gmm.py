@@ -364,16 +364,18 @@ def sample_mixture(
 
 def sample_student(student, n: int, steps: int, seed: int = 1, segments: int = 1) -> torch.Tensor:
     """``n`` samples of a distilled student with multistep consistency sampling (``karras_open`` levels); of a
-    multistep student (``segments`` = ``steps``), its deterministic jumps (Euler on the same levels)."""
+    multistep student (``segments`` = ``steps``), its deterministic jumps: the step function ``generate`` takes."""
+    from multidiff.config import sampler_config
     from multidiff.core.categorical import discrete_of
-    from multidiff.core.samplers import sample_consistency, sample_euler
     from multidiff.core.state import State
+    from multidiff.module import student_steps
+    from multidiff.sampling import build_sampler
 
     dims = student.net.net[-1].out_features
     state = State(torch.zeros(n, dims), None, {})
     return sample_mixture(
         lambda v, s: student(v, s, state),
-        sample_consistency if segments == 1 else sample_euler,
+        student_steps(build_sampler(sampler_config("consistency"), steps=steps), {"segments": segments}),
         n,
         steps,
         dims,

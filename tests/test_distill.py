@@ -261,8 +261,9 @@ def test_a_multistep_student_is_sampled_by_its_jumps_and_only_in_its_segments():
     """``generate``'s step function: a 4-segment student's is the deterministic jump (Euler on karras_open), a
     one-jump student's and an old checkpoint's (no ``segments``) the consistency sampler; other counts, other
     spacings and segment counts that are not whole numbers are refused."""
+    from multidiff.config import sampler_config
     from multidiff.module import student_steps
-    from multidiff.sampling import build_sampler, sampler_config
+    from multidiff.sampling import build_sampler
 
     four = build_sampler(sampler_config("consistency"), steps=4)
     assert student_steps(four, {"method": "consistency", "segments": 4}) is sample_euler
