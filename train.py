@@ -218,7 +218,7 @@ def verify_resume(ckpt_path: str | Path, cfg: DictConfig, module: pl.LightningMo
     path = Path(ckpt_path)
     ckpt = read_checkpoint(path)
     meta = checkpoint_meta(ckpt, path)
-    meta.expect(cfg.stage, path)
+    meta.expect("autoencoder" if cfg.stage == "autoencoder" else "diffusion", path)  # a student is a diffusion model
     if meta.domain != module.domain.name:
         raise ValueError(f"ckpt_path={path} holds a {meta.domain!r} model; this run trains {module.domain.name!r}")
     own = config_targets(OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])))
@@ -228,7 +228,7 @@ def verify_resume(ckpt_path: str | Path, cfg: DictConfig, module: pl.LightningMo
 
 #: the config groups that decide the model a checkpoint holds (the rest, such as data, optimizer and trainer
 #: settings, may change between a run and its continuation)
-MODEL_GROUPS = ("net", "process", "autoencoder", "mask", "latent", "stage")
+MODEL_GROUPS = ("net", "process", "autoencoder", "mask", "latent", "stage", "distill")
 
 
 def check_same_model(path: Path, stored: dict, state: dict, cfg: DictConfig, module: pl.LightningModule) -> None:

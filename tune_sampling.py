@@ -21,10 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 from multidiff.build import load_any
 from multidiff.checkpoint import evaluation_data_config
 from multidiff.config import sampler_config
-from multidiff.module import segments_of
 from multidiff.objective import generate_items, score_items
 from multidiff.posthoc_ema import PROFILES, load_ema_length
-from multidiff.sampling import SamplingRequest, build_sampler
+from multidiff.sampling import SamplingRequest, build_sampler, segments_of
 
 log = logging.getLogger("multidiff.tune_sampling")
 

@@ -19,8 +19,7 @@ import torch
 import yaml
 
 from multidiff.build import load_any
-from multidiff.module import segments_of
-from multidiff.sampling import named_request
+from multidiff.sampling import named_request, segments_of
 
 
 def seconds_per_item(module, sampler: str, steps: int, n: int, batch: int, condition: dict) -> float:

@@ -30,7 +30,7 @@ from multidiff.core.processes import Process
 from multidiff.core.protocols import MaskSampler
 from multidiff.core.samplers import sample_euler
 from multidiff.precision import resolve_precision, with_precision
-from multidiff.sampling import OBSERVE_WITH, Sampling, SamplingRequest
+from multidiff.sampling import OBSERVE_WITH, Sampling, SamplingRequest, segments_of
 
 #: noise-level buckets for the per-level loss log, as log10(sigma) edges
 SIGMA_BUCKETS = (-math.inf, -1.0, 0.0, 1.0, math.inf)
@@ -292,11 +292,6 @@ def check_sampler_fits(sampler: str, distilled: Mapping[str, Any] | None, guidan
             "sampler=consistency is for students (train.py experiment=distill teacher=...); this model is not one: "
             "use a solver such as sampler=dpmpp_2m"
         )
-
-
-def segments_of(distilled: Mapping[str, Any] | None) -> int:
-    """A student's ``distill.segments`` (1: a one-jump student, and any model or student that records none)."""
-    return int((distilled or {}).get("segments", 1))
 
 
 def student_steps(sampler: Sampling, distilled: Mapping[str, Any] | None) -> Callable[..., Tensor]:

@@ -156,12 +156,21 @@ class SamplingRequest:
         return {**self.sampler.record(), **plain}
 
 
+def segments_of(distilled: Mapping[str, Any] | None) -> int:
+    """A student's ``distill.segments`` (1: a one-jump student, and any model or student that records none)."""
+    return int((distilled or {}).get("segments", 1))
+
+
 def request_from_config(cfg: DictConfig, module: Any, guide: Any = None, steps: int | None = None) -> SamplingRequest:
     """``conf/sample.yaml``'s request for ``module``: every :class:`SamplingRequest` field is read from the key of
     the same name (a new field needs only its key there), with these made concrete: the sampler built from its
     group (``steps`` and ``spacing`` overriding it), ``guide`` (the module ``guide_ckpt`` names, loaded by the
     caller), ``observe_with=auto`` resolved to what the model does, ``precision=auto`` to what its device
-    computes natively, and the interval a tuple."""
+    computes natively, and the interval a tuple. A multistep student (``distill.segments`` K) under the
+    consistency sampler takes its K steps unless ``steps`` says otherwise (which it then refuses)."""
+    segments = segments_of(getattr(module, "distilled", None))
+    if steps is None and segments > 1 and cfg.sampler.get("name") == "consistency":
+        steps = segments
     plain = {
         f.name: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v := cfg.get(f.name)) else v
         for f in fields(SamplingRequest)

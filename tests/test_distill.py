@@ -3,6 +3,7 @@ denoiser as the teacher), then end to end on a tiny audio teacher."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -314,10 +315,30 @@ def test_a_multistep_student_trains_and_samples_in_exactly_its_segments(tiny_aud
     assert load_checkpoint(ckpt).distilled["segments"] == 4
     assert list((run / "samples" / "step_0000001").glob("*.wav"))  # its previews sample in its 4 steps
     out = tmp_path / "s4"
-    sample.sample(
-        compose("sample", [f"ckpt={ckpt}", "sampler=consistency", "steps=4", "n=2", f"out={out}"], tmp_path / "h4")
-    )
+    sample.sample(compose("sample", [f"ckpt={ckpt}", "sampler=consistency", "n=2", f"out={out}"], tmp_path / "h4"))
     assert len(list(out.glob("*.wav"))) == 2
+    assert json.loads((out / "sampling.json").read_text())["steps"] == 4  # its K, without steps=
+    resumed = train.train(
+        compose(
+            "train", [*segmented, "distill.levels=41", "trainer.max_steps=3", f"ckpt_path={ckpt}"], tmp_path / "resumed"
+        )
+    )
+    assert resumed.global_step == 3  # a student's run continues from its checkpoint
+    with pytest.raises(ValueError, match=r"distill\.segments: 4 in the checkpoint, 2 now"):
+        train.train(
+            compose(
+                "train",
+                [
+                    *common,
+                    f"teacher={tiny_audio_ckpt}",
+                    "distill.segments=2",
+                    "distill.levels=41",
+                    "trainer.max_steps=3",
+                    f"ckpt_path={ckpt}",
+                ],
+                tmp_path / "resumed",
+            )
+        )
     with pytest.raises(ValueError, match="samples in exactly steps=4"):
         sample.sample(
             compose(
