@@ -37,19 +37,24 @@ class Warmup:
         return min(1.0, (step + 1) / max(1, self.steps))
 
 
-class ramped_ema:  # noqa: N801  (used as a function: ``avg_fn=ramped_ema(decay, warmup)``)
-    """``avg_fn`` for ``AveragedModel``: EMA whose decay after ``n`` updates is
+class ramped_ema:  # noqa: N801  (used as a function: ``multi_avg_fn=ramped_ema(decay, warmup)``)
+    """``multi_avg_fn`` for ``AveragedModel``: EMA whose decay after ``n`` updates is
     ``min(decay, (1 + n) / (warmup + n))``, so the weights the average started from fade out within
     a few hundred steps instead of lingering (at 0.999, 15 % of them are still in after 1,900 updates).
+    One ``_foreach_lerp_`` over all tensors of a dtype: a loop over the tensors took 31 ms per step for the
+    9.3M audio U-Net on a 2-core CPU, the foreach update a few ms. Integer buffers are copied.
     A class, not a closure, so that it pickles (ddp_spawn sends the callbacks to its processes)."""
 
     def __init__(self, decay: float, warmup: float = 10.0):
         self.decay, self.warmup = decay, warmup
 
     @torch.no_grad()
-    def __call__(self, averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
-        d = torch.clamp((1.0 + num_averaged) / (self.warmup + num_averaged), max=self.decay).to(averaged.dtype)
-        return d * averaged + (1.0 - d) * current
+    def __call__(self, averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        if not averaged[0].is_floating_point():
+            torch._foreach_copy_(averaged, current)
+            return
+        d = torch.clamp((1.0 + num_averaged) / (self.warmup + num_averaged), max=self.decay)
+        torch._foreach_lerp_(averaged, current, (1.0 - d).to(averaged[0].dtype))
 
 
 class EMA(EMAWeightAveraging):
@@ -67,7 +72,7 @@ class EMA(EMAWeightAveraging):
     ):
         if not 0.0 <= decay <= 1.0:
             raise ValueError(f"EMA decay must be in [0, 1], got {decay}")
-        WeightAveraging.__init__(self, device=device, use_buffers=use_buffers, avg_fn=ramped_ema(decay, warmup))
+        WeightAveraging.__init__(self, device=device, use_buffers=use_buffers, multi_avg_fn=ramped_ema(decay, warmup))
         self.update_every_n_steps = update_every_n_steps
         self.update_starting_at_step = update_starting_at_step
         self.update_starting_at_epoch = None
@@ -81,10 +86,9 @@ class EMA(EMAWeightAveraging):
             # until averaging starts (update_starting_at_step) the average is the model itself: Lightning keeps the
             # copy made at the start, which a shorter run would save, and sample from, as its trained weights
             with torch.no_grad():
-                for mine, theirs in zip(
+                torch._foreach_copy_(
                     _tensors(average.module, self._use_buffers), _tensors(pl_module, self._use_buffers)
-                ):
-                    mine.copy_(theirs)
+                )
 
 
 def _tensors(module: torch.nn.Module, buffers: bool) -> list[torch.Tensor]:

@@ -82,13 +82,17 @@ def test_ema_warmup_forgets_the_starting_weights():
     from multidiff.training import ramped_ema
 
     update = ramped_ema(0.999, warmup=10)
-    avg = torch.zeros(3)
+    avg = [torch.zeros(3), torch.zeros(2, 2)]
     for n in range(1, 301):  # the live weights sit at 1; the average started at 0
-        avg = update(avg, torch.ones(3), torch.tensor(n))
-    assert avg.min() > 0.97  # a plain 0.999 EMA would still be at 1 - 0.999**300 = 0.26
+        update(avg, [torch.ones(3), torch.ones(2, 2)], torch.tensor(n))
+    assert min(a.min() for a in avg) > 0.97  # a plain 0.999 EMA would still be at 1 - 0.999**300 = 0.26
     # later the decay is the configured one
-    late = update(torch.zeros(1), torch.ones(1), torch.tensor(1_000_000))
-    assert late.item() == pytest.approx(1 - 0.999, rel=1e-4)
+    late = [torch.zeros(1)]
+    update(late, [torch.ones(1)], torch.tensor(1_000_000))
+    assert late[0].item() == pytest.approx(1 - 0.999, rel=1e-4)
+    counts = [torch.tensor(3)]  # an integer buffer takes the live value
+    update(counts, [torch.tensor(7)], torch.tensor(5))
+    assert counts[0].item() == 7
 
 
 @pytest.mark.parametrize("where", ["loss", "gradient"])
