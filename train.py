@@ -34,7 +34,7 @@ from multidiff.checkpoint import (
     read_checkpoint,
 )
 from multidiff.core.latent import measure_latent_scale
-from multidiff.distillation import build_student
+from multidiff.distillation import build_student, resume_settings
 from multidiff.loggers import end_wandb_run
 from multidiff.objective import SAMPLE_QUALITY, check_objective, generate_items, logged_metric, score_items
 from multidiff.precision import resolve_trainer_precision, sampling_precision
@@ -236,6 +236,8 @@ def check_same_model(path: Path, stored: dict, state: dict, cfg: DictConfig, mod
     ours = {
         g: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v := cfg.get(g)) else v for g in MODEL_GROUPS
     }
+    ours["distill"] = resume_settings(ours["distill"])
+    stored = {**stored, "distill": resume_settings(stored.get("distill"))}
     differ = [
         f"{key}: {theirs!r} in the checkpoint, {mine!r} now"
         for group in MODEL_GROUPS

@@ -153,6 +153,15 @@ class DistillModule(DiffusionModule):
         self.log("val/loss", losses.mean(), prog_bar=True, batch_size=losses.shape[0], sync_dist=True)
 
 
+def resume_settings(options: Any) -> Any:
+    """A student's ``distill`` settings as a resume compares them: settings added since a student was written
+    take their defaults (``segments`` 1, no ``guidance``), and the teacher counts by its weights' digest alone
+    (the same teacher may be named by another path)."""
+    if not isinstance(options, dict):
+        return options
+    return {"segments": 1, "guidance": None, **{k: v for k, v in options.items() if k != "teacher"}}
+
+
 def build_student(cfg: DictConfig) -> DistillModule:
     """The student of ``cfg.teacher``: the teacher's model groups replace the command line's (a differing domain
     is an error), ``distill`` is recorded with the teacher's path and weight digest, the weights start as the

@@ -167,9 +167,11 @@ def request_from_config(cfg: DictConfig, module: Any, guide: Any = None, steps: 
     group (``steps`` and ``spacing`` overriding it), ``guide`` (the module ``guide_ckpt`` names, loaded by the
     caller), ``observe_with=auto`` resolved to what the model does, ``precision=auto`` to what its device
     computes natively, and the interval a tuple. A multistep student (``distill.segments`` K) under the
-    consistency sampler takes its K steps unless ``steps`` says otherwise (which it then refuses)."""
+    consistency sampler takes its K steps unless ``steps`` or ``sampler.steps`` says otherwise (which it then
+    refuses)."""
     segments = segments_of(getattr(module, "distilled", None))
-    if steps is None and segments > 1 and cfg.sampler.get("name") == "consistency":
+    chosen = cfg.sampler.get("steps") != sampler_config("consistency").get("steps")  # sampler.steps=N given
+    if steps is None and segments > 1 and cfg.sampler.get("name") == "consistency" and not chosen:
         steps = segments
     plain = {
         f.name: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v := cfg.get(f.name)) else v

@@ -318,12 +318,14 @@ def test_a_multistep_student_trains_and_samples_in_exactly_its_segments(tiny_aud
     sample.sample(compose("sample", [f"ckpt={ckpt}", "sampler=consistency", "n=2", f"out={out}"], tmp_path / "h4"))
     assert len(list(out.glob("*.wav"))) == 2
     assert json.loads((out / "sampling.json").read_text())["steps"] == 4  # its K, without steps=
-    resumed = train.train(
-        compose(
-            "train", [*segmented, "distill.levels=41", "trainer.max_steps=3", f"ckpt_path={ckpt}"], tmp_path / "resumed"
+    with pytest.raises(ValueError, match="samples in exactly steps=4"):  # sampler.steps=3 is not overridden
+        sample.sample(
+            compose("sample", [f"ckpt={ckpt}", "sampler=consistency", "sampler.steps=3", "n=2"], tmp_path / "h3")
         )
-    )
-    assert resumed.global_step == 3  # a student's run continues from its checkpoint
+    same_teacher = tiny_audio_ckpt.parent / ".." / tiny_audio_ckpt.parent.name / tiny_audio_ckpt.name  # another path
+    again = [*common, f"teacher={same_teacher}", "distill.segments=4", "distill.levels=41", "trainer.max_steps=3"]
+    resumed = train.train(compose("train", [*again, f"ckpt_path={ckpt}"], tmp_path / "resumed"))
+    assert resumed.ckpt_path == str(ckpt) and resumed.global_step == 3  # a student's run continues from its checkpoint
     with pytest.raises(ValueError, match=r"distill\.segments: 4 in the checkpoint, 2 now"):
         train.train(
             compose(
@@ -363,6 +365,16 @@ def class_denoiser(mu):
 def guided_consistency(c, w):
     mu = (MU_U + w * (MU_C[c] - MU_U)).reshape(-1, 1)
     return lambda x, sigma: mu + S / (S**2 + sigma.reshape(-1, 1).double() ** 2).sqrt() * (x - mu)
+
+
+def test_a_student_written_before_segments_and_guidance_existed_resumes_as_one_with_their_defaults():
+    from multidiff.distillation import resume_settings
+
+    old = {"method": "consistency", "levels": 40, "rho": 7.0, "target_decay": 0.95, "teacher": "a.ckpt"}
+    now = {**old, "segments": 1, "guidance": None, "teacher": "./a.ckpt", "teacher_digest": "d"}
+    assert resume_settings({**old, "teacher_digest": "d"}) == resume_settings(now)
+    assert resume_settings({**old, "teacher_digest": "d"}) != resume_settings({**now, "segments": 4})
+    assert resume_settings(None) is None
 
 
 def test_the_guided_teacher_has_the_guided_flows_consistency_function():

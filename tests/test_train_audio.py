@@ -78,6 +78,18 @@ def test_checkpoint_samples_with_ema_weights(audio_cfg, tmp_path):
         load_checkpoint(mid, weights="raw")
 
 
+def test_ema_of_a_model_in_true_double_precision_averages_tensor_by_tensor(audio_cfg, tmp_path):
+    # Lightning converts the module to float64 after the average was copied from it (float32): the foreach
+    # update cannot pair the two dtypes, so the EMA falls back to one tensor at a time
+    run = tmp_path / "run"
+    overrides = ("trainer.max_steps=3", "trainer.precision=64-true", "callbacks.ema.update_starting_at_step=0")
+    every = "callbacks.checkpoint.every_n_train_steps=2"
+    train.train(audio_cfg(*overrides, every, "callbacks.ema.decay=0.5", "model.lr_scheduler=null", out=run))
+    ckpt = torch.load(run / "checkpoints" / "step_0000002.ckpt", weights_only=True)  # mid-run: live moved past
+    live, ema = ckpt["current_model_state"], ckpt["state_dict"]
+    assert [k for k in live if k.endswith("weight") and not torch.equal(live[k], ema[k])], "EMA equals live weights"
+
+
 def test_ema_warmup_forgets_the_starting_weights():
     from multidiff.training import ramped_ema
 
