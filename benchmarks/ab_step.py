@@ -70,8 +70,7 @@ LOOP_WARMUP = 10
 
 def time_loop(root: Path, domain: str, steps: int, threads: int) -> float:
     """Seconds per step of ``root``'s whole ``train.py`` loop (see ``--loop``)."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from roofline import DATA, DOMAINS
+    from roofline import DATA, DOMAINS  # this script's folder, first on sys.path
 
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     walls = []

@@ -21,7 +21,7 @@ from torch import Tensor
 from multidiff.build import build_module, load_any
 from multidiff.checkpoint import weights_digest
 from multidiff.core.categorical import discrete_of
-from multidiff.core.distill import consistency_loss, guided_teacher, karras_levels, sample_index, segment_ends
+from multidiff.core.distill import check_segments, consistency_loss, guided_teacher, karras_levels, sample_index
 from multidiff.core.domain import State
 from multidiff.module import DiffusionModule
 
@@ -65,7 +65,7 @@ class DistillModule(DiffusionModule):
         super().__init__(**module)
         if not 0.0 <= target_decay < 1.0:
             raise ValueError(f"distill.target_decay={target_decay}: the target's EMA decay must be in [0, 1)")
-        segment_ends(torch.zeros(1, dtype=torch.long), levels, segments)  # a grid the segments cut evenly
+        check_segments(levels, segments)
         if segments > 1 and rho != SEGMENT_RHO:
             raise ValueError(
                 f"distill.rho={rho} with distill.segments={segments}: the consistency sampler jumps along the "
@@ -192,7 +192,7 @@ def build_student(cfg: DictConfig) -> DistillModule:
         cfg.distill.teacher_digest = weights_digest(teacher)
         segments = options.get("segments", 1)
         # a count that is no whole number, or a grid it does not cut evenly, is refused before the student is built
-        segment_ends(torch.zeros(1, dtype=torch.long), int(options["levels"]), segments)
+        check_segments(int(options["levels"]), segments)
         if segments > 1:  # its only step count: the previews and the recorded sampler take it
             cfg.sampler.steps, cfg.sampler.spacing = segments, "karras_open"
         if guidance is not None:

@@ -170,9 +170,9 @@ def request_from_config(cfg: DictConfig, module: Any, guide: Any = None, steps: 
     consistency sampler takes its K steps unless ``steps`` or ``sampler.steps`` says otherwise (which it then
     refuses)."""
     segments = segments_of(getattr(module, "distilled", None))
-    chosen = cfg.sampler.get("steps") != sampler_config("consistency").get("steps")  # sampler.steps=N given
-    if steps is None and segments > 1 and cfg.sampler.get("name") == "consistency" and not chosen:
-        steps = segments
+    if steps is None and segments > 1 and cfg.sampler.get("name") == "consistency":
+        if cfg.sampler.get("steps") == sampler_config("consistency").get("steps"):  # no sampler.steps=N given
+            steps = segments
     plain = {
         f.name: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v := cfg.get(f.name)) else v
         for f in fields(SamplingRequest)

@@ -69,9 +69,8 @@ def heun_step(
     return moved if discrete is None else discrete.carry(moved, x_euler)
 
 
-def segment_ends(index: Tensor, levels: int, segments: int) -> Tensor:
-    """The grid index at which the run of each training pair (n, n+1) ends below: ``segments`` equal runs of the
-    ``levels - 1`` pairs, the lowest ending at index 0 (whose jump goes to the data)."""
+def check_segments(levels: int, segments: int) -> None:
+    """Refuse a segment count that is no whole number >= 1, or that does not cut ``levels - 1`` pairs evenly."""
     if not isinstance(segments, int) or segments < 1:
         raise ValueError(f"distill.segments={segments!r}: give a whole number of segments >= 1 (1: one jump)")
     if (levels - 1) % segments:
@@ -79,6 +78,12 @@ def segment_ends(index: Tensor, levels: int, segments: int) -> Tensor:
             f"{segments} segments do not cut a grid of {levels} levels ({levels - 1} steps) into equal runs: give "
             f"distill.levels = a multiple of {segments} plus 1 (e.g. {segments * ((levels - 1) // segments + 1) + 1})"
         )
+
+
+def segment_ends(index: Tensor, levels: int, segments: int) -> Tensor:
+    """The grid index at which the run of each training pair (n, n+1) ends below: ``segments`` equal runs of the
+    ``levels - 1`` pairs, the lowest ending at index 0 (whose jump goes to the data)."""
+    check_segments(levels, segments)
     per = (levels - 1) // segments
     return torch.div(index, per, rounding_mode="floor") * per
 
