@@ -42,6 +42,12 @@ def main() -> None:
     parser.add_argument(
         "--segments", type=int, default=1, help="multistep consistency in K segments (sampled in exactly K steps)"
     )
+    parser.add_argument(
+        "--teacher-steps",
+        type=int,
+        default=1,
+        help="the teacher's Heun steps per pair of levels (with --levels = --segments + 1: direct distillation)",
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     g = GaussianMixture.default()
@@ -55,12 +61,15 @@ def main() -> None:
         target_decay=args.target_decay,
         log_every=1000,
         segments=args.segments,
+        teacher_steps=args.teacher_steps,
     )
     seconds = time.perf_counter() - start
     rows = []
     method = (
         "consistency student" if args.segments == 1 else f"multistep consistency student ({args.segments} segments)"
     )
+    if args.teacher_steps > 1:
+        method += f", {args.teacher_steps} teacher steps per pair"
     for evals in (1, 2, 4) if args.segments == 1 else (args.segments,):
         out = sample_student(student, N, evals, segments=args.segments).double()
         rows.append({"method": method, "evaluations": evals, **errors(out)})
@@ -95,6 +104,7 @@ def main() -> None:
         "distill_steps": args.steps,
         "levels": args.levels,
         "segments": args.segments,
+        "teacher_steps": args.teacher_steps,
         "target_decay": args.target_decay,
         "seconds": seconds,
         "rows": rows,

@@ -31,7 +31,7 @@ TEACHER_GROUPS = ("domain", "net", "process", "schedule", "autoencoder", "latent
 #: the Karras grid's rho of the sampler's levels (``karras_open``), which a multistep student's segments must share
 SEGMENT_RHO = 7.0
 #: the options of ``distill`` (conf/experiment/distill.yaml)
-DISTILL_KEYS = ("method", "levels", "rho", "target_decay", "guidance", "segments")
+DISTILL_KEYS = ("method", "levels", "rho", "target_decay", "guidance", "segments", "teacher_steps")
 
 
 def load_teacher(source: str, trust_targets: list[str]) -> DiffusionModule:
@@ -60,6 +60,7 @@ class DistillModule(DiffusionModule):
         target_decay: float,
         guidance: tuple[float, float] | None = None,
         segments: int = 1,
+        teacher_steps: int = 1,
         **module: Any,
     ):
         super().__init__(**module)
@@ -71,7 +72,9 @@ class DistillModule(DiffusionModule):
                 f"distill.rho={rho} with distill.segments={segments}: the consistency sampler jumps along the "
                 f"karras_open levels, which use rho={SEGMENT_RHO}; leave rho at {SEGMENT_RHO}"
             )
-        self.segments = segments
+        if not isinstance(teacher_steps, int) or teacher_steps < 1:
+            raise ValueError(f"distill.teacher_steps={teacher_steps!r}: give a whole number of Heun steps >= 1")
+        self.segments, self.teacher_steps, self.rho = segments, teacher_steps, rho
         # guidance-conditioned distillation (Meng et al. 2023): the student learns the teacher's guided flow for
         # every scale in [lo, hi], the scale an input of its network
         self.guidance = guidance
@@ -130,6 +133,8 @@ class DistillModule(DiffusionModule):
             discrete_of(space),
             generator,
             self.segments,
+            self.teacher_steps,
+            self.rho,
         )
         return losses, self.levels[index + 1]
 
@@ -155,11 +160,11 @@ class DistillModule(DiffusionModule):
 
 def resume_settings(options: Any) -> Any:
     """A student's ``distill`` settings as a resume compares them: settings added since a student was written
-    take their defaults (``segments`` 1, no ``guidance``), and the teacher counts by its weights' digest alone
-    (the same teacher may be named by another path)."""
+    take their defaults (``segments`` 1, no ``guidance``, ``teacher_steps`` 1), and the teacher counts by its
+    weights' digest alone (the same teacher may be named by another path)."""
     if not isinstance(options, dict):
         return options
-    return {"segments": 1, "guidance": None, **{k: v for k, v in options.items() if k != "teacher"}}
+    return {"segments": 1, "guidance": None, "teacher_steps": 1, **{k: v for k, v in options.items() if k != "teacher"}}
 
 
 def build_student(cfg: DictConfig) -> DistillModule:
@@ -207,6 +212,7 @@ def build_student(cfg: DictConfig) -> DistillModule:
             float(options["target_decay"]),
             guidance,
             segments,
+            options.get("teacher_steps", 1),
             **module,
         ),
     )

@@ -9,6 +9,7 @@ same name in ``conf/sample.yaml``.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -27,6 +28,8 @@ from multidiff.core.samplers import CALL_ARGS, SAMPLERS, sampler_named
 from multidiff.core.schedules import SPACINGS, KarrasSchedule
 from multidiff.core.space import TensorSpace
 from multidiff.precision import PRECISIONS, resolve_precision
+
+log = logging.getLogger(__name__)
 
 #: how an observation is honoured: ``auto`` (the model if it was trained with observations, else replacement),
 #: ``model`` (observation-conditioned network, with replacement of the state's known part) or ``replacement``
@@ -168,10 +171,16 @@ def request_from_config(cfg: DictConfig, module: Any, guide: Any = None, steps: 
     caller), ``observe_with=auto`` resolved to what the model does, ``precision=auto`` to what its device
     computes natively, and the interval a tuple. A multistep student (``distill.segments`` K) under the
     consistency sampler takes its K steps unless ``steps`` or ``sampler.steps`` says otherwise (which it then
-    refuses)."""
-    segments = segments_of(getattr(module, "distilled", None))
-    if steps is None and segments > 1 and cfg.sampler.get("name") == "consistency":
-        if cfg.sampler.get("steps") == sampler_config("consistency").get("steps"):  # no sampler.steps=N given
+    refuses). A student given no sampler on the command line samples with ``sampler=consistency``, the one
+    that serves it (a sampler named for it is refused by name)."""
+    distilled = getattr(module, "distilled", None)
+    segments = segments_of(distilled)
+    chosen = cfg.sampler
+    if distilled and chosen.get("name") != "consistency" and not sampler_on_command_line():
+        chosen = sampler_config("consistency")
+        log.info("a student: sampling with sampler=consistency (the only sampler that serves it)")
+    if steps is None and segments > 1 and chosen.get("name") == "consistency":
+        if chosen.get("steps") == sampler_config("consistency").get("steps"):  # no sampler.steps=N given
             steps = segments
     plain = {
         f.name: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v := cfg.get(f.name)) else v
@@ -192,7 +201,18 @@ def request_from_config(cfg: DictConfig, module: Any, guide: Any = None, steps: 
         observe_options=plain["observe_options"] or {},
         precision=resolve_precision(plain["precision"], module.device),
     )
-    return SamplingRequest(build_sampler(cfg.sampler, steps=steps, spacing=cfg.spacing), guide=guide, **plain)
+    return SamplingRequest(build_sampler(chosen, steps=steps, spacing=cfg.spacing), guide=guide, **plain)
+
+
+def sampler_on_command_line() -> bool:
+    """Whether this run's command line chose the sampler or an option of it (``sampler=NAME``,
+    ``sampler.KEY=VALUE``), rather than leaving conf/sample.yaml's default; False outside a Hydra run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return False
+    keys = (o.lstrip("+~").split("=", 1)[0] for o in HydraConfig.get().overrides.task)
+    return any(k == "sampler" or k.startswith("sampler.") for k in keys)
 
 
 def named_request(sampler: str = "dpmpp_2m", steps: int | None = None, **fields: Any) -> SamplingRequest:

@@ -280,6 +280,8 @@ def distill_mixture(
     sigma_data: float = 1.5,
     log_every: int = 0,
     segments: int = 1,
+    teacher_steps: int = 1,
+    hidden: int = 256,
 ):
     """A consistency student (``segments`` > 1: multistep; :class:`PointNet` in EDM preconditioning) distilled
     from the mixture's exact denoiser with :func:`multidiff.core.distill.consistency_loss` (Adam, cosine learning
@@ -298,7 +300,7 @@ def distill_mixture(
     space = TensorSpace()
     space.categorical = g.discrete
     process = EDMProcess(KarrasSchedule(), sigma_data=sigma_data)
-    student = Preconditioned(PointNet(seed=seed, dims=g.dims), process, space)
+    student = Preconditioned(PointNet(hidden, seed=seed, dims=g.dims), process, space)
     target = copy.deepcopy(student).requires_grad_(False)
     grid = karras_levels(0.002, 80.0, levels)
     opt = torch.optim.Adam(student.parameters(), lr=lr)
@@ -319,6 +321,7 @@ def distill_mixture(
             g.discrete,
             gen,
             segments,
+            teacher_steps,
         ).mean()
         opt.zero_grad()
         loss.backward()
