@@ -1,33 +1,39 @@
-"""train.py -> sample.py -> evaluate.py on a tiny EGNN and a few QM9 molecules (command-line entry points)."""
+"""train.py -> sample.py -> evaluate.py on a tiny EGNN and a few QM9 molecules: each entry point's function on its
+composed config, in-process (the command lines themselves run in tests/test_readme.py)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from rdkit import Chem
+
+from multidiff.config import compose_run
 
 pytestmark = pytest.mark.slow  # end to end: trains, samples or runs the CLI
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run(args: list[str], cwd: Path) -> str:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
-    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc.stdout
+def _run(args: list[str], run_dir: Path) -> dict | None:
+    """``python SCRIPT.py ARGS`` as its function on the composed config (``train.train``, ``sample.sample``,
+    ``evaluate.evaluate``), in this process; evaluate's metrics are returned."""
+    import evaluate
+    import sample
+    import train
+
+    script, overrides = args[0].removesuffix(".py"), args[1:]
+    run = {"train": train.train, "sample": sample.sample, "evaluate": evaluate.evaluate}[script]
+    result = run(compose_run(script, overrides, run_dir))
+    return result if script == "evaluate" else None
 
 
 def _train(qm9_root: Path, tmp_path: Path, *overrides: str) -> Path:
     """train.py on a tiny EGNN and 64 QM9 molecules; returns the run directory."""
     run = tmp_path / "run"
     tiny = ["data.max_molecules=64", "data.batch_size=8", "net.hidden=16", "net.layers=2"]
-    _run(["train.py", "domain=molecule", f"hydra.run.dir={run}", f"data.root={qm9_root}", *tiny, *overrides], ROOT)
+    _run(["train.py", "domain=molecule", f"data.root={qm9_root}", *tiny, *overrides], run)
     return run
 
 
@@ -45,13 +51,13 @@ def test_train_sample_evaluate(qm9_root, tmp_path):
     assert (run / "samples" / "step_0000010" / "samples.sdf").is_file()  # exported during training
 
     out = tmp_path / "samples"
-    _run(["sample.py", f"ckpt={ckpt}", "n=16", "steps=50", f"out={out}", f"hydra.run.dir={tmp_path / 's'}"], ROOT)
+    _run(["sample.py", f"ckpt={ckpt}", "n=16", "steps=50", f"out={out}"], tmp_path / "s")
     records = list(Chem.SDMolSupplier(str(out / "samples.sdf"), sanitize=False, removeHs=False))
     assert len(records) == 16 and all(r is not None and r.GetNumAtoms() > 0 for r in records)
     assert all(r.HasProp("valid") for r in records)
     assert (out / "samples.png").stat().st_size > 0 and (out / "samples.xyz").is_file()
 
-    text = _run(
+    metrics = _run(
         [
             "evaluate.py",
             "domain=molecule",
@@ -59,11 +65,9 @@ def test_train_sample_evaluate(qm9_root, tmp_path):
             f"data.root={qm9_root}",
             "+options.novelty=false",
             "+options.strain=false",
-            f"hydra.run.dir={tmp_path / 'e'}",
         ],
-        ROOT,
+        tmp_path / "e",
     )
-    metrics = json.loads(text[text.index("{") :])
     assert metrics["num_records"] == 16 and metrics["num_molecules"] == 16
     assert 0.0 <= metrics["mol_stable"] <= 1.0 and "bond_length_w1" in metrics
 
@@ -85,7 +89,7 @@ def test_train_sample_evaluate(qm9_root, tmp_path):
         "+observe_options.n_atoms=12",
         f"out={grown}",
     ]
-    _run([*args, f"hydra.run.dir={tmp_path / 'g'}"], ROOT)
+    _run(args, tmp_path / "g")
     records = list(Chem.SDMolSupplier(str(grown / "samples.sdf"), sanitize=False, removeHs=False))
     assert len(records) == 4
     for r in records:
@@ -93,7 +97,7 @@ def test_train_sample_evaluate(qm9_root, tmp_path):
         assert [a.GetSymbol() for a in r.GetAtoms()][:3] == fragment.elements
         given = r.GetConformer().GetPositions()[:3]
         assert abs(given - fragment.positions).max() < 1e-4  # the SDF's 4 decimals
-    text = _run(
+    metrics = _run(
         [
             "evaluate.py",
             "domain=molecule",
@@ -102,11 +106,9 @@ def test_train_sample_evaluate(qm9_root, tmp_path):
             "+options.novelty=false",
             "+options.strain=false",
             f"+options.fragment={frag_file}",
-            f"hydra.run.dir={tmp_path / 'e2'}",
         ],
-        ROOT,
+        tmp_path / "e2",
     )
-    metrics = json.loads(text[text.index("{") :])
     assert metrics["fragment_rmsd"] < 1e-4 and metrics["fragment_elements_kept"] == 1.0
     assert 0.0 <= metrics["fragment_retention"] <= 1.0
 
@@ -119,7 +121,7 @@ def test_train_with_fragments_then_grow_by_the_network(qm9_root, tmp_path):
     fragment = read_molecules(ROOT / "docs" / "fragment_c4.sdf").molecules[0]
     grown = tmp_path / "grown"
     args = ["sample.py", f"ckpt={run / 'checkpoints' / 'last.ckpt'}", "n=3", "steps=8", f"out={grown}"]
-    _run([*args, f"observe={ROOT / 'docs' / 'fragment_c4.sdf'}", f"hydra.run.dir={tmp_path / 'g'}"], ROOT)
+    _run([*args, f"observe={ROOT / 'docs' / 'fragment_c4.sdf'}"], tmp_path / "g")
     assert json.loads((grown / "sampling.json").read_text())["observe_with"] == "model"
     records = list(Chem.SDMolSupplier(str(grown / "samples.sdf"), sanitize=False, removeHs=False))
     assert len(records) == 3

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +9,7 @@ import pytest
 import torch
 from rdkit import Chem
 
+from multidiff.config import compose_run
 from multidiff.core.parts import Parts
 from multidiff.core.state import State
 from multidiff.domains.molecule import EGNN, MoleculeDomain
@@ -295,7 +292,6 @@ def test_a_run_resumes_only_with_the_categorical_choice_its_checkpoint_was_train
     resolved choice."""
     import train
     from multidiff.build import build_module
-    from multidiff.config import compose_run
 
     target = "multidiff.domains.molecule.MoleculeDomain"
     old = {"_target_": target, "bonds": True}  # no categorical key
@@ -337,37 +333,37 @@ def test_a_molecule_whose_hydrogens_cannot_be_folded_in_is_still_drawn():
     assert Draw.MolToImage(heavy).size[0] > 0
 
 
-def _run(args: list[str], cwd: Path) -> str:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
-    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc.stdout
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("categorical", ["softmax", "auto"])  # auto: discrete
 def test_graph_model_trains_samples_grows_and_evaluates_from_its_own_bonds(qm9_root, tmp_path, categorical):
+    """train -> sample -> evaluate -> grow, each entry point's function on its composed config in-process (the
+    command lines themselves are run by tests/test_readme.py and tests/test_seams.py)."""
+    import evaluate as evaluate_script
+    import sample
+    import train
+
     run = tmp_path / "run"
     tiny = ["data.max_molecules=64", "data.batch_size=8", "net.hidden=16", "net.layers=2"]
     graph = ["domain=molecule", "domain.bonds=true", "mask=fragment", f"domain.categorical={categorical}"]
-    _run(["train.py", *graph, f"hydra.run.dir={run}", f"data.root={qm9_root}", *tiny, "trainer.max_steps=6",
-          "callbacks.samples=null", "optimized_metric=null"], ROOT)  # fmt: skip
+    train.train(compose_run("train", [*graph, f"data.root={qm9_root}", *tiny, "trainer.max_steps=6",
+                                      "callbacks.samples=null", "optimized_metric=null"], run))  # fmt: skip
     ckpt = run / "checkpoints" / "last.ckpt"
     out = tmp_path / "samples"
-    _run(["sample.py", f"ckpt={ckpt}", "n=6", "steps=8", f"out={out}", f"hydra.run.dir={tmp_path / 's'}"], ROOT)
+    sample.sample(compose_run("sample", [f"ckpt={ckpt}", "n=6", "steps=8", f"out={out}"], tmp_path / "s"))
     records = list(Chem.SDMolSupplier(str(out / "samples.sdf"), sanitize=False, removeHs=False))
     assert len(records) == 6 and all(r.GetProp("bond_source") == "model" for r in records)
 
-    evaluate = ["evaluate.py", "domain=molecule", f"samples={out / 'samples.sdf'}", f"data.root={qm9_root}"]
-    text = _run([*evaluate, "+options.novelty=false", "+options.strain=false", f"hydra.run.dir={tmp_path / 'e'}"], ROOT)
-    metrics = json.loads(text[text.index("{") :])
+    evaluate = ["domain=molecule", f"samples={out / 'samples.sdf'}", f"data.root={qm9_root}"]
+    metrics = evaluate_script.evaluate(
+        compose_run("evaluate", [*evaluate, "+options.novelty=false", "+options.strain=false"], tmp_path / "e")
+    )
     assert metrics["bonds"] == "file" and metrics["num_molecules"] == 6 and "validity_connected" in metrics
 
     # grow from a fragment: its atoms, coordinates and bonds come back exactly
     grown = tmp_path / "grown"
     frag = ROOT / "docs" / "fragment_c4.sdf"
-    _run(["sample.py", f"ckpt={ckpt}", "n=3", "steps=8", f"observe={frag}", "+observe_options.n_atoms=10",
-          f"out={grown}", f"hydra.run.dir={tmp_path / 'g'}"], ROOT)  # fmt: skip
+    sample.sample(compose_run("sample", [f"ckpt={ckpt}", "n=3", "steps=8", f"observe={frag}",
+                                         "+observe_options.n_atoms=10", f"out={grown}"], tmp_path / "g"))  # fmt: skip
     fragment = read_molecules(frag).molecules[0]
     for m in read_molecules(grown / "samples.sdf").molecules:
         assert len(m) == 10 and m.elements[:4] == fragment.elements
