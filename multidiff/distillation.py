@@ -21,7 +21,14 @@ from torch import Tensor
 from multidiff.build import build_module, load_any
 from multidiff.checkpoint import weights_digest
 from multidiff.core.categorical import discrete_of
-from multidiff.core.distill import check_segments, consistency_loss, guided_teacher, karras_levels, sample_index
+from multidiff.core.distill import (
+    check_segments,
+    check_teacher_steps,
+    consistency_loss,
+    guided_teacher,
+    karras_levels,
+    sample_index,
+)
 from multidiff.core.domain import State
 from multidiff.module import DiffusionModule
 
@@ -72,8 +79,7 @@ class DistillModule(DiffusionModule):
                 f"distill.rho={rho} with distill.segments={segments}: the consistency sampler jumps along the "
                 f"karras_open levels, which use rho={SEGMENT_RHO}; leave rho at {SEGMENT_RHO}"
             )
-        if not isinstance(teacher_steps, int) or teacher_steps < 1:
-            raise ValueError(f"distill.teacher_steps={teacher_steps!r}: give a whole number of Heun steps >= 1")
+        check_teacher_steps(teacher_steps)
         self.segments, self.teacher_steps, self.rho = segments, teacher_steps, rho
         # guidance-conditioned distillation (Meng et al. 2023): the student learns the teacher's guided flow for
         # every scale in [lo, hi], the scale an input of its network

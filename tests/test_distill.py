@@ -340,6 +340,13 @@ def test_a_multistep_student_trains_and_samples_in_exactly_its_segments(tiny_aud
     segmented = [*common, f"teacher={tiny_audio_ckpt}", "distill.segments=4"]
     with pytest.raises(ValueError, match="distill.levels = a multiple of 4 plus 1"):
         train.train(compose("train", [*segmented, "trainer.max_steps=1"], tmp_path / "uneven"))
+    with pytest.raises(ValueError, match="distill.teacher_steps=0"):
+        train.train(compose("train", [*segmented, "distill.levels=5", "distill.teacher_steps=0"], tmp_path / "t0"))
+    direct = tmp_path / "direct"  # direct segments: 5 levels, the teacher's 2 steps per pair
+    train.train(
+        compose("train", [*segmented, "distill.levels=5", "distill.teacher_steps=2", "trainer.max_steps=1"], direct)
+    )
+    assert load_checkpoint(direct / "checkpoints" / "last.ckpt").distilled["teacher_steps"] == 2
     preview = [
         "+callbacks.samples={_target_: multidiff.training.SampleCallback, sampler: ${sampler}, every_n_steps: 1, n: 1}"
     ]

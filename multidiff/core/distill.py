@@ -83,13 +83,18 @@ def teacher_solve(
     """``steps`` Heun steps of the teacher's ODE from ``sigma`` down to ``sigma_next`` (per item), on levels
     uniform in sigma^(1/rho) between them (the Karras grid refined): with a coarse grid of few levels, the
     teacher's move stays accurate where one Heun step across it would not."""
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"distill.teacher_steps={steps!r}: give a whole number of teacher steps >= 1")
+    check_teacher_steps(steps)
     hi, lo = sigma.double() ** (1 / rho), sigma_next.double() ** (1 / rho)
     at = lambda i: (hi + (lo - hi) * (i / steps)) ** rho  # noqa: E731
     for i in range(steps):
         x = heun_step(teacher, x, at(i).to(sigma.dtype), at(i + 1).to(sigma.dtype), b, discrete, generator)
     return x
+
+
+def check_teacher_steps(steps: int) -> None:
+    """Refuse a count of the teacher's steps per pair that is no whole number >= 1."""
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"distill.teacher_steps={steps!r}: give a whole number of teacher steps >= 1")
 
 
 def check_segments(levels: int, segments: int) -> None:
