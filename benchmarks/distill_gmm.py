@@ -69,7 +69,9 @@ def main() -> None:
         "consistency student" if args.segments == 1 else f"multistep consistency student ({args.segments} segments)"
     )
     if args.teacher_steps > 1:
-        method += f", {args.teacher_steps} teacher steps per pair"
+        direct = args.levels == args.segments + 1  # every pair ends its run: the teacher's own solution, no target
+        method = "direct segments" if direct else method
+        method += f" ({args.segments} segments, {args.teacher_steps} teacher steps per pair)"
     for evals in (1, 2, 4) if args.segments == 1 else (args.segments,):
         out = sample_student(student, N, evals, segments=args.segments).double()
         rows.append({"method": method, "evaluations": evals, **errors(out)})

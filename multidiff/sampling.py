@@ -171,13 +171,14 @@ def request_from_config(cfg: DictConfig, module: Any, guide: Any = None, steps: 
     caller), ``observe_with=auto`` resolved to what the model does, ``precision=auto`` to what its device
     computes natively, and the interval a tuple. A multistep student (``distill.segments`` K) under the
     consistency sampler takes its K steps unless ``steps`` or ``sampler.steps`` says otherwise (which it then
-    refuses). A student given no sampler on the command line samples with ``sampler=consistency``, the one
-    that serves it (a sampler named for it is refused by name)."""
+    refuses). A student given no ``sampler=NAME`` on the command line samples with ``sampler=consistency``, the
+    one that serves it, with any ``sampler.KEY=VALUE`` given (a sampler named for it is refused by name)."""
     distilled = getattr(module, "distilled", None)
     segments = segments_of(distilled)
     chosen = cfg.sampler
-    if distilled and chosen.get("name") != "consistency" and not sampler_on_command_line():
-        chosen = sampler_config("consistency")
+    named, options = sampler_overrides()
+    if distilled and chosen.get("name") != "consistency" and not named:
+        chosen = OmegaConf.merge(sampler_config("consistency"), OmegaConf.from_dotlist(options))
         log.info("a student: sampling with sampler=consistency (the only sampler that serves it)")
     if steps is None and segments > 1 and chosen.get("name") == "consistency":
         if chosen.get("steps") == sampler_config("consistency").get("steps"):  # no sampler.steps=N given
@@ -204,15 +205,20 @@ def request_from_config(cfg: DictConfig, module: Any, guide: Any = None, steps: 
     return SamplingRequest(build_sampler(chosen, steps=steps, spacing=cfg.spacing), guide=guide, **plain)
 
 
-def sampler_on_command_line() -> bool:
-    """Whether this run's command line chose the sampler or an option of it (``sampler=NAME``,
-    ``sampler.KEY=VALUE``), rather than leaving conf/sample.yaml's default; False outside a Hydra run."""
+def sampler_overrides() -> tuple[bool, list[str]]:
+    """This run's command line as it concerns the sampler: whether it names one (``sampler=NAME``), and its
+    ``sampler.KEY=VALUE`` options as ``KEY=VALUE``; ``(False, [])`` outside a Hydra run."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
-        return False
-    keys = (o.lstrip("+~").split("=", 1)[0] for o in HydraConfig.get().overrides.task)
-    return any(k == "sampler" or k.startswith("sampler.") for k in keys)
+        return False, []
+    named, options = False, []
+    for override in HydraConfig.get().overrides.task:
+        key, _, value = override.lstrip("+~").partition("=")
+        named = named or key == "sampler" or key.startswith("sampler@")
+        if key.startswith("sampler."):
+            options.append(f"{key.removeprefix('sampler.')}={value}")
+    return named, options
 
 
 def named_request(sampler: str = "dpmpp_2m", steps: int | None = None, **fields: Any) -> SamplingRequest:

@@ -364,6 +364,8 @@ def test_a_multistep_student_trains_and_samples_in_exactly_its_segments(tiny_aud
     assert (record["sampler"], record["steps"]) == ("consistency", 4), record
     with pytest.raises(ValueError, match="it samples with sampler=consistency"):  # a solver named is refused
         sample.sample(compose("sample", [f"ckpt={ckpt}", "sampler=dpmpp_2m", "n=2"], tmp_path / "hd"))
+    with pytest.raises(ValueError, match="samples in exactly steps=4"):  # an option alone applies to consistency
+        sample.sample(compose("sample", [f"ckpt={ckpt}", "sampler.steps=3", "n=2"], tmp_path / "ho"))
     with pytest.raises(ValueError, match="samples in exactly steps=4"):  # sampler.steps=3 is not overridden
         sample.sample(
             compose("sample", [f"ckpt={ckpt}", "sampler=consistency", "sampler.steps=3", "n=2"], tmp_path / "h3")
@@ -413,13 +415,15 @@ def guided_consistency(c, w):
     return lambda x, sigma: mu + S / (S**2 + sigma.reshape(-1, 1).double() ** 2).sqrt() * (x - mu)
 
 
-def test_a_student_written_before_segments_and_guidance_existed_resumes_as_one_with_their_defaults():
+def test_a_student_written_before_segments_guidance_and_teacher_steps_resumes_with_their_defaults():
     from multidiff.distillation import resume_settings
 
     old = {"method": "consistency", "levels": 40, "rho": 7.0, "target_decay": 0.95, "teacher": "a.ckpt"}
     now = {**old, "segments": 1, "guidance": None, "teacher": "./a.ckpt", "teacher_digest": "d"}
     assert resume_settings({**old, "teacher_digest": "d"}) == resume_settings(now)
     assert resume_settings({**old, "teacher_digest": "d"}) != resume_settings({**now, "segments": 4})
+    assert resume_settings({**old, "teacher_digest": "d"}) == resume_settings({**now, "teacher_steps": 1})
+    assert resume_settings({**old, "teacher_digest": "d"}) != resume_settings({**now, "teacher_steps": 8})
     assert resume_settings(None) is None
 
 

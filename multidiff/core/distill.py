@@ -153,7 +153,8 @@ def consistency_loss(
 
     ``teacher_steps`` > 1: the teacher moves by that many Heun steps (:func:`teacher_solve`, ``rho`` the grid's).
     With ``segments + 1`` levels every pair ends its run and the aim is the teacher's own solution across the
-    whole run, with no target network: direct distillation of each jump (Luhman & Luhman 2021), no bootstrapping."""
+    whole run, with no target network: direct distillation of each jump (Luhman & Luhman 2021), no bootstrapping
+    (discrete blocks excepted: above the lowest level their aim stays the target's class probabilities)."""
     sigma, sigma_prev = levels[index + 1], levels[index]
     end = segment_ends(index, len(levels), segments)
     s = torch.where(end > 0, levels[end], torch.zeros_like(sigma))
@@ -163,9 +164,10 @@ def consistency_loss(
     with torch.no_grad():
         moved = teacher_solve(teacher, x, sigma, sigma_prev, b, teacher_steps, rho, discrete, generator)
         # at a run's lowest level the consistency function is the identity: the moved point is the target
-        ends = index == end
-        at_end = b(ends.to(sigma.dtype))
-        if bool(ends.all()) and discrete is None:  # every aim is the teacher's own: the target is not asked
+        at_end = b((index == end).to(sigma.dtype))
+        # runs of one pair: every aim is the teacher's own and the target is not asked (but for discrete blocks,
+        # whose aim above the lowest level is the target's class probabilities)
+        if len(levels) - 1 == segments and discrete is None:
             estimate = moved
         else:
             estimate = target(moved, sigma_prev)

@@ -11,7 +11,7 @@ from rdkit import Chem
 
 from multidiff.config import compose_run
 
-pytestmark = pytest.mark.slow  # end to end: trains, samples or runs the CLI
+pytestmark = pytest.mark.slow  # end to end: trains, samples and evaluates
 
 ROOT = Path(__file__).resolve().parents[2]
 
