@@ -163,15 +163,13 @@ def consistency_loss(
         x = discrete.noisy(x, x0, b(sigma), generator)
     with torch.no_grad():
         moved = teacher_solve(teacher, x, sigma, sigma_prev, b, teacher_steps, rho, discrete, generator)
-        # at a run's lowest level the consistency function is the identity: the moved point is the target
-        at_end = b((index == end).to(sigma.dtype))
-        # runs of one pair: every aim is the teacher's own and the target is not asked (but for discrete blocks,
-        # whose aim above the lowest level is the target's class probabilities)
-        if len(levels) - 1 == segments and discrete is None:
-            estimate = moved
+        if len(levels) - 1 == segments and discrete is None:  # runs of one pair: every aim is the teacher's own
+            aim = moved
         else:
+            # at a run's lowest level the consistency function is the identity: the moved point is the target
+            at_end = b((index == end).to(sigma.dtype))
             estimate = target(moved, sigma_prev)
-        aim = at_end * moved + (1 - at_end) * jump(estimate, moved, b(s / sigma_prev))
+            aim = at_end * moved + (1 - at_end) * jump(estimate, moved, b(s / sigma_prev))
         if discrete is not None:  # the blocks' aim: the expected end of their chain, as probabilities
             lowest = b((index == 0).to(sigma.dtype))
             aim = discrete.carry(aim, lowest * moved + (1 - lowest) * estimate)

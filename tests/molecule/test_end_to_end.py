@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 from rdkit import Chem
 
+import evaluate
+import sample
+import train
 from multidiff.config import compose_run
 
 pytestmark = pytest.mark.slow  # end to end: trains, samples and evaluates
@@ -16,24 +19,11 @@ pytestmark = pytest.mark.slow  # end to end: trains, samples and evaluates
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run(args: list[str], run_dir: Path) -> dict | None:
-    """``python SCRIPT.py ARGS`` as its function on the composed config (``train.train``, ``sample.sample``,
-    ``evaluate.evaluate``), in this process; evaluate's metrics are returned."""
-    import evaluate
-    import sample
-    import train
-
-    script, overrides = args[0].removesuffix(".py"), args[1:]
-    run = {"train": train.train, "sample": sample.sample, "evaluate": evaluate.evaluate}[script]
-    result = run(compose_run(script, overrides, run_dir))
-    return result if script == "evaluate" else None
-
-
 def _train(qm9_root: Path, tmp_path: Path, *overrides: str) -> Path:
     """train.py on a tiny EGNN and 64 QM9 molecules; returns the run directory."""
     run = tmp_path / "run"
     tiny = ["data.max_molecules=64", "data.batch_size=8", "net.hidden=16", "net.layers=2"]
-    _run(["train.py", "domain=molecule", f"data.root={qm9_root}", *tiny, *overrides], run)
+    train.train(compose_run("train", ["domain=molecule", f"data.root={qm9_root}", *tiny, *overrides], run))
     return run
 
 
@@ -51,22 +41,24 @@ def test_train_sample_evaluate(qm9_root, tmp_path):
     assert (run / "samples" / "step_0000010" / "samples.sdf").is_file()  # exported during training
 
     out = tmp_path / "samples"
-    _run(["sample.py", f"ckpt={ckpt}", "n=16", "steps=50", f"out={out}"], tmp_path / "s")
+    sample.sample(compose_run("sample", [f"ckpt={ckpt}", "n=16", "steps=50", f"out={out}"], tmp_path / "s"))
     records = list(Chem.SDMolSupplier(str(out / "samples.sdf"), sanitize=False, removeHs=False))
     assert len(records) == 16 and all(r is not None and r.GetNumAtoms() > 0 for r in records)
     assert all(r.HasProp("valid") for r in records)
     assert (out / "samples.png").stat().st_size > 0 and (out / "samples.xyz").is_file()
 
-    metrics = _run(
-        [
-            "evaluate.py",
-            "domain=molecule",
-            f"samples={out / 'samples.sdf'}",
-            f"data.root={qm9_root}",
-            "+options.novelty=false",
-            "+options.strain=false",
-        ],
-        tmp_path / "e",
+    metrics = evaluate.evaluate(
+        compose_run(
+            "evaluate",
+            [
+                "domain=molecule",
+                f"samples={out / 'samples.sdf'}",
+                f"data.root={qm9_root}",
+                "+options.novelty=false",
+                "+options.strain=false",
+            ],
+            tmp_path / "e",
+        )
     )
     assert metrics["num_records"] == 16 and metrics["num_molecules"] == 16
     assert 0.0 <= metrics["mol_stable"] <= 1.0 and "bond_length_w1" in metrics
@@ -81,7 +73,6 @@ def test_train_sample_evaluate(qm9_root, tmp_path):
     frag_file = write_sdf([fragment], tmp_path / "fragment.sdf")
     grown = tmp_path / "grown"
     args = [
-        "sample.py",
         f"ckpt={ckpt}",
         "n=4",
         "steps=10",
@@ -89,7 +80,7 @@ def test_train_sample_evaluate(qm9_root, tmp_path):
         "+observe_options.n_atoms=12",
         f"out={grown}",
     ]
-    _run(args, tmp_path / "g")
+    sample.sample(compose_run("sample", args, tmp_path / "g"))
     records = list(Chem.SDMolSupplier(str(grown / "samples.sdf"), sanitize=False, removeHs=False))
     assert len(records) == 4
     for r in records:
@@ -97,17 +88,19 @@ def test_train_sample_evaluate(qm9_root, tmp_path):
         assert [a.GetSymbol() for a in r.GetAtoms()][:3] == fragment.elements
         given = r.GetConformer().GetPositions()[:3]
         assert abs(given - fragment.positions).max() < 1e-4  # the SDF's 4 decimals
-    metrics = _run(
-        [
-            "evaluate.py",
-            "domain=molecule",
-            f"samples={grown / 'samples.sdf'}",
-            f"data.root={qm9_root}",
-            "+options.novelty=false",
-            "+options.strain=false",
-            f"+options.fragment={frag_file}",
-        ],
-        tmp_path / "e2",
+    metrics = evaluate.evaluate(
+        compose_run(
+            "evaluate",
+            [
+                "domain=molecule",
+                f"samples={grown / 'samples.sdf'}",
+                f"data.root={qm9_root}",
+                "+options.novelty=false",
+                "+options.strain=false",
+                f"+options.fragment={frag_file}",
+            ],
+            tmp_path / "e2",
+        )
     )
     assert metrics["fragment_rmsd"] < 1e-4 and metrics["fragment_elements_kept"] == 1.0
     assert 0.0 <= metrics["fragment_retention"] <= 1.0
@@ -120,8 +113,8 @@ def test_train_with_fragments_then_grow_by_the_network(qm9_root, tmp_path):
     run = _train(qm9_root, tmp_path, "mask=fragment", "trainer.max_steps=3", "callbacks.samples=null")
     fragment = read_molecules(ROOT / "docs" / "fragment_c4.sdf").molecules[0]
     grown = tmp_path / "grown"
-    args = ["sample.py", f"ckpt={run / 'checkpoints' / 'last.ckpt'}", "n=3", "steps=8", f"out={grown}"]
-    _run([*args, f"observe={ROOT / 'docs' / 'fragment_c4.sdf'}"], tmp_path / "g")
+    args = [f"ckpt={run / 'checkpoints' / 'last.ckpt'}", "n=3", "steps=8", f"out={grown}"]
+    sample.sample(compose_run("sample", [*args, f"observe={ROOT / 'docs' / 'fragment_c4.sdf'}"], tmp_path / "g"))
     assert json.loads((grown / "sampling.json").read_text())["observe_with"] == "model"
     records = list(Chem.SDMolSupplier(str(grown / "samples.sdf"), sanitize=False, removeHs=False))
     assert len(records) == 3
