@@ -48,8 +48,8 @@ def worker(threads: str, steps: int) -> None:
         cfg = compose_run("train", ["experiment=fsdd_unet_cpu", "data.num_classes=0"], Path(run_dir))
     info = {"sample_rate": 8000, "length": cfg.data.length, "num_classes": 0, "class_names": []}
     module = build_module(cfg, info).train()
-    opt = module.optimizer_factory(params=module.parameters())
     precision = resolve_precision("auto", "cpu")
+    opt = module.make_optimizer(mixed_precision=precision == "bf16-mixed")
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(cfg.data.batch_size, 1, cfg.data.length, generator=gen) * 0.3
     y = torch.zeros(cfg.data.batch_size, dtype=torch.long)

@@ -110,8 +110,11 @@ def training_setup(domain: str, n_batches: int = 1) -> tuple[torch.nn.Module, li
         torch.manual_seed(0)
         batches = [b for _, b in zip(range(n_batches), datamodule.train_dataloader())]
         module = build_module(cfg, datamodule.info()).train()
-    opt = module.optimizer_factory(params=[p for p in module.parameters() if p.requires_grad])
     precision = resolve_precision("auto", "cpu")
+    if hasattr(module, "make_optimizer"):
+        opt = module.make_optimizer(mixed_precision=precision == "bf16-mixed")
+    else:  # a checkout before it (ab_step.py --baseline): the optimizer as configured
+        opt = module.optimizer_factory(params=[p for p in module.parameters() if p.requires_grad])
     gen = torch.Generator().manual_seed(0)
 
     def step(batch: object) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.plugins.precision import MixedPrecision
 
 from multidiff.checkpoint import CHECKPOINT_KEY
 from multidiff.core.domain import Domain
@@ -32,10 +34,17 @@ class TrainedModule(pl.LightningModule):
         self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
         self.run_config = run_config or {}
 
-    def configure_optimizers(self) -> Any:
+    def make_optimizer(self, *, mixed_precision: bool) -> torch.optim.Optimizer:
         """The optimizer over the trainable parameters (frozen ones, such as a latent model's autoencoder, are
-        left out), with a per-step scheduler when one is configured."""
-        opt = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
+        left out), with its fused step where it may take one (:func:`fused_step`)."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        fused = fused_step(self.optimizer_factory, params, mixed_precision=mixed_precision)
+        return self.optimizer_factory(params=params, **({"fused": True} if fused else {}))
+
+    def configure_optimizers(self) -> Any:
+        """:meth:`make_optimizer` at the trainer's precision, with a per-step scheduler when one is configured."""
+        mixed = self._trainer is not None and isinstance(self.trainer.precision_plugin, MixedPrecision)
+        opt = self.make_optimizer(mixed_precision=mixed)
         if self.lr_scheduler_factory is None:
             return opt
         scheduler = self.lr_scheduler_factory(optimizer=opt)
@@ -48,3 +57,21 @@ class TrainedModule(pl.LightningModule):
             "domain_info": self.domain.info,
             "config": self.run_config,
         }
+
+
+def fused_step(
+    optimizer: Callable[..., torch.optim.Optimizer], params: Sequence[torch.Tensor], *, mixed_precision: bool
+) -> bool | None:
+    """Whether ``optimizer`` (a partial) should take ``fused=True``: one kernel over all tensors instead of the
+    loop over tensors torch picks on a CPU (AdamW of the 9.3M audio U-Net: 8.8 against 29.5 ms per step on one
+    thread; ``foreach`` is no faster there). Where it has a fused step and the parameters are floating tensors on
+    a CPU or a GPU, but not under mixed precision, where Lightning unscales and clips the gradients itself and
+    refuses an optimizer that would. ``None``: the user set ``fused`` or ``foreach``, whose choice stands."""
+    if {"fused", "foreach"} & getattr(optimizer, "keywords", {}).keys():
+        return None
+    try:
+        takes_fused = "fused" in inspect.signature(getattr(optimizer, "func", optimizer)).parameters
+    except (TypeError, ValueError):  # no signature to read: leave the optimizer as given
+        return False
+    fits = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return takes_fused and fits and bool(params) and not mixed_precision

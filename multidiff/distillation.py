@@ -22,6 +22,7 @@ from multidiff.build import build_module, load_any
 from multidiff.checkpoint import weights_digest
 from multidiff.core.categorical import discrete_of
 from multidiff.core.distill import (
+    check_huber,
     check_segments,
     check_teacher_steps,
     consistency_loss,
@@ -38,7 +39,7 @@ TEACHER_GROUPS = ("domain", "net", "process", "schedule", "autoencoder", "latent
 #: the Karras grid's rho of the sampler's levels (``karras_open``), which a multistep student's segments must share
 SEGMENT_RHO = 7.0
 #: the options of ``distill`` (conf/experiment/distill.yaml)
-DISTILL_KEYS = ("method", "levels", "rho", "target_decay", "guidance", "segments", "teacher_steps")
+DISTILL_KEYS = ("method", "levels", "rho", "target_decay", "guidance", "segments", "teacher_steps", "huber")
 
 
 def load_teacher(source: str, trust_targets: list[str]) -> DiffusionModule:
@@ -68,9 +69,11 @@ class DistillModule(DiffusionModule):
         guidance: tuple[float, float] | None = None,
         segments: int = 1,
         teacher_steps: int = 1,
+        huber: float | None = None,
         **module: Any,
     ):
         super().__init__(**module)
+        check_huber(huber)
         if not 0.0 <= target_decay < 1.0:
             raise ValueError(f"distill.target_decay={target_decay}: the target's EMA decay must be in [0, 1)")
         check_segments(levels, segments)
@@ -80,7 +83,7 @@ class DistillModule(DiffusionModule):
                 f"karras_open levels, which use rho={SEGMENT_RHO}; leave rho at {SEGMENT_RHO}"
             )
         check_teacher_steps(teacher_steps)
-        self.segments, self.teacher_steps, self.rho = segments, teacher_steps, rho
+        self.segments, self.teacher_steps, self.rho, self.huber = segments, teacher_steps, rho, huber
         # guidance-conditioned distillation (Meng et al. 2023): the student learns the teacher's guided flow for
         # every scale in [lo, hi], the scale an input of its network
         self.guidance = guidance
@@ -141,6 +144,7 @@ class DistillModule(DiffusionModule):
             self.segments,
             self.teacher_steps,
             self.rho,
+            self.huber,
         )
         return losses, self.levels[index + 1]
 
@@ -166,11 +170,12 @@ class DistillModule(DiffusionModule):
 
 def resume_settings(options: Any) -> Any:
     """A student's ``distill`` settings as a resume compares them: settings added since a student was written
-    take their defaults (``segments`` 1, no ``guidance``, ``teacher_steps`` 1), and the teacher counts by its
-    weights' digest alone (the same teacher may be named by another path)."""
+    take their defaults (``segments`` 1, no ``guidance``, ``teacher_steps`` 1, no ``huber``), and the teacher
+    counts by its weights' digest alone (the same teacher may be named by another path)."""
     if not isinstance(options, dict):
         return options
-    return {"segments": 1, "guidance": None, "teacher_steps": 1, **{k: v for k, v in options.items() if k != "teacher"}}
+    defaults = {"segments": 1, "guidance": None, "teacher_steps": 1, "huber": None}
+    return {**defaults, **{k: v for k, v in options.items() if k != "teacher"}}
 
 
 def build_student(cfg: DictConfig) -> DistillModule:
@@ -219,6 +224,7 @@ def build_student(cfg: DictConfig) -> DistillModule:
             guidance,
             segments,
             options.get("teacher_steps", 1),
+            options.get("huber"),
             **module,
         ),
     )

@@ -12,6 +12,7 @@ from gmm import GaussianMixture, LabelledMixture, distill_mixture, sample_mixtur
 from helpers import TINY_AUDIO, compose
 
 from multidiff.core.distill import (
+    check_huber,
     consistency_loss,
     guided_teacher,
     heun_step,
@@ -257,6 +258,19 @@ def test_the_exact_multistep_student_has_no_loss_and_samples_exactly_in_its_segm
     assert abs(out.mean() - MU) < 0.02 and abs(out.std() - S) < 0.01
     with pytest.raises(ValueError, match="distill.levels = a multiple of 4 plus 1"):
         segment_ends(index, 40, 4)
+    # the pseudo-Huber distance: sqrt(d + c^2) - c of each item's squared distance d, far below off the function
+    off = lambda x, sigma: exact(x, sigma) + 0.1 * b(sigma)  # noqa: E731  (farther off at higher levels)
+    squared = consistency_loss(off, exact, gaussian_denoiser, x0, noise, grid, index, b, mean, segments=4)
+    huber = [
+        consistency_loss(f, exact, gaussian_denoiser, x0, noise, grid, index, b, mean, segments=4, huber=1e-3)
+        for f in (exact, off)
+    ]
+    for h, d in zip(huber, (ours, squared)):
+        torch.testing.assert_close(h, (d + 1e-6).sqrt() - 1e-3)
+    assert huber[1].mean() > 100 * huber[0].mean()
+    for bad in (0, -1.0, "a"):
+        with pytest.raises(ValueError, match="pseudo-Huber constant must be > 0"):
+            check_huber(bad)
 
 
 def test_the_teachers_refined_solve_converges_and_direct_segments_need_no_target():
@@ -415,7 +429,7 @@ def guided_consistency(c, w):
     return lambda x, sigma: mu + S / (S**2 + sigma.reshape(-1, 1).double() ** 2).sqrt() * (x - mu)
 
 
-def test_a_student_written_before_segments_guidance_and_teacher_steps_resumes_with_their_defaults():
+def test_a_student_written_before_its_newer_settings_resumes_with_their_defaults():
     from multidiff.distillation import resume_settings
 
     old = {"method": "consistency", "levels": 40, "rho": 7.0, "target_decay": 0.95, "teacher": "a.ckpt"}
@@ -424,6 +438,8 @@ def test_a_student_written_before_segments_guidance_and_teacher_steps_resumes_wi
     assert resume_settings({**old, "teacher_digest": "d"}) != resume_settings({**now, "segments": 4})
     assert resume_settings({**old, "teacher_digest": "d"}) == resume_settings({**now, "teacher_steps": 1})
     assert resume_settings({**old, "teacher_digest": "d"}) != resume_settings({**now, "teacher_steps": 8})
+    assert resume_settings({**old, "teacher_digest": "d"}) == resume_settings({**now, "huber": None})
+    assert resume_settings({**old, "teacher_digest": "d"}) != resume_settings({**now, "huber": 5.4e-4})
     assert resume_settings(None) is None
 
 

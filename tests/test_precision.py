@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 
+from multidiff.base_module import fused_step
 from multidiff.precision import (
     cpu_has_native_bf16,
     resolve_precision,
@@ -84,3 +87,21 @@ def test_generate_in_bf16_mixed_matches_float32(tiny_audio_ckpt):
     assert set(seen) == {torch.float32, torch.bfloat16} and mixed.dtype == torch.float32
     assert torch.isfinite(mixed).all()
     assert (mixed - exact).abs().max() / exact.abs().max() < 2e-2
+
+
+def test_the_optimizer_fuses_its_step_where_lightning_lets_it_clip_gradients():
+    """AdamW takes its one-kernel step everywhere but under mixed precision (where Lightning clips the gradients
+    around the step and refuses an optimizer that unscales them); a user's own fused / foreach setting stands, and
+    an optimizer without a fused step is left as it is."""
+    params = [torch.nn.Parameter(torch.randn(3))]
+    adamw = partial(torch.optim.AdamW, lr=1e-3)
+    assert fused_step(adamw, params, mixed_precision=False) is True
+    assert fused_step(adamw, params, mixed_precision=True) is False
+    assert fused_step(torch.optim.Adam, params, mixed_precision=False) is True  # a class, not a partial
+    assert fused_step(partial(torch.optim.AdamW, fused=False), params, mixed_precision=False) is None
+    assert fused_step(partial(torch.optim.AdamW, foreach=True), params, mixed_precision=False) is None
+    assert fused_step(partial(torch.optim.RMSprop, lr=1e-3), params, mixed_precision=False) is False
+    before = params[0].detach().clone()
+    params[0].grad = torch.ones(3)
+    adamw(params=params, fused=fused_step(adamw, params, mixed_precision=False)).step()
+    assert torch.allclose(params[0].detach(), before - 1e-3 * (1 + 0.01 * before), atol=1e-6)  # AdamW's first step

@@ -17,15 +17,20 @@ pytestmark = pytest.mark.slow  # end to end: trains, samples or runs the CLI
 
 def test_train_checkpoint_resume_sample(audio_cfg, tmp_path):
     run = tmp_path / "run"
-    trainer = train.train(audio_cfg("trainer.max_steps=4", out=run))
+    trainer = train.train(audio_cfg("trainer.max_steps=4", "trainer.precision=32-true", out=run))
     ckpt = run / "checkpoints" / "last.ckpt"
     assert ckpt.is_file() and trainer.global_step == 4
+    assert trainer.optimizers[0].param_groups[0]["fused"] is True  # float32: AdamW's one-kernel step
     rows = list(csv.DictReader((run / "csv" / "metrics.csv").open()))
     assert any(r["train/loss"] for r in rows) and any(r["val/loss"] for r in rows)
     assert any(k.startswith("train/loss_sigma_") for k in rows[0])  # per noise-level buckets
     assert (run / "loss.png").stat().st_size > 5000  # loss curves, redrawn after each validation
 
-    resumed = train.train(audio_cfg("trainer.max_steps=6", f"ckpt_path={ckpt}", out=run))
+    # resumed under mixed precision (another machine's precision=auto): Lightning clips the gradients (on by
+    # default) and would refuse an optimizer built fused there
+    resumed = train.train(
+        audio_cfg("trainer.max_steps=6", f"ckpt_path={ckpt}", "trainer.precision=bf16-mixed", out=run)
+    )
     assert resumed.global_step == 6
     assert torch.load(ckpt, weights_only=True)["global_step"] == 6
 

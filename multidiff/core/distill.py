@@ -97,6 +97,12 @@ def check_teacher_steps(steps: int) -> None:
         raise ValueError(f"distill.teacher_steps={steps!r}: give a whole number of teacher steps >= 1")
 
 
+def check_huber(huber: float | None) -> None:
+    """Refuse a pseudo-Huber constant that is not > 0 (None: the squared distance)."""
+    if huber is not None and not (isinstance(huber, (int, float)) and huber > 0):
+        raise ValueError(f"distill.huber={huber!r}: the pseudo-Huber constant must be > 0 (null: squared distance)")
+
+
 def check_segments(levels: int, segments: int) -> None:
     """Refuse a segment count that is no whole number >= 1, or that does not cut ``levels - 1`` pairs evenly."""
     if not isinstance(segments, int) or segments < 1:
@@ -137,6 +143,7 @@ def consistency_loss(
     segments: int = 1,
     teacher_steps: int = 1,
     rho: float = 7.0,
+    huber: float | None = None,
 ) -> Tensor:
     """Per-item squared distance between the student at (x0 + sigma_{n+1} noise, sigma_{n+1}) and the target at
     the teacher's Heun step to sigma_n; ``index`` (B,) holds n in [0, len(levels) - 2].
@@ -154,7 +161,11 @@ def consistency_loss(
     ``teacher_steps`` > 1: the teacher moves by that many Heun steps (:func:`teacher_solve`, ``rho`` the grid's).
     With ``segments + 1`` levels every pair ends its run and the aim is the teacher's own solution across the
     whole run, with no target network: direct distillation of each jump (Luhman & Luhman 2021), no bootstrapping
-    (discrete blocks excepted: above the lowest level their aim stays the target's class probabilities)."""
+    (discrete blocks excepted: above the lowest level their aim stays the target's class probabilities).
+
+    ``huber`` c: the pseudo-Huber distance sqrt(d + c^2) - c of the mean squared distance d per item (Song &
+    Dhariwal 2023, with their c = 0.00054 sqrt(dim) taken per element): about d / 2c for small distances and
+    sqrt(d) for large ones, so the pairs far from their aim do not outweigh the rest."""
     sigma, sigma_prev = levels[index + 1], levels[index]
     end = segment_ends(index, len(levels), segments)
     s = torch.where(end > 0, levels[end], torch.zeros_like(sigma))
@@ -177,7 +188,8 @@ def consistency_loss(
     jumped = jump(out, x, b(s / sigma))
     out = jumped if discrete is None else discrete.carry(jumped, out)
     dtype = torch.promote_types(out.dtype, torch.float32)
-    return item_mean((out.to(dtype) - aim.to(dtype)) ** 2)
+    distance = item_mean((out.to(dtype) - aim.to(dtype)) ** 2)
+    return distance if huber is None else torch.sqrt(distance + huber**2) - huber
 
 
 def sample_index(n: int, levels: int, generator: torch.Generator | None = None, device: str | torch.device = "cpu"):
