@@ -50,8 +50,8 @@ def main() -> None:
         module = build_module(cfg, datamodule.info()).train()
     if a.mode != "eager":
         module.model.net.compile(dynamic=True if a.mode == "dynamic" else None)
-    opt = module.optimizer_factory(params=[p for p in module.parameters() if p.requires_grad])
     bf16 = resolve_precision("auto", "cpu") == "bf16-mixed"
+    opt = module.make_optimizer(mixed_precision=bf16)  # as training builds it
     gen = torch.Generator().manual_seed(0)
 
     def step(batch) -> float:

@@ -48,6 +48,7 @@ def main() -> None:
         default=1,
         help="the teacher's Heun steps per pair of levels (with --levels = --segments + 1: direct distillation)",
     )
+    parser.add_argument("--huber", type=float, default=None, help="the pseudo-Huber constant (default: squared)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     g = GaussianMixture.default()
@@ -62,6 +63,7 @@ def main() -> None:
         log_every=1000,
         segments=args.segments,
         teacher_steps=args.teacher_steps,
+        huber=args.huber,
     )
     seconds = time.perf_counter() - start
     rows = []
@@ -72,6 +74,8 @@ def main() -> None:
         direct = args.levels == args.segments + 1  # every pair ends its run: the teacher's own solution, no target
         method = "direct segments" if direct else method
         method += f" ({args.segments} segments, {args.teacher_steps} teacher steps per pair)"
+    if args.huber is not None:
+        method += f", pseudo-Huber c = {args.huber:g}"
     for evals in (1, 2, 4) if args.segments == 1 else (args.segments,):
         out = sample_student(student, N, evals, segments=args.segments).double()
         rows.append({"method": method, "evaluations": evals, **errors(out)})

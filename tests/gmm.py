@@ -282,6 +282,7 @@ def distill_mixture(
     segments: int = 1,
     teacher_steps: int = 1,
     hidden: int = 256,
+    huber: float | None = None,
 ):
     """A consistency student (``segments`` > 1: multistep; :class:`PointNet` in EDM preconditioning) distilled
     from the mixture's exact denoiser with :func:`multidiff.core.distill.consistency_loss` (Adam, cosine learning
@@ -322,6 +323,7 @@ def distill_mixture(
             gen,
             segments,
             teacher_steps,
+            huber=huber,
         ).mean()
         opt.zero_grad()
         loss.backward()

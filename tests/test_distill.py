@@ -356,11 +356,13 @@ def test_a_multistep_student_trains_and_samples_in_exactly_its_segments(tiny_aud
         train.train(compose("train", [*segmented, "trainer.max_steps=1"], tmp_path / "uneven"))
     with pytest.raises(ValueError, match="distill.teacher_steps=0"):
         train.train(compose("train", [*segmented, "distill.levels=5", "distill.teacher_steps=0"], tmp_path / "t0"))
-    direct = tmp_path / "direct"  # direct segments: 5 levels, the teacher's 2 steps per pair
-    train.train(
-        compose("train", [*segmented, "distill.levels=5", "distill.teacher_steps=2", "trainer.max_steps=1"], direct)
-    )
-    assert load_checkpoint(direct / "checkpoints" / "last.ckpt").distilled["teacher_steps"] == 2
+    with pytest.raises(ValueError, match="distill.huber=0.0: the pseudo-Huber constant must be > 0"):
+        train.train(compose("train", [*segmented, "distill.levels=5", "distill.huber=0.0"], tmp_path / "h0"))
+    direct = tmp_path / "direct"  # direct segments: 5 levels, the teacher's 2 steps per pair; pseudo-Huber
+    options = ["distill.levels=5", "distill.teacher_steps=2", "distill.huber=5.4e-4", "trainer.max_steps=1"]
+    trainer = train.train(compose("train", [*segmented, *options], direct))
+    recorded = load_checkpoint(direct / "checkpoints" / "last.ckpt").distilled
+    assert (recorded["teacher_steps"], recorded["huber"], trainer.lightning_module.huber) == (2, 5.4e-4, 5.4e-4)
     preview = [
         "+callbacks.samples={_target_: multidiff.training.SampleCallback, sampler: ${sampler}, every_n_steps: 1, n: 1}"
     ]

@@ -92,15 +92,19 @@ def test_generate_in_bf16_mixed_matches_float32(tiny_audio_ckpt):
 def test_the_optimizer_fuses_its_step_where_lightning_lets_it_clip_gradients():
     """AdamW takes its one-kernel step everywhere but under mixed precision (where Lightning clips the gradients
     around the step and refuses an optimizer that unscales them); a user's own fused / foreach setting stands, and
-    an optimizer without a fused step is left as it is."""
+    an optimizer without a fused step, or without one on the parameters' device, is left as it is."""
     params = [torch.nn.Parameter(torch.randn(3))]
     adamw = partial(torch.optim.AdamW, lr=1e-3)
     assert fused_step(adamw, params, mixed_precision=False) is True
     assert fused_step(adamw, params, mixed_precision=True) is False
     assert fused_step(torch.optim.Adam, params, mixed_precision=False) is True  # a class, not a partial
-    assert fused_step(partial(torch.optim.AdamW, fused=False), params, mixed_precision=False) is None
-    assert fused_step(partial(torch.optim.AdamW, foreach=True), params, mixed_precision=False) is None
-    assert fused_step(partial(torch.optim.RMSprop, lr=1e-3), params, mixed_precision=False) is False
+    assert fused_step(partial(torch.optim.AdamW, fused=False), params, mixed_precision=False) is False
+    assert fused_step(partial(torch.optim.AdamW, foreach=True), params, mixed_precision=False) is False
+    assert fused_step(partial(torch.optim.RMSprop, lr=1e-3), params, mixed_precision=False) is False  # has none
+    assert (
+        fused_step(torch.optim.Adagrad, [torch.nn.Parameter(torch.randn(3, device="meta"))], mixed_precision=False)
+        is False
+    )
     before = params[0].detach().clone()
     params[0].grad = torch.ones(3)
     adamw(params=params, fused=fused_step(adamw, params, mixed_precision=False)).step()

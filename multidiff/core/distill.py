@@ -24,6 +24,7 @@ blocks, the class probabilities the multistep sampler's discrete chain draws fro
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -99,7 +100,9 @@ def check_teacher_steps(steps: int) -> None:
 
 def check_huber(huber: float | None) -> None:
     """Refuse a pseudo-Huber constant that is not > 0 (None: the squared distance)."""
-    if huber is not None and not (isinstance(huber, (int, float)) and huber > 0):
+    if huber is not None and not (
+        isinstance(huber, (int, float)) and not isinstance(huber, bool) and math.isfinite(huber) and huber > 0
+    ):
         raise ValueError(f"distill.huber={huber!r}: the pseudo-Huber constant must be > 0 (null: squared distance)")
 
 
@@ -189,7 +192,8 @@ def consistency_loss(
     out = jumped if discrete is None else discrete.carry(jumped, out)
     dtype = torch.promote_types(out.dtype, torch.float32)
     distance = item_mean((out.to(dtype) - aim.to(dtype)) ** 2)
-    return distance if huber is None else torch.sqrt(distance + huber**2) - huber
+    # sqrt(d + c^2) - c, written without the difference of two near-equal numbers at small d
+    return distance if huber is None else distance / (torch.sqrt(distance + huber**2) + huber)
 
 
 def sample_index(n: int, levels: int, generator: torch.Generator | None = None, device: str | torch.device = "cpu"):
