@@ -112,6 +112,7 @@ def main() -> None:
         "segments": args.segments,
         "teacher_steps": args.teacher_steps,
         "target_decay": args.target_decay,
+        "huber": args.huber,
         "seconds": seconds,
         "rows": rows,
     }
