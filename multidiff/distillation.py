@@ -40,6 +40,8 @@ TEACHER_GROUPS = ("domain", "net", "process", "schedule", "autoencoder", "latent
 SEGMENT_RHO = 7.0
 #: the options of ``distill`` (conf/experiment/distill.yaml)
 DISTILL_KEYS = ("method", "levels", "rho", "target_decay", "guidance", "segments", "teacher_steps", "huber")
+#: the settings added since the first students, as a student written before them had them
+LATER_DEFAULTS = {"segments": 1, "guidance": None, "teacher_steps": 1, "huber": None}
 
 
 def load_teacher(source: str, trust_targets: list[str]) -> DiffusionModule:
@@ -170,12 +172,11 @@ class DistillModule(DiffusionModule):
 
 def resume_settings(options: Any) -> Any:
     """A student's ``distill`` settings as a resume compares them: settings added since a student was written
-    take their defaults (``segments`` 1, no ``guidance``, ``teacher_steps`` 1, no ``huber``), and the teacher
-    counts by its weights' digest alone (the same teacher may be named by another path)."""
+    take their defaults (:data:`LATER_DEFAULTS`), and the teacher counts by its weights' digest alone (the same
+    teacher may be named by another path)."""
     if not isinstance(options, dict):
         return options
-    defaults = {"segments": 1, "guidance": None, "teacher_steps": 1, "huber": None}
-    return {**defaults, **{k: v for k, v in options.items() if k != "teacher"}}
+    return {**LATER_DEFAULTS, **{k: v for k, v in options.items() if k != "teacher"}}
 
 
 def build_student(cfg: DictConfig) -> DistillModule:
@@ -188,6 +189,7 @@ def build_student(cfg: DictConfig) -> DistillModule:
     unknown = sorted(set(options) - set(DISTILL_KEYS) - {"teacher", "teacher_digest"})
     if unknown:
         raise ValueError(f"distill: unknown option(s) {unknown}; valid: {', '.join(DISTILL_KEYS)}")
+    options = {**LATER_DEFAULTS, **options}
     if options.get("method") not in METHODS:
         raise ValueError(f"distill.method={options.get('method')!r}; valid: {', '.join(METHODS)}")
     if cfg.sampler.name != "consistency":
@@ -195,7 +197,7 @@ def build_student(cfg: DictConfig) -> DistillModule:
             f"sampler={cfg.sampler.name}: a student samples with sampler=consistency (experiment=distill sets it)"
         )
     teacher = load_teacher(str(cfg.teacher), list(cfg.trust_targets))
-    guidance = guidance_range(options.get("guidance"), teacher, str(cfg.teacher))
+    guidance = guidance_range(options["guidance"], teacher, str(cfg.teacher))
     theirs = teacher.run_config
     if cfg.domain.get("_target_") != theirs["domain"].get("_target_"):
         raise ValueError(
@@ -206,7 +208,7 @@ def build_student(cfg: DictConfig) -> DistillModule:
             cfg[group] = theirs.get(group)
         cfg.distill.teacher = str(cfg.teacher)
         cfg.distill.teacher_digest = weights_digest(teacher)
-        segments = options.get("segments", 1)
+        segments = options["segments"]
         # a count that is no whole number, or a grid it does not cut evenly, is refused before the student is built
         check_segments(int(options["levels"]), segments)
         if segments > 1:  # its only step count: the previews and the recorded sampler take it
@@ -223,8 +225,8 @@ def build_student(cfg: DictConfig) -> DistillModule:
             float(options["target_decay"]),
             guidance,
             segments,
-            options.get("teacher_steps", 1),
-            options.get("huber"),
+            options["teacher_steps"],
+            options["huber"],
             **module,
         ),
     )

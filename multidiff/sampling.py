@@ -216,7 +216,7 @@ def sampler_overrides() -> tuple[bool, list[str]]:
     for override in HydraConfig.get().overrides.task:
         key, _, value = override.lstrip("+~").partition("=")
         named = named or key == "sampler" or key.startswith("sampler@")
-        if key.startswith("sampler."):
+        if key.startswith("sampler.") and not override.startswith("~"):  # a deletion is no option to apply
             options.append(f"{key.removeprefix('sampler.')}={value}")
     return named, options
 
