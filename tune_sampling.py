@@ -23,7 +23,7 @@ from multidiff.checkpoint import evaluation_data_config
 from multidiff.config import sampler_config
 from multidiff.objective import generate_items, score_items
 from multidiff.posthoc_ema import PROFILES, load_ema_length
-from multidiff.sampling import SamplingRequest, build_sampler, segments_of
+from multidiff.sampling import SamplingRequest, build_sampler, jumps_of
 
 log = logging.getLogger("multidiff.tune_sampling")
 
@@ -58,8 +58,8 @@ def tune(cfg: DictConfig) -> list[dict[str, Any]]:
     snapshots = Path(str(cfg.ckpt)).resolve().parent.parent / "posthoc_ema"
     space = cfg.space
     if module.distilled:  # a student serves one sampler, in a few evaluations
-        segments = segments_of(module.distilled)  # a multistep student samples in its segments' steps
-        steps = [1, 2, 3, 4] if segments == 1 else [segments]
+        jumps = jumps_of(module.distilled)  # a student of K jumps samples in exactly K steps
+        steps = [1, 2, 3, 4] if jumps is None else [jumps]
         log.info("a %s student: searching sampler=consistency at steps %s", module.distilled.get("method"), steps)
         space = OmegaConf.merge(space, {"samplers": ["consistency"], "steps": steps})
     request = OmegaConf.to_container(cfg.condition, resolve=True)

@@ -1,4 +1,4 @@
-"""Seconds per item of a student at 1, 2 and 4 consistency steps (a multistep student: its segments' count)
+"""Seconds per item of a student at 1, 2 and 4 consistency steps (a student of K jumps: K)
 against its teacher at 50 solver steps: the network's time only (``DiffusionModule.generate``, in process, after a
 warm-up), same batch, same threads.
 
@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from multidiff.build import load_any
-from multidiff.sampling import named_request, segments_of
+from multidiff.sampling import jumps_of, named_request
 
 
 def seconds_per_item(module, sampler: str, steps: int, n: int, batch: int, condition: dict) -> float:
@@ -46,8 +46,8 @@ def main() -> None:
     student, teacher = load_any(args.student), load_any(args.teacher)
     teacher50 = seconds_per_item(teacher, "dpmpp_2m", 50, args.n, args.batch, condition)
     rows = {"teacher dpmpp_2m 50": teacher50}
-    segments = segments_of(student.distilled)
-    counts = (1, 2, 4) if segments == 1 else (segments,)
+    jumps = jumps_of(student.distilled)
+    counts = (1, 2, 4) if jumps is None else (jumps,)
     for steps in counts:
         rows[f"student consistency {steps}"] = seconds_per_item(
             student, "consistency", steps, args.n, args.batch, condition

@@ -11,7 +11,6 @@ the samplers it cannot serve.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -22,26 +21,36 @@ from multidiff.build import build_module, load_any
 from multidiff.checkpoint import weights_digest
 from multidiff.core.categorical import discrete_of
 from multidiff.core.distill import (
-    check_huber,
     check_segments,
     check_teacher_steps,
     consistency_loss,
-    guided_teacher,
     karras_levels,
     sample_index,
 )
-from multidiff.core.domain import State
 from multidiff.module import DiffusionModule
+from multidiff.student import StudentModule
+from multidiff.trajectories import TrajectoryModule, bank_folder, check_trajectory_settings
 
-METHODS = ("consistency",)
+#: consistency distillation (the grid, a target network) or direct distillation on stored teacher trajectories
+METHODS = ("consistency", "trajectory")
 #: the config groups a student takes from its teacher (the model it is), not from the command line
 TEACHER_GROUPS = ("domain", "net", "process", "schedule", "autoencoder", "latent", "mask")
 #: the Karras grid's rho of the sampler's levels (``karras_open``), which a multistep student's segments must share
 SEGMENT_RHO = 7.0
 #: the options of ``distill`` (conf/experiment/distill.yaml)
-DISTILL_KEYS = ("method", "levels", "rho", "target_decay", "guidance", "segments", "teacher_steps", "huber")
+DISTILL_KEYS = (
+    "method",
+    "levels",
+    "rho",
+    "target_decay",
+    "guidance",
+    "segments",
+    "teacher_steps",
+    "huber",
+    "trajectories",
+)
 #: the settings added since the first students, as a student written before them had them
-LATER_DEFAULTS = {"segments": 1, "guidance": None, "teacher_steps": 1, "huber": None}
+LATER_DEFAULTS = {"segments": 1, "guidance": None, "teacher_steps": 1, "huber": None, "trajectories": None}
 
 
 def load_teacher(source: str, trust_targets: list[str]) -> DiffusionModule:
@@ -57,10 +66,9 @@ def load_teacher(source: str, trust_targets: list[str]) -> DiffusionModule:
     return teacher.requires_grad_(False).eval()
 
 
-class DistillModule(DiffusionModule):
-    """A :class:`DiffusionModule` trained by consistency distillation from ``teacher``. The teacher and the
-    target network are kept outside the state dict: a checkpoint holds the student only, loadable as any model
-    (on resume the target restarts from the student)."""
+class DistillModule(StudentModule):
+    """A student trained by consistency distillation from ``teacher`` along a Karras grid of ``levels``. The target
+    network is kept outside the state dict, as the teacher is (on resume the target restarts from the student)."""
 
     def __init__(
         self,
@@ -74,8 +82,7 @@ class DistillModule(DiffusionModule):
         huber: float | None = None,
         **module: Any,
     ):
-        super().__init__(**module)
-        check_huber(huber)
+        super().__init__(teacher, guidance, segments, huber, **module)
         if not 0.0 <= target_decay < 1.0:
             raise ValueError(f"distill.target_decay={target_decay}: the target's EMA decay must be in [0, 1)")
         check_segments(levels, segments)
@@ -85,61 +92,35 @@ class DistillModule(DiffusionModule):
                 f"karras_open levels, which use rho={SEGMENT_RHO}; leave rho at {SEGMENT_RHO}"
             )
         check_teacher_steps(teacher_steps)
-        self.segments, self.teacher_steps, self.rho, self.huber = segments, teacher_steps, rho, huber
-        # guidance-conditioned distillation (Meng et al. 2023): the student learns the teacher's guided flow for
-        # every scale in [lo, hi], the scale an input of its network
-        self.guidance = guidance
+        self.teacher_steps, self.rho = teacher_steps, rho
         schedule = self.process.schedule
         levels_ = karras_levels(schedule.sigma_min, schedule.sigma_max, levels, rho)
         self.register_buffer("levels", levels_, persistent=False)  # not saved: the checkpoint is the student alone
         self.target_decay = target_decay
-        # plain attributes, not submodules: neither is trained nor saved with the student
-        object.__setattr__(self, "teacher", teacher)
         object.__setattr__(self, "target", copy.deepcopy(self.model).requires_grad_(False))
 
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         # the target starts as the student: the teacher's weights, or a resumed run's student
         self.target.load_state_dict(self.model.state_dict())
-        for net in (self.teacher, self.target):
-            net.to(self.device).eval()
+        self.target.to(self.device).eval()
 
-    def distill_loss(self, state: State, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    def distill_loss(self, batch: Any, generator: torch.Generator | None = None, train: bool = True) -> Tensor:
+        state = self.domain.unpack(batch)
         space, x0 = self.domain.space, state.x
         n = space.num_items(x0, state.ctx)
         index = sample_index(n, len(self.levels), generator, x0.device)
         noise = space.noise(x0, state.ctx, generator=generator)
-        per_item = lambda v: space.per_item(v, x0, state.ctx)  # noqa: E731
-        drop, w = None, None
-        if state.cond is not None and self.cond_drop_prob > 0:  # the student learns the unconditional map too
-            drop = torch.rand(n, generator=generator).to(x0.device) < self.cond_drop_prob
-        if self.guidance is not None:  # a scale per item; a dropped condition is scale 0, the plain model
-            lo, hi = self.guidance
-            w = lo + (hi - lo) * torch.rand(n, generator=generator).to(x0.device)
-            if drop is not None:
-                w = torch.where(drop, torch.zeros_like(w), w)
-
-        def of(model: Callable[..., Tensor]) -> Callable[[Tensor, Tensor], Tensor]:
-            return lambda x, sigma: model(x, sigma, state, cond_drop=drop, guidance=w)
-
-        if w is None:
-            teacher = lambda x, sigma: self.teacher.model(x, sigma, state, drop)  # noqa: E731
-        else:
-            unconditional = torch.ones(n, dtype=torch.bool, device=x0.device)
-            teacher = guided_teacher(
-                lambda x, sigma: self.teacher.model(x, sigma, state, unconditional),
-                lambda x, sigma: self.teacher.model(x, sigma, state),
-                w,
-                per_item,
-            )
-        losses = consistency_loss(
-            of(self.model),
-            of(self.target),
-            teacher,
+        drop, w = self.draw_asks(n, state.cond, generator, x0.device)
+        return consistency_loss(
+            self.student_of(state, drop, w),
+            lambda x, sigma: self.target(x, sigma, state, cond_drop=drop, guidance=w),
+            self.teacher_of(state, drop, w),
             x0,
             noise,
             self.levels,
             index,
-            per_item,
+            lambda v: space.per_item(v, x0, state.ctx),
             lambda err: space.item_mean(err, state.ctx),
             discrete_of(space),
             generator,
@@ -148,26 +129,12 @@ class DistillModule(DiffusionModule):
             self.rho,
             self.huber,
         )
-        return losses, self.levels[index + 1]
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         with torch.no_grad():  # the target follows the student as it stands after the last optimizer step
             for t, s in zip(self.target.parameters(), self.model.parameters()):
                 t.lerp_(s, 1.0 - self.target_decay)
-        losses, sigma = self.distill_loss(self.domain.unpack(batch))
-        loss = losses.mean()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"non-finite distillation loss ({loss.item()}) at step {self.global_step}; the run stops here and "
-                "the last good checkpoint is kept. Lower the learning rate."
-            )
-        self.log("train/loss", loss, prog_bar=True, batch_size=losses.shape[0])
-        return loss
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        gen = torch.Generator().manual_seed(batch_idx)
-        losses, _ = self.distill_loss(self.domain.unpack(batch), gen)
-        self.log("val/loss", losses.mean(), prog_bar=True, batch_size=losses.shape[0], sync_dist=True)
+        return super().training_step(batch, batch_idx)
 
 
 def resume_settings(options: Any) -> Any:
@@ -179,7 +146,7 @@ def resume_settings(options: Any) -> Any:
     return {**LATER_DEFAULTS, **{k: v for k, v in options.items() if k != "teacher"}}
 
 
-def build_student(cfg: DictConfig) -> DistillModule:
+def build_student(cfg: DictConfig) -> StudentModule:
     """The student of ``cfg.teacher``: the teacher's model groups replace the command line's (a differing domain
     is an error), ``distill`` is recorded with the teacher's path and weight digest, the weights start as the
     teacher's."""
@@ -203,22 +170,37 @@ def build_student(cfg: DictConfig) -> DistillModule:
         raise ValueError(
             f"teacher={cfg.teacher} is a {teacher.domain.name!r} model; give its domain (domain={teacher.domain.name})"
         )
+    segments, trajectory = options["segments"], options["method"] == "trajectory"
+    # counts that are no whole numbers, or a grid the segments do not cut evenly, are refused before the build
+    if trajectory:
+        if not isinstance(segments, int) or isinstance(segments, bool) or segments < 1:
+            raise ValueError(f"distill.segments={segments!r}: give a whole number of jumps >= 1")
+        check_trajectory_settings(teacher, options["trajectories"], options["teacher_steps"], str(cfg.teacher))
+    else:
+        check_segments(int(options["levels"]), segments)
     with open_dict(cfg):
         for group in TEACHER_GROUPS:
             cfg[group] = theirs.get(group)
         cfg.distill.teacher = str(cfg.teacher)
         cfg.distill.teacher_digest = weights_digest(teacher)
-        segments = options["segments"]
-        # a count that is no whole number, or a grid it does not cut evenly, is refused before the student is built
-        check_segments(int(options["levels"]), segments)
-        if segments > 1:  # its only step count: the previews and the recorded sampler take it
+        if segments > 1 or trajectory:  # its only step count: the previews and the recorded sampler take it
             cfg.sampler.steps, cfg.sampler.spacing = segments, "karras_open"
         if guidance is not None:
             cfg.net.guidance_input = True  # the student's network takes the scale (its embedding starts at zero)
-    student = build_module(
-        cfg,
-        dict(teacher.domain.info),  # sample as the teacher does (its atom counts, vocabulary, ...)
-        make=lambda **module: DistillModule(
+    if trajectory:
+        make = lambda **module: TrajectoryModule(  # noqa: E731
+            teacher,
+            options["trajectories"],
+            options["teacher_steps"],
+            bank_folder(cfg.paths.output_dir),
+            int(cfg.seed),
+            guidance,
+            segments,
+            options["huber"],
+            **module,
+        )
+    else:
+        make = lambda **module: DistillModule(  # noqa: E731
             teacher,
             int(options["levels"]),
             float(options["rho"]),
@@ -228,8 +210,9 @@ def build_student(cfg: DictConfig) -> DistillModule:
             options["teacher_steps"],
             options["huber"],
             **module,
-        ),
-    )
+        )
+    # sample as the teacher does (its atom counts, vocabulary, ...)
+    student = build_module(cfg, dict(teacher.domain.info), make=make)
     missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=False)
     if unexpected or any("guidance_embed" not in k for k in missing):
         raise RuntimeError(f"a student that does not fit its teacher: missing {missing}, unexpected {unexpected}")

@@ -30,7 +30,7 @@ from multidiff.core.processes import Process
 from multidiff.core.protocols import MaskSampler
 from multidiff.core.samplers import sample_euler
 from multidiff.precision import resolve_precision, with_precision
-from multidiff.sampling import OBSERVE_WITH, Sampling, SamplingRequest, segments_of
+from multidiff.sampling import OBSERVE_WITH, Sampling, SamplingRequest, jumps_of
 
 #: noise-level buckets for the per-level loss log, as log10(sigma) edges
 SIGMA_BUCKETS = (-math.inf, -1.0, 0.0, 1.0, math.inf)
@@ -281,8 +281,8 @@ def check_sampler_fits(sampler: str, distilled: Mapping[str, Any] | None, guidan
             "(distill.guidance); ask for one in that range, or distil again with a wider one"
         )
     if distilled and sampler != "consistency":
-        segments = segments_of(distilled)
-        steps = "steps=1..4" if segments == 1 else f"steps={segments}, its segments"
+        jumps = jumps_of(distilled)
+        steps = "steps=1..4" if jumps is None else f"steps={jumps}, its jumps"
         raise ValueError(
             f"sampler={sampler}: this model is a {distilled.get('method')} student (distilled from "
             f"{distilled.get('teacher')}); it samples with sampler=consistency ({steps}); solvers need the teacher"
@@ -295,15 +295,16 @@ def check_sampler_fits(sampler: str, distilled: Mapping[str, Any] | None, guidan
 
 
 def student_steps(sampler: Sampling, distilled: Mapping[str, Any] | None) -> Callable[..., Tensor]:
-    """The function that takes the sampler's steps. A multistep consistency student (``distill.segments`` K > 1,
-    Heek et al. 2024) learned to jump from each of its K segments' top level to the segment's end: sampling is
-    those K deterministic DDIM jumps, which is Euler on the ``karras_open`` grid of exactly K steps."""
-    segments = segments_of(distilled)
-    if segments == 1:
+    """The function that takes the sampler's steps. A student of K jumps (a multistep consistency student,
+    ``distill.segments`` K > 1, Heek et al. 2024, or a trajectory student) learned to jump from each of its K
+    segments' top level to the segment's end: sampling is those K deterministic DDIM jumps, which is Euler on the
+    ``karras_open`` grid of exactly K steps."""
+    jumps = jumps_of(distilled)
+    if jumps is None:
         return sampler.fn
-    if sampler.steps != segments or sampler.spacing != "karras_open":
+    if sampler.steps != jumps or sampler.spacing != "karras_open":
         raise ValueError(
-            f"steps={sampler.steps}, spacing={sampler.spacing}: this student was distilled in {segments} segments "
-            f"(distill.segments) and samples in exactly steps={segments} on spacing=karras_open"
+            f"steps={sampler.steps}, spacing={sampler.spacing}: this student was distilled in {jumps} jumps "
+            f"(distill.segments) and samples in exactly steps={jumps} on spacing=karras_open"
         )
     return sample_euler

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,21 @@ def resume_candidates(run_dir: Path) -> list[Path]:
     folder = run_dir / "checkpoints"
     found = [*folder.glob("*.ckpt"), *run_dir.glob("hpc_ckpt_*.ckpt")]
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def set_aside(run_dir: Path) -> Path | None:
+    """Move the checkpoints a run directory holds (:func:`resume_candidates`) into
+    ``checkpoints.previous-<time>/`` beside them, for a fresh run in the same directory (``ckpt_path=null``):
+    Lightning's fit restores ``last`` by itself wherever an on-exception checkpoint callback is configured, as
+    here. Returns the folder, or None when there was nothing to move."""
+    found = resume_candidates(run_dir)
+    if not found:
+        return None
+    aside = run_dir / f"checkpoints.previous-{time.strftime('%Y%m%d-%H%M%S')}"
+    aside.mkdir()
+    for path in found:
+        path.rename(aside / path.name)
+    return aside
 
 
 def find_resume(run_dir: Path, verify: Callable[[Path], None]) -> Path | None:

@@ -164,25 +164,33 @@ def segments_of(distilled: Mapping[str, Any] | None) -> int:
     return int((distilled or {}).get("segments", 1))
 
 
+def jumps_of(distilled: Mapping[str, Any] | None) -> int | None:
+    """The one step count a student samples in: K for a student that learned K jumps along fixed levels (a
+    multistep consistency student, K > 1, or a trajectory student, any K); None for a one-jump consistency student
+    (1-4 steps) and for a model that is no student."""
+    k = segments_of(distilled)
+    return k if distilled and (k > 1 or distilled.get("method") == "trajectory") else None
+
+
 def request_from_config(cfg: DictConfig, module: Any, guide: Any = None, steps: int | None = None) -> SamplingRequest:
     """``conf/sample.yaml``'s request for ``module``: every :class:`SamplingRequest` field is read from the key of
     the same name (a new field needs only its key there), with these made concrete: the sampler built from its
     group (``steps`` and ``spacing`` overriding it), ``guide`` (the module ``guide_ckpt`` names, loaded by the
     caller), ``observe_with=auto`` resolved to what the model does, ``precision=auto`` to what its device
-    computes natively, and the interval a tuple. A multistep student (``distill.segments`` K) under the
+    computes natively, and the interval a tuple. A student of K jumps (:func:`jumps_of`) under the
     consistency sampler takes its K steps unless ``steps`` or ``sampler.steps`` says otherwise (which it then
     refuses). A student given no ``sampler=NAME`` on the command line samples with ``sampler=consistency``, the
     one that serves it, with any ``sampler.KEY=VALUE`` given (a sampler named for it is refused by name)."""
     distilled = getattr(module, "distilled", None)
-    segments = segments_of(distilled)
+    jumps = jumps_of(distilled)
     chosen = cfg.sampler
     named, options = sampler_overrides()
     if distilled and chosen.get("name") != "consistency" and not named:
         chosen = OmegaConf.merge(sampler_config("consistency"), OmegaConf.from_dotlist(options))
         log.info("a student: sampling with sampler=consistency (the only sampler that serves it)")
-    if steps is None and segments > 1 and chosen.get("name") == "consistency":
+    if steps is None and jumps is not None and chosen.get("name") == "consistency":
         if chosen.get("steps") == sampler_config("consistency").get("steps"):  # no sampler.steps=N given
-            steps = segments
+            steps = jumps
     plain = {
         f.name: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v := cfg.get(f.name)) else v
         for f in fields(SamplingRequest)

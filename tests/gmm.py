@@ -367,6 +367,64 @@ def sample_mixture(
     return out if discrete is None else chain.finish(out)
 
 
+def trajectory_mixture(
+    g: GaussianMixture,
+    steps: int,
+    trajectories: int = 20_000,
+    segments: int = 4,
+    teacher_steps: int = 12,
+    batch: int = 1024,
+    lr: float = 1e-3,
+    seed: int = 0,
+    sigma_data: float = 1.5,
+    hidden: int = 256,
+    log_every: int = 0,
+):
+    """A K-jump student (:class:`PointNet` in EDM preconditioning) learned from ``trajectories`` stored solves of
+    the mixture's exact denoiser by DPM-Solver++(2M) on ``segments * teacher_steps + 1`` Karras levels
+    (:func:`multidiff.core.distill.trajectory_states`, ``trajectory_loss``; Adam, cosine learning rate)."""
+    import math
+
+    from multidiff.core.denoiser import Preconditioned
+    from multidiff.core.distill import trajectory_loss, trajectory_states
+    from multidiff.core.processes import EDMProcess
+    from multidiff.core.samplers import sample_dpmpp_2m
+    from multidiff.core.schedules import KarrasSchedule
+    from multidiff.core.space import TensorSpace
+    from multidiff.core.state import State
+
+    torch.manual_seed(seed)
+    process = EDMProcess(KarrasSchedule(), sigma_data=sigma_data)
+    student = Preconditioned(PointNet(hidden, seed=seed, dims=g.dims), process, TensorSpace())
+    fine = process.schedule.sigmas(segments * teacher_steps + 1, "karras").double()
+    tops = torch.cat([fine[:-2:teacher_steps], fine.new_zeros(1)]).float()
+    gen = torch.Generator().manual_seed(seed)
+    prior = torch.randn(trajectories, g.dims, generator=gen, dtype=torch.float64) * process.prior_std()
+    bank = trajectory_states(sample_dpmpp_2m, g.denoise, prior, fine, teacher_steps).float()
+    opt = torch.optim.Adam(student.parameters(), lr=lr)
+    state = State(torch.zeros(batch, g.dims), None, {})
+    for step in range(steps):
+        i = torch.randint(0, trajectories, (batch,), generator=gen)
+        k = torch.randint(0, segments, (batch,), generator=gen)
+        loss = trajectory_loss(
+            lambda x, s: student(x, s, state),
+            bank[k, i],
+            tops[k],
+            tops[k + 1],
+            bank[k + 1, i],
+            lambda v: v.reshape(-1, 1),
+            lambda err: err.mean(1),
+        ).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        for group in opt.param_groups:
+            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * (step + 1) / steps))
+        if log_every and (step + 1) % log_every == 0:
+            print(f"step {step + 1}/{steps}: loss {loss.item():.3e}", flush=True)
+    return student.eval()
+
+
 def sample_student(student, n: int, steps: int, seed: int = 1, segments: int = 1) -> torch.Tensor:
     """``n`` samples of a distilled student with multistep consistency sampling (``karras_open`` levels); of a
     multistep student (``segments`` = ``steps``), its deterministic jumps: the step function ``generate`` takes."""

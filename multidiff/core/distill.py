@@ -190,10 +190,51 @@ def consistency_loss(
     out = student(x, sigma)
     jumped = jump(out, x, b(s / sigma))
     out = jumped if discrete is None else discrete.carry(jumped, out)
+    return distance_to(out, aim, item_mean, huber)
+
+
+def distance_to(out: Tensor, aim: Tensor, item_mean: Callable[[Tensor], Tensor], huber: float | None) -> Tensor:
+    """Per item: the mean squared distance d of ``out`` from ``aim``, or its pseudo-Huber sqrt(d + c^2) - c."""
     dtype = torch.promote_types(out.dtype, torch.float32)
     distance = item_mean((out.to(dtype) - aim.to(dtype)) ** 2)
     # sqrt(d + c^2) - c, written without the difference of two near-equal numbers at small d
     return distance if huber is None else distance / (torch.sqrt(distance + huber**2) + huber)
+
+
+def trajectory_states(
+    solver: Callable[..., Tensor], teacher: Callable[[Tensor, Tensor], Tensor], x: Tensor, sigmas: Tensor, every: int
+) -> Tensor:
+    """The teacher's solve of ``x`` along ``sigmas`` (``solver``, a sampler of :mod:`.samplers`; ``teacher``
+    D(x, sigma scalar)) kept at the K levels ``sigmas[0], sigmas[every], ...`` above the last run and at its end:
+    ``(K + 1, *x.shape)``. On the Karras grid of K * every + 1 levels those K levels are the ``karras_open`` levels
+    of K steps, where a K-jump student starts its jumps."""
+    runs = (len(sigmas) - 2) // every
+    if runs < 1 or runs * every != len(sigmas) - 2:
+        raise ValueError(f"a grid of {len(sigmas)} levels (0 included) is not K runs of {every} steps plus one")
+    kept: list[Tensor] = []
+
+    def keep(i: int, x: Tensor, sigma: Tensor, denoised: Tensor) -> None:
+        if i % every == 0 and len(kept) < runs:
+            kept.append(x.clone())
+
+    end = solver(teacher, x, sigmas, callback=keep)
+    return torch.stack([*kept, end])
+
+
+def trajectory_loss(
+    student: ItemDenoiser,
+    x: Tensor,
+    sigma: Tensor,
+    s: Tensor,
+    aim: Tensor,
+    b: Broadcast,
+    item_mean: Callable[[Tensor], Tensor],
+    huber: float | None = None,
+) -> Tensor:
+    """Per item: the student's jump from ``x`` at ``sigma`` to ``s`` (0: to the data) against ``aim``, the teacher's
+    own solution at ``s`` from the same ``x`` (direct distillation of each jump, Luhman & Luhman 2021, on stored
+    trajectories: no teacher call and no target network while training)."""
+    return distance_to(jump(student(x, sigma), x, b(s / sigma)), aim, item_mean, huber)
 
 
 def sample_index(n: int, levels: int, generator: torch.Generator | None = None, device: str | torch.device = "cpu"):

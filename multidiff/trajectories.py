@@ -1,0 +1,196 @@
+"""Direct distillation on stored teacher trajectories (``distill.method=trajectory``): the teacher solves its
+probability-flow ODE once per stored item, with its best deterministic solver on the Karras grid of
+``segments * teacher_steps + 1`` levels, from the prior to the data; the states at the K levels where a K-jump
+student starts its jumps (the ``karras_open`` levels of K steps) and the end are kept. The student then learns
+each jump as a regression onto the teacher's own solution (Luhman & Luhman 2021, in K jumps): no teacher call,
+no target network and nothing bootstrapped while it trains, so a step costs one forward and backward pass.
+
+The trajectories are drawn for the conditions of training items (a share ``cond_drop_prob`` of them
+unconditional, a guidance scale each for a guidance-conditioned student) and kept in the run folder in parts of
+one batch (``trajectories/part_NNNNN.pt``, written atomically): a stopped run continues where it stopped, and a
+resumed run trains on the same trajectories. Items of one fixed shape only (audio, point clouds, latents).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from multidiff.checkpoint import weights_digest
+from multidiff.core.categorical import discrete_of
+from multidiff.core.distill import trajectory_loss, trajectory_states
+from multidiff.core.domain import State
+from multidiff.core.samplers import sample_dpmpp_2m
+from multidiff.core.space import TensorSpace
+from multidiff.module import DiffusionModule
+from multidiff.student import StudentModule
+
+log = logging.getLogger(__name__)
+#: the teacher's solver: deterministic, second order, one evaluation per step (the project's default sampler)
+SOLVER = sample_dpmpp_2m
+#: one part in this many (at least one, with two or more parts) is held out for the validation loss
+HELD_OUT_EVERY = 16
+
+
+def check_trajectory_settings(teacher: DiffusionModule, trajectories: Any, teacher_steps: Any, source: str) -> None:
+    """Refuse what stored trajectories cannot serve: items that vary in size or carry discrete blocks (molecules),
+    a count that is no whole number >= 1, fewer than 2 solver steps per jump."""
+    space = teacher.domain.space
+    if type(space) is not TensorSpace or discrete_of(space) is not None:
+        raise ValueError(
+            f"distill.method=trajectory: teacher={source} is a {teacher.domain.name!r} model, whose items vary in "
+            "size; stored trajectories need items of one shape (audio, point clouds): use distill.method=consistency"
+        )
+    if not isinstance(trajectories, int) or isinstance(trajectories, bool) or trajectories < 1:
+        raise ValueError(
+            f"distill.trajectories={trajectories!r}: give how many teacher trajectories to store (e.g. 1024)"
+        )
+    if not isinstance(teacher_steps, int) or teacher_steps < 2:
+        raise ValueError(
+            f"distill.teacher_steps={teacher_steps!r}: with method=trajectory it is the teacher's solver steps per "
+            "jump; give a whole number >= 2 (12 per jump for 4 jumps: the teacher at 49 steps)"
+        )
+
+
+class TrajectoryModule(StudentModule):
+    """A student that learns each of its ``segments`` jumps from ``trajectories`` stored teacher solutions of
+    ``segments * teacher_steps + 1`` steps, kept in ``folder``."""
+
+    def __init__(
+        self,
+        teacher: DiffusionModule,
+        trajectories: int,
+        teacher_steps: int,
+        folder: str,
+        seed: int = 0,
+        guidance: tuple[float, float] | None = None,
+        segments: int = 1,
+        huber: float | None = None,
+        **module: Any,
+    ):
+        super().__init__(teacher, guidance, segments, huber, **module)
+        self.trajectories, self.teacher_steps, self.folder, self.seed = trajectories, teacher_steps, Path(folder), seed
+        fine = self.process.schedule.sigmas(segments * teacher_steps + 1, "karras")
+        self.register_buffer("fine", fine, persistent=False)
+        # where each jump starts (the karras_open levels of K steps) and ends (0: the data)
+        self.register_buffer("tops", torch.cat([fine[:-2:teacher_steps], fine.new_zeros(1)]), persistent=False)
+        self.bank: dict[str, Any] | None = None
+
+    # -- the stored trajectories ------------------------------------------------------------------
+    def settings(self, digest: str) -> dict[str, Any]:
+        return {
+            "teacher_digest": digest,
+            "segments": self.segments,
+            "teacher_steps": self.teacher_steps,
+            "trajectories": self.trajectories,
+            "seed": self.seed,
+            "guidance": None if self.guidance is None else list(self.guidance),
+            "cond_drop_prob": self.cond_drop_prob,
+        }
+
+    def on_train_start(self) -> None:
+        if self.bank is None:
+            self.bank = self.fill(self.trainer.train_dataloader)
+
+    def fill(self, loader: Any) -> dict[str, Any]:
+        """Load the folder's parts and solve the missing ones, one loader batch each, until ``trajectories``."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        settings, record = self.settings(weights_digest(self.teacher)), self.folder / "bank.json"
+        if record.exists() and (found := json.loads(record.read_text())) != settings:
+            diff = {k: (found.get(k), v) for k, v in settings.items() if found.get(k) != v}
+            raise ValueError(
+                f"{self.folder} holds trajectories drawn with other settings (stored, now): {diff}; remove the "
+                "folder or train in another run folder (hydra.run.dir=DIR)"
+            )
+        record.write_text(json.dumps(settings, indent=1))
+        parts, have, p = [], 0, 0
+        bar = tqdm(total=self.trajectories, desc="teacher trajectories", leave=False)
+        batches = iter(loader)
+        while have < self.trajectories:
+            path = self.folder / f"part_{p:05d}.pt"
+            if path.exists():
+                part = torch.load(path, map_location="cpu", weights_only=True)
+            else:
+                try:
+                    batch = next(batches)
+                except StopIteration:  # another pass over the data for its conditions
+                    batches = iter(loader)
+                    batch = next(batches)
+                part = self.solve(self.domain.unpack(self.transfer_batch_to_device(batch, self.device, 0)), p)
+                tmp = path.with_suffix(".tmp")
+                torch.save(part, tmp)
+                os.replace(tmp, path)  # a part is there whole or not at all
+            parts.append(part)
+            have += part["states"].shape[1]
+            bar.update(part["states"].shape[1])
+            p += 1
+            if p % 10 == 0:
+                log.info("teacher trajectories: %d of %d", min(have, self.trajectories), self.trajectories)
+        bar.close()
+        held = max(1, len(parts) // HELD_OUT_EVERY) if len(parts) > 1 else 0
+        train, val = parts[: len(parts) - held], parts[len(parts) - held :] or parts
+        # a training step draws as many pairs as a loader batch holds items (the batch itself is not needed)
+        return {"train": _join(train), "val": _join(val), "batch": parts[0]["states"].shape[1]}
+
+    @torch.no_grad()
+    def solve(self, state: State, part: int) -> dict[str, Any]:
+        """One batch of teacher trajectories from the prior, for the conditions of ``state``'s items."""
+        if state.ctx:
+            raise ValueError("distill.method=trajectory needs items of one shape without context (audio, points)")
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + part)
+        n = state.x.shape[0]
+        drop, w = self.draw_asks(n, state.cond, gen, state.x.device)
+        teacher = self.teacher_of(state, drop, w)
+        x = self.domain.space.noise(state.x, state.ctx, generator=gen) * self.process.prior_std()
+        states = trajectory_states(
+            SOLVER, lambda x, sigma: teacher(x, sigma.expand(n)), x.float(), self.fine, self.teacher_steps
+        )
+        return {
+            "states": states.cpu(),
+            "cond": None if state.cond is None else state.cond.cpu(),
+            "drop": None if drop is None else drop.cpu(),
+            "w": None if w is None else w.cpu(),
+        }
+
+    # -- training ----------------------------------------------------------------------------------
+    def distill_loss(self, batch: Any, generator: torch.Generator | None = None, train: bool = True) -> Tensor:
+        if self.bank is None:  # validation before training (Lightning's sanity check) or alone
+            self.bank = self.fill(self.trainer.train_dataloader)
+        bank, n = self.bank["train" if train else "val"], self.bank["batch"]
+        items = bank["states"].shape[1]
+        i = torch.randint(0, items, (n,), generator=generator)
+        k = torch.randint(0, self.segments, (n,), generator=generator)
+        x, aim = (bank["states"][k + j, i].to(self.device) for j in (0, 1))
+        take = lambda v: None if v is None else v[i].to(self.device)  # noqa: E731
+        state = State(x, take(bank["cond"]))
+        space = self.domain.space
+        return trajectory_loss(
+            self.student_of(state, take(bank["drop"]), take(bank["w"])),
+            x,
+            self.tops[k.to(self.device)],
+            self.tops[k.to(self.device) + 1],
+            aim,
+            lambda v: space.per_item(v, x, {}),
+            lambda err: space.item_mean(err, {}),
+            self.huber,
+        )
+
+
+def _join(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Parts concatenated along the items."""
+    joined: dict[str, Any] = {"states": torch.cat([p["states"] for p in parts], dim=1)}
+    for key in ("cond", "drop", "w"):
+        joined[key] = None if parts[0][key] is None else torch.cat([p[key] for p in parts])
+    return joined
+
+
+def bank_folder(output_dir: str) -> str:
+    """Where a run keeps its trajectories."""
+    return str(Path(output_dir) / "trajectories")

@@ -1,0 +1,146 @@
+"""Direct distillation on stored teacher trajectories (``distill.method=trajectory``): the stored states against
+the Gaussian's closed-form flow, a student of the mixture's exact teacher against the solver, then train.py and
+sample.py end to end on a tiny audio teacher."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from gmm import GaussianMixture, sample_student, trajectory_mixture
+from helpers import TINY_AUDIO, compose
+
+from multidiff.core.distill import trajectory_loss, trajectory_states
+from multidiff.core.samplers import sample_dpmpp_2m, sample_euler
+from multidiff.core.schedules import KarrasSchedule
+
+MU, S = 1.5, 0.7  # N(MU, S^2) per coordinate: its flow is closed form
+
+
+def gaussian_denoiser(x, sigma):
+    return MU + S**2 / (S**2 + sigma.double() ** 2) * (x - MU)
+
+
+def gaussian_flow(x, sigma, s):
+    """The probability-flow ODE's map of N(MU, S^2)'s noisy x from sigma down to s (per item, broadcast)."""
+    return MU + ((S**2 + s**2) / (S**2 + sigma**2)).sqrt() * (x - MU)
+
+
+def test_stored_trajectories_follow_the_gaussian_flow_and_the_exact_jumps_have_no_loss():
+    """The teacher's DPM-Solver++(2M) solve on the Karras grid of 4 x 12 + 1 levels, kept at every 12th level: those
+    are the karras_open levels of 4 steps, and the kept states lie on the exact flow from the prior (3 % of the
+    Gaussian's scale, a third of that at twice the steps); the jump that lands on the flow has no loss beyond the
+    solve's own error, a jump to the data from every level has."""
+    schedule = KarrasSchedule()
+    fine = schedule.sigmas(4 * 12 + 1, "karras").double()
+    tops = torch.cat([fine[:-2:12], fine.new_zeros(1)])
+    torch.testing.assert_close(tops.float(), schedule.sigmas(4, "karras_open"))
+    gen = torch.Generator().manual_seed(0)
+    prior = fine[0] * torch.randn(4096, 3, generator=gen, dtype=torch.float64)
+    states = trajectory_states(sample_dpmpp_2m, gaussian_denoiser, prior, fine, 12)
+    assert states.shape == (5, 4096, 3)
+    exact = torch.stack([gaussian_flow(prior, fine[0], s) for s in tops])
+    error = (states - exact).abs().amax(dim=(1, 2))
+    finer = schedule.sigmas(4 * 24 + 1, "karras").double()  # twice the solver's steps per jump
+    error_finer = (trajectory_states(sample_dpmpp_2m, gaussian_denoiser, prior, finer, 24) - exact).abs().amax((1, 2))
+    # on the flow from the prior to within 3 % of the Gaussian's scale, converging as the second-order solver does
+    assert error[0] < 1e-12 and error.max() < 0.03 * S and (error_finer[1:] < error[1:] / 3).all(), (error, error_finer)
+    b, mean = (lambda v: v.reshape(-1, 1)), (lambda e: e.mean(1))  # noqa: E731
+    k = torch.randint(0, 4, (4096,), generator=gen)
+    x, sigma, s, aim = states[k, torch.arange(4096)], tops[k], tops[k + 1], states[k + 1, torch.arange(4096)]
+
+    def exact_jump(x, sigma):  # the estimate D whose jump D + (s / sigma) (x - D) lands on the flow at s
+        r = b(s / sigma)
+        return (gaussian_flow(x, b(sigma), b(s)) - r * x) / (1 - r)
+
+    def to_the_data(x, sigma):  # the one-jump consistency function: right for the lowest run only
+        return gaussian_flow(x, b(sigma), torch.zeros_like(b(sigma)))
+
+    ours = trajectory_loss(exact_jump, x, sigma, s, aim, b, mean)
+    # what is left is the stored solve's own error (squared); a jump to the data from every level is far off
+    assert (
+        ours.mean() < error.max() ** 2
+        and trajectory_loss(to_the_data, x, sigma, s, aim, b, mean).mean() > 1e3 * ours.mean()
+    )
+    with pytest.raises(ValueError, match="not K runs of 5 steps"):
+        trajectory_states(sample_dpmpp_2m, gaussian_denoiser, prior, fine, 5)
+
+
+def test_a_trajectory_student_of_the_mixture_beats_the_solver_in_its_four_steps():
+    """A 4-jump student learned from 20,000 stored solves of the mixture's exact denoiser (1,500 steps): at 4
+    evaluations its weights and means are far closer than DPM-Solver++(2M)'s (benchmarks/distill_gmm.py
+    --trajectories 20000 --segments 4)."""
+    g = GaussianMixture.default()
+    student = trajectory_mixture(g, steps=1500, hidden=128)
+    ours = g.moment_errors(sample_student(student, 20_000, 4, segments=4).double())
+    sigmas = KarrasSchedule().sigmas(4).double()
+    x = (
+        torch.randn(20_000, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+        * (sigmas[0] ** 2 + 1) ** 0.5
+    )
+    solver = g.moment_errors(sample_dpmpp_2m(g.denoise, x, sigmas))
+    assert ours["weight"] < solver["weight"] / 3 and ours["mean"] < 0.08, (ours, solver)
+
+
+def test_a_trajectory_student_samples_in_exactly_its_jumps_even_one():
+    """A trajectory student of K jumps samples by its K deterministic jumps, K = 1 included (a one-jump
+    consistency student samples in 1-4 steps); other counts are refused with the one it needs."""
+    from multidiff.config import sampler_config
+    from multidiff.module import student_steps
+    from multidiff.sampling import build_sampler, jumps_of
+
+    one = build_sampler(sampler_config("consistency"), steps=1)
+    assert student_steps(one, {"method": "trajectory", "segments": 1}) is sample_euler
+    assert jumps_of({"method": "trajectory", "segments": 1}) == 1 and jumps_of({"method": "consistency"}) is None
+    assert jumps_of(None) is None and jumps_of({"method": "consistency", "segments": 4}) == 4
+    with pytest.raises(ValueError, match="samples in exactly steps=1"):
+        student_steps(build_sampler(sampler_config("consistency"), steps=2), {"method": "trajectory", "segments": 1})
+
+
+@pytest.mark.slow
+def test_a_trajectory_student_trains_resumes_on_its_stored_trajectories_and_samples(
+    tiny_audio_ckpt, shared_datasets, tmp_path
+):
+    """experiment=distill_trajectory: the teacher's trajectories are stored in parts in the run folder and recorded
+    with their settings, the checkpoint says method=trajectory, sample.py takes its K jumps; a resumed run trains
+    on the same parts (none rewritten), a new run into the folder with other settings is refused, and settings
+    that cannot serve are refused before anything is written."""
+    import sample
+    import train
+    from multidiff.build import load_checkpoint
+
+    common = ["experiment=distill_trajectory", "domain=audio", f"paths.data_dir={shared_datasets}", *TINY_AUDIO]
+    tiny = [*common, f"teacher={tiny_audio_ckpt}", "distill.trajectories=16", "distill.teacher_steps=2"]
+    for bad, message in (
+        ("distill.trajectories=0", "distill.trajectories=0: give how many"),
+        ("distill.teacher_steps=1", "distill.teacher_steps=1: with method=trajectory"),
+        ("distill.segments=0", "distill.segments=0: give a whole number of jumps"),
+        ("distill.method=trajectories", "distill.method='trajectories'; valid: consistency, trajectory"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            train.train(compose("train", [*tiny, bad, "trainer.max_steps=1"], tmp_path / "bad"))
+    assert not (tmp_path / "bad" / "trajectories").exists()
+    run = tmp_path / "student"
+    trainer = train.train(compose("train", [*tiny, "trainer.max_steps=2"], run))
+    bank = run / "trajectories"
+    parts = sorted(bank.glob("part_*.pt"))
+    assert len(parts) == 2 and not list(bank.glob("*.tmp"))  # 16 trajectories in batches of 8
+    part = torch.load(parts[0], weights_only=True)
+    assert part["states"].shape == (5, 8, 1, 1024) and part["cond"].shape == (8,)
+    settings = json.loads((bank / "bank.json").read_text())
+    assert (settings["segments"], settings["teacher_steps"], settings["trajectories"]) == (4, 2, 16)
+    assert trainer.lightning_module.bank["train"]["states"].shape[1] == 8  # one part of two held out
+    ckpt = run / "checkpoints" / "last.ckpt"
+    recorded = load_checkpoint(ckpt).distilled
+    assert (recorded["method"], recorded["segments"], recorded["trajectories"]) == ("trajectory", 4, 16)
+    out = tmp_path / "s"
+    sample.sample(compose("sample", [f"ckpt={ckpt}", "n=2", f"out={out}"], tmp_path / "hs"))
+    record = json.loads((out / "sampling.json").read_text())
+    assert (record["sampler"], record["steps"]) == ("consistency", 4) and len(list(out.glob("*.wav"))) == 2
+    stamps = [p.stat().st_mtime_ns for p in parts]
+    resumed = train.train(compose("train", [*tiny, "trainer.max_steps=3", f"ckpt_path={ckpt}"], run))
+    assert resumed.global_step == 3 and [p.stat().st_mtime_ns for p in parts] == stamps
+    other = [*common, f"teacher={tiny_audio_ckpt}", "distill.trajectories=16", "distill.teacher_steps=3"]
+    with pytest.raises(ValueError, match="holds trajectories drawn with other settings"):  # afresh in the folder
+        train.train(compose("train", [*other, "trainer.max_steps=1", "ckpt_path=null"], run))
