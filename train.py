@@ -38,7 +38,7 @@ from multidiff.distillation import build_student, resume_settings
 from multidiff.loggers import end_wandb_run
 from multidiff.objective import SAMPLE_QUALITY, check_objective, generate_items, logged_metric, score_items
 from multidiff.precision import resolve_trainer_precision, sampling_precision
-from multidiff.preemption import AtomicCheckpointIO, find_resume, set_aside
+from multidiff.preemption import AtomicCheckpointIO, find_resume
 from multidiff.runlock import hold
 from multidiff.sampling import SamplingRequest, build_sampler
 from multidiff.threads import ThreadGovernor
@@ -158,14 +158,10 @@ def check_strategy(cfg: DictConfig) -> None:
 
 
 def resume_path(cfg: DictConfig, verify: Callable[[Path], None]) -> str | None:
-    """``ckpt_path``: a file, one of Lightning's keywords, null (a fresh run: checkpoints already in the run
-    directory are moved aside, :func:`set_aside`) or ``auto``: the newest readable
+    """``ckpt_path``: a file, one of Lightning's keywords, null (a fresh run) or ``auto``: the newest readable
     checkpoint in this run's directory (``last.ckpt``, a stopped run's ``interrupted.ckpt``, SLURM's
     ``hpc_ckpt_*.ckpt``), so resubmitting the same command in the same run directory continues the run.
     A file (given or found) passes ``verify`` first; keywords name this run's own files."""
-    if cfg.ckpt_path is None and rank_zero_only.rank == 0:  # afresh: nothing here may be restored
-        if (aside := set_aside(Path(cfg.paths.output_dir))) is not None:
-            log.info("ckpt_path=null: a fresh run; the checkpoints found here were moved to %s", aside)
     if cfg.ckpt_path != "auto":
         if cfg.ckpt_path and str(cfg.ckpt_path) not in LIGHTNING_KEYWORDS:
             verify(Path(cfg.ckpt_path))

@@ -8,6 +8,11 @@ labels' worst frequency error and how often a label disagrees with its point's c
 
     python benchmarks/distill_gmm.py --steps 16000 --levels 120 --out docs/distill_gmm.json
     python benchmarks/distill_gmm.py --labelled --steps 16000 --levels 120 --out docs/distill_gmm_labelled.json
+    python benchmarks/distill_gmm.py --trajectories 20000 --segments 4 --teacher-steps 12 --steps 1500
+
+``--trajectories N``: a student of ``--segments`` jumps learned from N stored DPM-Solver++(2M) solves of the exact
+denoiser on segments x teacher-steps + 1 Karras levels (``distill.method=trajectory``) instead of consistency
+distillation.
 """
 
 from __future__ import annotations
@@ -21,7 +26,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from gmm import GaussianMixture, LabelledMixture, distill_mixture, sample_mixture, sample_student  # noqa: E402
+from gmm import (  # noqa: E402
+    GaussianMixture,
+    LabelledMixture,
+    distill_mixture,
+    sample_mixture,
+    sample_student,
+    trajectory_mixture,
+)
 
 from multidiff.core.samplers import sample_dpmpp_2m  # noqa: E402
 from multidiff.core.schedules import KarrasSchedule  # noqa: E402
@@ -49,22 +61,35 @@ def main() -> None:
         help="the teacher's Heun steps per pair of levels (with --levels = --segments + 1: direct distillation)",
     )
     parser.add_argument("--huber", type=float, default=None, help="the pseudo-Huber constant (default: squared)")
+    parser.add_argument(
+        "--trajectories",
+        type=int,
+        default=None,
+        help="learn from this many stored teacher solves (method=trajectory; --teacher-steps: per jump)",
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     g = GaussianMixture.default()
     data = LabelledMixture(g, scale=args.label_scale) if args.labelled else g
     errors = data.errors if args.labelled else g.moment_errors
     start = time.perf_counter()
-    student = distill_mixture(
-        data,
-        steps=args.steps,
-        levels=args.levels,
-        target_decay=args.target_decay,
-        log_every=1000,
-        segments=args.segments,
-        teacher_steps=args.teacher_steps,
-        huber=args.huber,
-    )
+    if args.trajectories:
+        if args.labelled or args.huber is not None or args.teacher_steps < 2:
+            parser.error("--trajectories: an unlabelled mixture, the squared distance, --teacher-steps >= 2")
+        student = trajectory_mixture(
+            g, args.steps, args.trajectories, args.segments, args.teacher_steps, log_every=1000
+        )
+    else:
+        student = distill_mixture(
+            data,
+            steps=args.steps,
+            levels=args.levels,
+            target_decay=args.target_decay,
+            log_every=1000,
+            segments=args.segments,
+            teacher_steps=args.teacher_steps,
+            huber=args.huber,
+        )
     seconds = time.perf_counter() - start
     rows = []
     method = (
@@ -76,7 +101,13 @@ def main() -> None:
         method += f" ({args.segments} segments, {args.teacher_steps} teacher steps per pair)"
     if args.huber is not None:
         method += f", pseudo-Huber c = {args.huber:g}"
-    for evals in (1, 2, 4) if args.segments == 1 else (args.segments,):
+    if args.trajectories:
+        method = (
+            f"trajectory student ({args.trajectories} stored solves, {args.segments} jumps, "
+            f"{args.teacher_steps} solver steps per jump)"
+        )
+    jumps = args.segments > 1 or args.trajectories
+    for evals in (args.segments,) if jumps else (1, 2, 4):
         out = sample_student(student, N, evals, segments=args.segments).double()
         rows.append({"method": method, "evaluations": evals, **errors(out)})
     for evals in (1, 2, 4, 30):  # DPM-Solver++(2M) evaluates once per step
@@ -113,6 +144,7 @@ def main() -> None:
         "teacher_steps": args.teacher_steps,
         "target_decay": args.target_decay,
         "huber": args.huber,
+        "trajectories": args.trajectories,
         "seconds": seconds,
         "rows": rows,
     }

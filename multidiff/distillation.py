@@ -177,6 +177,11 @@ def build_student(cfg: DictConfig) -> StudentModule:
             raise ValueError(f"distill.segments={segments!r}: give a whole number of jumps >= 1")
         check_trajectory_settings(teacher, options["trajectories"], options["teacher_steps"], str(cfg.teacher))
     else:
+        if options["trajectories"] is not None:
+            raise ValueError(
+                f"distill.trajectories={options['trajectories']}: stored trajectories are for distill.method="
+                "trajectory (experiment=distill_trajectory); consistency distillation draws its pairs afresh"
+            )
         check_segments(int(options["levels"]), segments)
     with open_dict(cfg):
         for group in TEACHER_GROUPS:

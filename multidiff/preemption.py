@@ -7,7 +7,6 @@ import logging
 import os
 import signal
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from pytorch_lightning.callbacks import OnExceptionCheckpoint
+from pytorch_lightning.callbacks import Checkpoint
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from multidiff.checkpoint import CheckpointFormatError
@@ -48,18 +47,27 @@ def is_interrupt(exception: BaseException) -> bool:
     return isinstance(exception, KeyboardInterrupt | SystemExit)
 
 
-class InterruptCheckpoint(OnExceptionCheckpoint):
-    """Lightning's on-exception checkpoint, written only when the run is stopped from outside (see
-    :func:`is_interrupt`). Lightning turns SIGTERM into a stop after the current batch; SIGUSR1 (what SLURM
-    sends ahead of a preemption or time limit, with ``--signal``) is made to do the same unless Lightning's
-    SLURM auto-requeue handles it (then Lightning saves ``hpc_ckpt_*.ckpt`` and requeues); so is submitit's
-    preemption signal, whose requeue then follows the save. The file is removed when the run later finishes
-    normally."""
+class InterruptCheckpoint(Checkpoint):
+    """A checkpoint written only when the run is stopped from outside (see :func:`is_interrupt`). Lightning turns
+    SIGTERM into a stop after the current batch; SIGUSR1 (what SLURM sends ahead of a preemption or time limit,
+    with ``--signal``) is made to do the same unless Lightning's SLURM auto-requeue handles it (then Lightning
+    saves ``hpc_ckpt_*.ckpt`` and requeues); so is submitit's preemption signal, whose requeue then follows the
+    save. The file is removed when the run later finishes normally. Not Lightning's ``OnExceptionCheckpoint``:
+    with one of those configured, ``fit(ckpt_path=None)`` restores the folder's ``last`` checkpoint, so that
+    ``ckpt_path=null`` could not start afresh."""
 
     def __init__(self, dirpath: str, filename: str = INTERRUPTED):
-        super().__init__(dirpath, filename)
+        super().__init__()
+        self.dirpath, self.filename = dirpath, filename
         self._requeue: Any = None
         self._requeue_pending = False
+
+    @property
+    def ckpt_path(self) -> str:
+        return os.path.join(self.dirpath, self.filename + ".ckpt")
+
+    def teardown(self, trainer: pl.Trainer, module: pl.LightningModule, stage: str) -> None:
+        trainer.strategy.remove_checkpoint(self.ckpt_path)  # a run that ends normally leaves no stop behind
 
     def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -84,7 +92,7 @@ class InterruptCheckpoint(OnExceptionCheckpoint):
     def on_exception(self, trainer: pl.Trainer, module: pl.LightningModule, exception: BaseException) -> None:
         if not is_interrupt(exception) or trainer.global_step == 0:
             return
-        super().on_exception(trainer, module, exception)
+        trainer.save_checkpoint(self.ckpt_path)
         if trainer.is_global_zero:
             log.warning(
                 "stopped (%s) at step %d: checkpoint %s; the same command with ckpt_path=auto and the same run "
@@ -106,21 +114,6 @@ def resume_candidates(run_dir: Path) -> list[Path]:
     folder = run_dir / "checkpoints"
     found = [*folder.glob("*.ckpt"), *run_dir.glob("hpc_ckpt_*.ckpt")]
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
-
-
-def set_aside(run_dir: Path) -> Path | None:
-    """Move the checkpoints a run directory holds (:func:`resume_candidates`) into
-    ``checkpoints.previous-<time>/`` beside them, for a fresh run in the same directory (``ckpt_path=null``):
-    Lightning's fit restores ``last`` by itself wherever an on-exception checkpoint callback is configured, as
-    here. Returns the folder, or None when there was nothing to move."""
-    found = resume_candidates(run_dir)
-    if not found:
-        return None
-    aside = run_dir / f"checkpoints.previous-{time.strftime('%Y%m%d-%H%M%S')}"
-    aside.mkdir()
-    for path in found:
-        path.rename(aside / path.name)
-    return aside
 
 
 def find_resume(run_dir: Path, verify: Callable[[Path], None]) -> Path | None:

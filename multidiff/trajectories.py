@@ -82,9 +82,12 @@ class TrajectoryModule(StudentModule):
         # where each jump starts (the karras_open levels of K steps) and ends (0: the data)
         self.register_buffer("tops", torch.cat([fine[:-2:teacher_steps], fine.new_zeros(1)]), persistent=False)
         self.bank: dict[str, Any] | None = None
+        self.wanted = self.settings(weights_digest(teacher))
+        self.check_folder()  # before train.py looks for a checkpoint to continue from, or anything is written
 
     # -- the stored trajectories ------------------------------------------------------------------
     def settings(self, digest: str) -> dict[str, Any]:
+        """What the stored trajectories depend on (``bank.json``)."""
         return {
             "teacher_digest": digest,
             "segments": self.segments,
@@ -95,33 +98,51 @@ class TrajectoryModule(StudentModule):
             "cond_drop_prob": self.cond_drop_prob,
         }
 
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        if self.trainer.world_size > 1:  # each process would solve and write the same parts
+            raise ValueError(
+                f"distill.method=trajectory runs in one process ({self.trainer.world_size} here): distil on one "
+                "device (trainer.devices=1), or use distill.method=consistency"
+            )
+
     def on_train_start(self) -> None:
         if self.bank is None:
-            self.bank = self.fill(self.trainer.train_dataloader)
+            self.bank = self.fill()
 
-    def fill(self, loader: Any) -> dict[str, Any]:
-        """Load the folder's parts and solve the missing ones, one loader batch each, until ``trajectories``."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        settings, record = self.settings(weights_digest(self.teacher)), self.folder / "bank.json"
-        if record.exists() and (found := json.loads(record.read_text())) != settings:
-            diff = {k: (found.get(k), v) for k, v in settings.items() if found.get(k) != v}
+    def check_folder(self) -> None:
+        """Refuse a folder whose stored trajectories were drawn with other settings (before anything runs)."""
+        record = self.folder / "bank.json"
+        if record.exists() and (found := json.loads(record.read_text())) != self.wanted:
+            diff = {k: (found.get(k), v) for k, v in self.wanted.items() if found.get(k) != v}
             raise ValueError(
                 f"{self.folder} holds trajectories drawn with other settings (stored, now): {diff}; remove the "
                 "folder or train in another run folder (hydra.run.dir=DIR)"
             )
-        record.write_text(json.dumps(settings, indent=1))
-        parts, have, p = [], 0, 0
+
+    def fill(self) -> dict[str, Any]:
+        """Load the folder's parts and solve the missing ones (one training batch each, for its items'
+        conditions) until ``trajectories``; a part that cannot be read is solved again."""
+        self.check_folder()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "bank.json").write_text(json.dumps(self.wanted, indent=1))
+        parts, have, p, batches = [], 0, 0, None
         bar = tqdm(total=self.trajectories, desc="teacher trajectories", leave=False)
-        batches = iter(loader)
         while have < self.trajectories:
             path = self.folder / f"part_{p:05d}.pt"
+            part = None
             if path.exists():
-                part = torch.load(path, map_location="cpu", weights_only=True)
-            else:
+                try:
+                    part = torch.load(path, map_location="cpu", weights_only=True)
+                except Exception as e:  # noqa: BLE001 (a truncated or damaged file: solved again)
+                    log.warning("teacher trajectories: %s cannot be read (%s); solving it again", path, e)
+            if part is None:
+                if batches is None:
+                    batches = iter(self._loader())
                 try:
                     batch = next(batches)
                 except StopIteration:  # another pass over the data for its conditions
-                    batches = iter(loader)
+                    batches = iter(self._loader())
                     batch = next(batches)
                 part = self.solve(self.domain.unpack(self.transfer_batch_to_device(batch, self.device, 0)), p)
                 tmp = path.with_suffix(".tmp")
@@ -138,6 +159,12 @@ class TrajectoryModule(StudentModule):
         train, val = parts[: len(parts) - held], parts[len(parts) - held :] or parts
         # a training step draws as many pairs as a loader batch holds items (the batch itself is not needed)
         return {"train": _join(train), "val": _join(val), "batch": parts[0]["states"].shape[1]}
+
+    def _loader(self) -> Any:
+        """The training data's loader (before fitting starts, as in Lightning's sanity validation: the
+        datamodule's own)."""
+        loader = self.trainer.train_dataloader
+        return loader if loader is not None else self.trainer.datamodule.train_dataloader()
 
     @torch.no_grad()
     def solve(self, state: State, part: int) -> dict[str, Any]:
@@ -162,7 +189,7 @@ class TrajectoryModule(StudentModule):
     # -- training ----------------------------------------------------------------------------------
     def distill_loss(self, batch: Any, generator: torch.Generator | None = None, train: bool = True) -> Tensor:
         if self.bank is None:  # validation before training (Lightning's sanity check) or alone
-            self.bank = self.fill(self.trainer.train_dataloader)
+            self.bank = self.fill()
         bank, n = self.bank["train" if train else "val"], self.bank["batch"]
         items = bank["states"].shape[1]
         i = torch.randint(0, items, (n,), generator=generator)

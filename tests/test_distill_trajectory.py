@@ -117,12 +117,14 @@ def test_a_trajectory_student_trains_resumes_on_its_stored_trajectories_and_samp
         ("distill.teacher_steps=1", "distill.teacher_steps=1: with method=trajectory"),
         ("distill.segments=0", "distill.segments=0: give a whole number of jumps"),
         ("distill.method=trajectories", "distill.method='trajectories'; valid: consistency, trajectory"),
+        ("distill.method=consistency", "distill.trajectories=16: stored trajectories are for distill.method=traj"),
     ):
         with pytest.raises(ValueError, match=message):
             train.train(compose("train", [*tiny, bad, "trainer.max_steps=1"], tmp_path / "bad"))
     assert not (tmp_path / "bad" / "trajectories").exists()
     run = tmp_path / "student"
-    trainer = train.train(compose("train", [*tiny, "trainer.max_steps=2"], run))
+    # Lightning's sanity validation runs before the training loader exists: the datamodule's gives the conditions
+    trainer = train.train(compose("train", [*tiny, "trainer.max_steps=2", "trainer.num_sanity_val_steps=1"], run))
     bank = run / "trajectories"
     parts = sorted(bank.glob("part_*.pt"))
     assert len(parts) == 2 and not list(bank.glob("*.tmp"))  # 16 trajectories in batches of 8
@@ -141,6 +143,9 @@ def test_a_trajectory_student_trains_resumes_on_its_stored_trajectories_and_samp
     stamps = [p.stat().st_mtime_ns for p in parts]
     resumed = train.train(compose("train", [*tiny, "trainer.max_steps=3", f"ckpt_path={ckpt}"], run))
     assert resumed.global_step == 3 and [p.stat().st_mtime_ns for p in parts] == stamps
+    parts[1].write_bytes(parts[1].read_bytes()[:100])  # a damaged part is solved again, the other kept
+    assert train.train(compose("train", [*tiny, "trainer.max_steps=4"], run)).global_step == 4
+    assert parts[0].stat().st_mtime_ns == stamps[0] and torch.load(parts[1], weights_only=True)["states"].shape[1] == 8
     other = [*common, f"teacher={tiny_audio_ckpt}", "distill.trajectories=16", "distill.teacher_steps=3"]
     with pytest.raises(ValueError, match="holds trajectories drawn with other settings"):  # afresh in the folder
         train.train(compose("train", [*other, "trainer.max_steps=1", "ckpt_path=null"], run))
