@@ -288,7 +288,6 @@ def distill_mixture(
     from the mixture's exact denoiser with :func:`multidiff.core.distill.consistency_loss` (Adam, cosine learning
     rate, EMA target); of a :class:`LabelledMixture`, with its labels as a discrete block."""
     import copy
-    import math
 
     from multidiff.core.denoiser import Preconditioned
     from multidiff.core.distill import consistency_loss, karras_levels, sample_index
@@ -304,16 +303,15 @@ def distill_mixture(
     student = Preconditioned(PointNet(hidden, seed=seed, dims=g.dims), process, space)
     target = copy.deepcopy(student).requires_grad_(False)
     grid = karras_levels(0.002, 80.0, levels)
-    opt = torch.optim.Adam(student.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     state = State(torch.zeros(batch, g.dims), None, {})  # no condition, no context: what the denoiser reads
-    for step in range(steps):
-        x0 = g.sample(batch, gen).float()
-        loss = consistency_loss(
+
+    def loss() -> torch.Tensor:
+        return consistency_loss(
             lambda x, s: student(x, s, state),
             lambda x, s: target(x, s, state),
             g.denoise_items,
-            x0,
+            g.sample(batch, gen).float(),
             torch.randn(batch, g.dims, generator=gen),
             grid,
             sample_index(batch, levels, gen),
@@ -324,17 +322,33 @@ def distill_mixture(
             segments,
             teacher_steps,
             huber=huber,
-        ).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        for group in opt.param_groups:
-            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * (step + 1) / steps))
+        )
+
+    def follow() -> None:
         with torch.no_grad():
             for t, s in zip(target.parameters(), student.parameters()):
                 t.lerp_(s, 1 - target_decay)
+
+    return fit_student(student, loss, steps, lr, log_every, follow)
+
+
+def fit_student(student, loss, steps: int, lr: float, log_every: int = 0, after_step=None):
+    """Adam on ``loss()`` (per item, averaged) for ``steps`` steps, the learning rate on a cosine to zero;
+    ``after_step()`` after each (a target network's average)."""
+    import math
+
+    opt = torch.optim.Adam(student.parameters(), lr=lr)
+    for step in range(steps):
+        value = loss().mean()
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+        for group in opt.param_groups:
+            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * (step + 1) / steps))
+        if after_step is not None:
+            after_step()
         if log_every and (step + 1) % log_every == 0:
-            print(f"step {step + 1}/{steps}: loss {loss.item():.3e}", flush=True)
+            print(f"step {step + 1}/{steps}: loss {value.item():.3e}", flush=True)
     return student.eval()
 
 
@@ -383,7 +397,6 @@ def trajectory_mixture(
     """A K-jump student (:class:`PointNet` in EDM preconditioning) learned from ``trajectories`` stored solves of
     the mixture's exact denoiser by DPM-Solver++(2M) on ``segments * teacher_steps + 1`` Karras levels
     (:func:`multidiff.core.distill.trajectory_states`, ``trajectory_loss``; Adam, cosine learning rate)."""
-    import math
 
     from multidiff.core.denoiser import Preconditioned
     from multidiff.core.distill import trajectory_loss, trajectory_states
@@ -401,12 +414,12 @@ def trajectory_mixture(
     gen = torch.Generator().manual_seed(seed)
     prior = torch.randn(trajectories, g.dims, generator=gen, dtype=torch.float64) * process.prior_std()
     bank = trajectory_states(sample_dpmpp_2m, g.denoise, prior, fine, teacher_steps).float()
-    opt = torch.optim.Adam(student.parameters(), lr=lr)
     state = State(torch.zeros(batch, g.dims), None, {})
-    for step in range(steps):
+
+    def loss() -> torch.Tensor:
         i = torch.randint(0, trajectories, (batch,), generator=gen)
         k = torch.randint(0, segments, (batch,), generator=gen)
-        loss = trajectory_loss(
+        return trajectory_loss(
             lambda x, s: student(x, s, state),
             bank[k, i],
             tops[k],
@@ -414,15 +427,9 @@ def trajectory_mixture(
             bank[k + 1, i],
             lambda v: v.reshape(-1, 1),
             lambda err: err.mean(1),
-        ).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        for group in opt.param_groups:
-            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * (step + 1) / steps))
-        if log_every and (step + 1) % log_every == 0:
-            print(f"step {step + 1}/{steps}: loss {loss.item():.3e}", flush=True)
-    return student.eval()
+        )
+
+    return fit_student(student, loss, steps, lr, log_every)
 
 
 def sample_student(student, n: int, steps: int, seed: int = 1, segments: int = 1) -> torch.Tensor:
