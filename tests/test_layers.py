@@ -16,7 +16,8 @@ LAYERS = [
     ("core", ["core"]),
     ("domains", ["domains"]),
     ("services", ["checkpoint", "sample_folder", "preemption", "sampling", "loggers"]),
-    ("lightning modules", ["base_module", "module", "autoencoder", "training", "objective"]),
+    ("lightning modules", ["base_module", "module", "student", "trajectories", "autoencoder", "training",
+                           "objective"]),
     ("assembly", ["build", "export", "distillation", "report"]),
 ]  # fmt: skip
 
