@@ -173,8 +173,7 @@ def build_student(cfg: DictConfig) -> StudentModule:
     segments, trajectory = options["segments"], options["method"] == "trajectory"
     # counts that are no whole numbers, or a grid the segments do not cut evenly, are refused before the build
     if trajectory:
-        if not isinstance(segments, int) or isinstance(segments, bool) or segments < 1:
-            raise ValueError(f"distill.segments={segments!r}: give a whole number of jumps >= 1")
+        check_segments(None, segments)
         check_trajectory_settings(teacher, options["trajectories"], options["teacher_steps"], str(cfg.teacher))
     else:
         if options["trajectories"] is not None:

@@ -79,8 +79,8 @@ class TrajectoryModule(StudentModule):
         self.trajectories, self.teacher_steps, self.folder, self.seed = trajectories, teacher_steps, Path(folder), seed
         fine = self.process.schedule.sigmas(segments * teacher_steps + 1, "karras")
         self.register_buffer("fine", fine, persistent=False)
-        # where each jump starts (the karras_open levels of K steps) and ends (0: the data)
-        self.register_buffer("tops", torch.cat([fine[:-2:teacher_steps], fine.new_zeros(1)]), persistent=False)
+        # where each jump starts and ends (0: the data): every teacher_steps-th level of the fine grid
+        self.register_buffer("tops", self.process.schedule.sigmas(segments, "karras_open"), persistent=False)
         self.bank: dict[str, Any] | None = None
         self.wanted = self.settings(weights_digest(teacher))
         self.check_folder()  # before train.py looks for a checkpoint to continue from, or anything is written

@@ -410,7 +410,7 @@ def trajectory_mixture(
     process = EDMProcess(KarrasSchedule(), sigma_data=sigma_data)
     student = Preconditioned(PointNet(hidden, seed=seed, dims=g.dims), process, TensorSpace())
     fine = process.schedule.sigmas(segments * teacher_steps + 1, "karras").double()
-    tops = torch.cat([fine[:-2:teacher_steps], fine.new_zeros(1)]).float()
+    tops = process.schedule.sigmas(segments, "karras_open")
     gen = torch.Generator().manual_seed(seed)
     prior = torch.randn(trajectories, g.dims, generator=gen, dtype=torch.float64) * process.prior_std()
     bank = trajectory_states(sample_dpmpp_2m, g.denoise, prior, fine, teacher_steps).float()

@@ -115,7 +115,7 @@ def test_a_trajectory_student_trains_resumes_on_its_stored_trajectories_and_samp
     for bad, message in (
         ("distill.trajectories=0", "distill.trajectories=0: give how many"),
         ("distill.teacher_steps=1", "distill.teacher_steps=1: with method=trajectory"),
-        ("distill.segments=0", "distill.segments=0: give a whole number of jumps"),
+        ("distill.segments=0", "distill.segments=0: give a whole number of segments"),
         ("distill.method=trajectories", "distill.method='trajectories'; valid: consistency, trajectory"),
         ("distill.method=consistency", "distill.trajectories=16: stored trajectories are for distill.method=traj"),
     ):

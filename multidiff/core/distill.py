@@ -106,11 +106,12 @@ def check_huber(huber: float | None) -> None:
         raise ValueError(f"distill.huber={huber!r}: the pseudo-Huber constant must be > 0 (null: squared distance)")
 
 
-def check_segments(levels: int, segments: int) -> None:
-    """Refuse a segment count that is no whole number >= 1, or that does not cut ``levels - 1`` pairs evenly."""
-    if not isinstance(segments, int) or segments < 1:
+def check_segments(levels: int | None, segments: int) -> None:
+    """Refuse a segment count that is no whole number >= 1, or that does not cut ``levels - 1`` pairs evenly
+    (``levels=None``: no grid to cut, as for a student of stored trajectories)."""
+    if not isinstance(segments, int) or isinstance(segments, bool) or segments < 1:
         raise ValueError(f"distill.segments={segments!r}: give a whole number of segments >= 1 (1: one jump)")
-    if (levels - 1) % segments:
+    if levels is not None and (levels - 1) % segments:
         raise ValueError(
             f"{segments} segments do not cut a grid of {levels} levels ({levels - 1} steps) into equal runs: give "
             f"distill.levels = a multiple of {segments} plus 1 (e.g. {segments * ((levels - 1) // segments + 1) + 1})"
