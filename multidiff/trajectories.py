@@ -8,7 +8,9 @@ no target network and nothing bootstrapped while it trains, so a step costs one 
 The trajectories are drawn for the conditions of training items (a share ``cond_drop_prob`` of them
 unconditional, a guidance scale each for a guidance-conditioned student) and kept in the run folder in parts of
 one batch (``trajectories/part_NNNNN.pt``, written atomically): a stopped run continues where it stopped, and a
-resumed run trains on the same trajectories. Items of one fixed shape only (audio, point clouds, latents).
+resumed run trains on the same trajectories. Items of one shape (audio, point clouds, latents) are drawn from
+every part alike; items of varying size (molecules as graphs) train a part at a time, each item at its own jump.
+A teacher whose blocks move by draws (a discrete process) has no single trajectory to store and is refused.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ from tqdm.auto import tqdm
 
 from multidiff.checkpoint import weights_digest
 from multidiff.core.categorical import discrete_of
-from multidiff.core.distill import trajectory_loss, trajectory_states
+from multidiff.core.distill import states_at, trajectory_loss, trajectory_states
 from multidiff.core.domain import State
+from multidiff.core.parts import Parts
 from multidiff.core.samplers import sample_dpmpp_2m
-from multidiff.core.space import TensorSpace
 from multidiff.module import DiffusionModule
 from multidiff.student import StudentModule
 
@@ -40,13 +42,13 @@ HELD_OUT_EVERY = 16
 
 
 def check_trajectory_settings(teacher: DiffusionModule, trajectories: Any, teacher_steps: Any, source: str) -> None:
-    """Refuse what stored trajectories cannot serve: items that vary in size or carry discrete blocks (molecules),
-    a count that is no whole number >= 1, fewer than 2 solver steps per jump."""
-    space = teacher.domain.space
-    if type(space) is not TensorSpace or discrete_of(space) is not None:
+    """Refuse what stored trajectories cannot serve: blocks that move by draws (a discrete process: no single
+    trajectory from a start), a count that is no whole number >= 1, fewer than 2 solver steps per jump."""
+    if discrete_of(teacher.domain.space) is not None:
         raise ValueError(
-            f"distill.method=trajectory: teacher={source} is a {teacher.domain.name!r} model, whose items vary in "
-            "size; stored trajectories need items of one shape (audio, point clouds): use distill.method=consistency"
+            f"distill.method=trajectory: teacher={source} is a {teacher.domain.name!r} model whose categorical blocks "
+            "move by random draws (a discrete process), so its solve from a start is no single trajectory; distil "
+            "a teacher trained with domain.categorical=softmax, or use distill.method=consistency"
         )
     if not isinstance(trajectories, int) or isinstance(trajectories, bool) or trajectories < 1:
         raise ValueError(
@@ -149,16 +151,18 @@ class TrajectoryModule(StudentModule):
                 torch.save(part, tmp)
                 os.replace(tmp, path)  # a part is there whole or not at all
             parts.append(part)
-            have += part["states"].shape[1]
-            bar.update(part["states"].shape[1])
+            have += _items(part)
+            bar.update(_items(part))
             p += 1
             if p % 10 == 0:
                 log.info("teacher trajectories: %d of %d", min(have, self.trajectories), self.trajectories)
         bar.close()
         held = max(1, len(parts) // HELD_OUT_EVERY) if len(parts) > 1 else 0
         train, val = parts[: len(parts) - held], parts[len(parts) - held :] or parts
+        if parts[0].get("ctx"):  # items of varying size: a training step takes one part whole
+            return {"train": train, "val": val}
         # a training step draws as many pairs as a loader batch holds items (the batch itself is not needed)
-        return {"train": _join(train), "val": _join(val), "batch": parts[0]["states"].shape[1]}
+        return {"train": _join(train), "val": _join(val), "batch": _items(parts[0])}
 
     def _loader(self) -> Any:
         """The training data's loader (before fitting starts, as in Lightning's sanity validation: the
@@ -168,29 +172,35 @@ class TrajectoryModule(StudentModule):
 
     @torch.no_grad()
     def solve(self, state: State, part: int) -> dict[str, Any]:
-        """One batch of teacher trajectories from the prior, for the conditions of ``state``'s items."""
-        if state.ctx:
-            raise ValueError("distill.method=trajectory needs items of one shape without context (audio, points)")
+        """One batch of teacher trajectories from the prior, for the conditions (and, for graphs, the sizes) of
+        ``state``'s items."""
         gen = torch.Generator().manual_seed(self.seed * 100_003 + part)
-        n = state.x.shape[0]
+        space = self.domain.space
+        n = space.num_items(state.x, state.ctx)
         drop, w = self.draw_asks(n, state.cond, gen, state.x.device)
         teacher = self.teacher_of(state, drop, w)
-        x = self.domain.space.noise(state.x, state.ctx, generator=gen) * self.process.prior_std()
+        x = space.noise(state.x, state.ctx, generator=gen) * self.process.prior_std()
         states = trajectory_states(
             SOLVER, lambda x, sigma: teacher(x, sigma.expand(n)), x.float(), self.fine, self.teacher_steps
-        )
-        return {
-            "states": states.cpu(),
+        ).cpu()
+        out = {
+            # Parts stored as their dict of tensors: the file loads with weights_only
+            "states": dict(states.items()) if isinstance(states, Parts) else states,
             "cond": None if state.cond is None else state.cond.cpu(),
             "drop": None if drop is None else drop.cpu(),
             "w": None if w is None else w.cpu(),
         }
+        if state.ctx:  # the graphs' layout (node and pair rows of each item)
+            out["ctx"] = {k: v.cpu() if isinstance(v, Tensor) else v for k, v in state.ctx.items()}
+        return out
 
     # -- training ----------------------------------------------------------------------------------
     def distill_loss(self, batch: Any, generator: torch.Generator | None = None, train: bool = True) -> Tensor:
         if self.bank is None:  # validation before training (Lightning's sanity check) or alone
             self.bank = self.fill()
-        bank, n = self.bank["train" if train else "val"], self.bank["batch"]
+        if isinstance(bank := self.bank["train" if train else "val"], list):
+            return self.part_loss(bank, generator)
+        n = self.bank["batch"]
         items = bank["states"].shape[1]
         i = torch.randint(0, items, (n,), generator=generator)
         k = torch.randint(0, self.segments, (n,), generator=generator)
@@ -208,6 +218,34 @@ class TrajectoryModule(StudentModule):
             lambda err: space.item_mean(err, {}),
             self.huber,
         )
+
+    def part_loss(self, parts: list[dict[str, Any]], generator: torch.Generator | None) -> Tensor:
+        """The loss of one stored part drawn whole (items of varying size), each item at a jump of its own."""
+        part = parts[int(torch.randint(0, len(parts), (1,), generator=generator))]
+        to = lambda v: v.to(self.device) if isinstance(v, Tensor) else v  # noqa: E731
+        ctx = {key: to(v) for key, v in part["ctx"].items()}
+        stored = part["states"]
+        states = (Parts(stored) if isinstance(stored, dict) else stored).to(self.device)
+        space, first = self.domain.space, states.select(0, 0)
+        b = lambda v: space.per_item(v, first, ctx)  # noqa: E731
+        k = torch.randint(0, self.segments, (space.num_items(first, ctx),), generator=generator).to(self.device)
+        x, aim = states_at(states, k, b), states_at(states, k + 1, b)
+        state = State(x, to(part["cond"]), ctx)
+        return trajectory_loss(
+            self.student_of(state, to(part["drop"]), to(part["w"])),
+            x,
+            self.tops[k],
+            self.tops[k + 1],
+            aim,
+            b,
+            lambda err: space.item_mean(err, ctx),
+            self.huber,
+        )
+
+
+def _items(part: dict[str, Any]) -> int:
+    """How many items a stored part holds."""
+    return int(part["ctx"]["num_items"]) if part.get("ctx") else part["states"].shape[1]
 
 
 def _join(parts: list[dict[str, Any]]) -> dict[str, Any]:

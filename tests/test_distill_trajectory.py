@@ -149,3 +149,66 @@ def test_a_trajectory_student_trains_resumes_on_its_stored_trajectories_and_samp
     other = [*common, f"teacher={tiny_audio_ckpt}", "distill.trajectories=16", "distill.teacher_steps=3"]
     with pytest.raises(ValueError, match="holds trajectories drawn with other settings"):  # afresh in the folder
         train.train(compose("train", [*other, "trainer.max_steps=1", "ckpt_path=null"], run))
+
+
+def test_each_item_takes_its_own_stored_level_in_plain_tensors_and_graphs():
+    """A stored part's state for per-item levels: fixed-shape items pick their row of the level, a graph's node and
+    pair rows all take their item's level."""
+    from multidiff.core.distill import states_at
+    from multidiff.core.parts import Parts
+    from multidiff.core.space import PairGraphSpace, all_pairs
+
+    gen = torch.Generator().manual_seed(0)
+    plain = torch.randn(3, 4, 2, generator=gen)
+    level = torch.tensor([2, 0, 1, 2])
+    assert torch.equal(states_at(plain, level, lambda v: v.reshape(-1, 1)), plain[level, torch.arange(4)])
+    batch = torch.tensor([0, 0, 1, 1, 1])  # two molecules: 2 atoms (1 pair) and 3 atoms (3 pairs)
+    pairs = all_pairs(batch, 2)
+    ctx = {"batch": batch, "num_items": 2, "pair_index": pairs, "pair_batch": batch[pairs[0]]}
+    states = Parts({"node": torch.randn(3, 5, 4, generator=gen), "pair": torch.randn(3, 4, 2, generator=gen)})
+    space = PairGraphSpace()
+    got = states_at(states, torch.tensor([2, 0]), lambda v: space.per_item(v, states.select(0, 0), ctx))
+    assert torch.equal(got["node"], torch.cat([states["node"][2, :2], states["node"][0, 2:]]))
+    assert torch.equal(got["pair"], torch.cat([states["pair"][2, :1], states["pair"][0, 1:]]))
+
+
+@pytest.mark.slow
+def test_a_graph_teacher_distils_on_stored_trajectories_and_writes_bonded_molecules(qm9_root, tmp_path):
+    """Molecules vary in size: each stored part keeps its batch's graphs (node and pair rows, zero centre of mass)
+    and trains whole; the student samples in its jumps and writes molecules with the bonds it generated, read back
+    by RDKit. A teacher whose types and bonds move by random draws (the discrete process) is refused."""
+    from rdkit import Chem
+
+    import sample
+    import train
+    from multidiff.build import load_checkpoint
+
+    tiny = ["domain=molecule", "domain.bonds=true", f"data.root={qm9_root}", "data.max_molecules=64",
+            "data.batch_size=8", "net.hidden=16", "net.layers=2", "callbacks.samples=null",
+            "optimized_metric=null"]  # fmt: skip
+    teacher = tmp_path / "teacher"
+    train.train(compose("train", [*tiny, "domain.categorical=softmax", "trainer.max_steps=2"], teacher))
+    distil = ["experiment=distill_trajectory", *tiny, f"teacher={teacher / 'checkpoints' / 'last.ckpt'}",
+              "distill.trajectories=16", "distill.teacher_steps=2", "distill.segments=2"]  # fmt: skip
+    run = tmp_path / "student"
+    trainer = train.train(compose("train", [*distil, "trainer.max_steps=2"], run))
+    parts = sorted((run / "trajectories").glob("part_*.pt"))
+    part = torch.load(parts[0], weights_only=True)
+    nodes, pairs = part["ctx"]["batch"].shape[0], part["ctx"]["pair_index"].shape[1]
+    assert len(parts) == 2 and part["ctx"]["num_items"] == 8
+    assert part["states"]["node"].shape[:2] == (3, nodes) and part["states"]["pair"].shape[:2] == (3, pairs)
+    centre = torch.zeros(8, 3).index_add_(0, part["ctx"]["batch"], part["states"]["node"][:, :, :3].sum(0))
+    assert centre.abs().max() < 1e-3  # every stored state keeps each molecule's centre of mass at zero
+    assert len(trainer.lightning_module.bank["train"]) == 1  # one part of two held out
+    ckpt = run / "checkpoints" / "last.ckpt"
+    assert load_checkpoint(ckpt).distilled["method"] == "trajectory"
+    out = tmp_path / "samples"
+    sample.sample(compose("sample", [f"ckpt={ckpt}", "n=3", f"out={out}"], tmp_path / "s"))
+    assert json.loads((out / "sampling.json").read_text())["steps"] == 2
+    records = list(Chem.SDMolSupplier(str(out / "samples.sdf"), sanitize=False, removeHs=False))
+    assert len(records) == 3 and all(r.GetProp("bond_source") == "model" for r in records)
+    discrete = tmp_path / "discrete"
+    train.train(compose("train", [*tiny, "domain.categorical=discrete", "trainer.max_steps=1"], discrete))
+    with pytest.raises(ValueError, match="move by random draws"):
+        train.train(compose("train", [*distil[:-4], f"teacher={discrete / 'checkpoints' / 'last.ckpt'}",
+                                      *distil[-3:], "trainer.max_steps=1"], tmp_path / "refused"))  # fmt: skip

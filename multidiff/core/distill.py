@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from .categorical import DiscreteCategorical
+from .parts import parts_of, stack
 
 #: a denoiser of per-item noise levels: D(x, sigma (B,)) -> estimate of x0
 ItemDenoiser = Callable[[Tensor, Tensor], Tensor]
@@ -207,8 +208,8 @@ def trajectory_states(
 ) -> Tensor:
     """The teacher's solve of ``x`` along ``sigmas`` (``solver``, a sampler of :mod:`.samplers`; ``teacher``
     D(x, sigma scalar)) kept at the K levels ``sigmas[0], sigmas[every], ...`` above the last run and at its end:
-    ``(K + 1, *x.shape)``. On the Karras grid of K * every + 1 levels those K levels are the ``karras_open`` levels
-    of K steps, where a K-jump student starts its jumps."""
+    ``(K + 1, *x.shape)`` (for :class:`~.parts.Parts`, each part stacked). On the Karras grid of K * every + 1
+    levels those K levels are the ``karras_open`` levels of K steps, where a K-jump student starts its jumps."""
     runs = (len(sigmas) - 2) // every
     if runs < 1 or runs * every != len(sigmas) - 2:
         raise ValueError(f"a grid of {len(sigmas)} levels (0 included) is not K runs of {every} steps plus one")
@@ -219,7 +220,19 @@ def trajectory_states(
             kept.append(x.clone())
 
     end = solver(teacher, x, sigmas, callback=keep)
-    return torch.stack([*kept, end])
+    return stack([*kept, end])
+
+
+def states_at(states: Tensor, level: Tensor, b: Broadcast) -> Tensor:
+    """Each item's state at its own stored level: ``states`` ``(L, rows, ...)`` (or :class:`~.parts.Parts` of
+    them) as :func:`trajectory_states` keeps them, ``level`` ``(B,)`` an index per item, ``b`` the broadcast of
+    per-item values over a state's rows (items of varying size: the rows of one item share its level)."""
+    count = next(iter(parts_of(states).values())).shape[0]
+    first = states.select(0, 0)
+    out = b((level == 0).to(first.dtype)) * first
+    for j in range(1, count):  # a sum of masked levels: the same code for plain tensors and Parts
+        out = out + b((level == j).to(first.dtype)) * states.select(0, j)
+    return out
 
 
 def trajectory_loss(

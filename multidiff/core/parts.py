@@ -13,7 +13,7 @@ entries, where observations need a mask per part; and per-item noise levels must
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -151,6 +151,13 @@ class Parts:
 def parts_of(x: Any) -> dict[str, Any]:
     """The named tensors of ``x``: a :class:`Parts`' own, or ``{"x": x}`` for a plain tensor."""
     return dict(x.items()) if isinstance(x, Parts) else {"x": x}
+
+
+def stack(xs: Sequence[Any]) -> Any:
+    """``torch.stack`` of tensors, or of :class:`Parts` part by part."""
+    if isinstance(xs[0], Parts):
+        return Parts({k: torch.stack([x[k] for x in xs]) for k in xs[0].keys()})
+    return torch.stack(list(xs))
 
 
 def count_nonfinite(x: Any) -> tuple[int, int]:
