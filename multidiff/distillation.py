@@ -174,7 +174,7 @@ def build_student(cfg: DictConfig) -> StudentModule:
     # counts that are no whole numbers, or a grid the segments do not cut evenly, are refused before the build
     if trajectory:
         check_segments(None, segments)
-        check_trajectory_settings(teacher, options["trajectories"], options["teacher_steps"], str(cfg.teacher))
+        check_trajectory_settings(options["trajectories"], options["teacher_steps"])
     else:
         if options["trajectories"] is not None:
             raise ValueError(

@@ -10,7 +10,11 @@ unconditional, a guidance scale each for a guidance-conditioned student) and kep
 one batch (``trajectories/part_NNNNN.pt``, written atomically): a stopped run continues where it stopped, and a
 resumed run trains on the same trajectories. Items of one shape (audio, point clouds, latents) are drawn from
 every part alike; items of varying size (molecules as graphs) train a part at a time, each item at its own jump.
-A teacher whose blocks move by draws (a discrete process) has no single trajectory to store and is refused.
+
+Blocks of a discrete process (a graph's atom types and bond orders) move by posterior draws along the solve, as
+the sampler's chain draws them: the stored states hold the chain's classes at each kept level and the end its last
+class probabilities, so the student's estimate learns the probabilities of the classes the solve ends in, as a
+consistency student's does, and its coordinates the mean over the draws within a jump.
 """
 
 from __future__ import annotations
@@ -41,15 +45,8 @@ SOLVER = sample_dpmpp_2m
 HELD_OUT_EVERY = 16
 
 
-def check_trajectory_settings(teacher: DiffusionModule, trajectories: Any, teacher_steps: Any, source: str) -> None:
-    """Refuse what stored trajectories cannot serve: blocks that move by draws (a discrete process: no single
-    trajectory from a start), a count that is no whole number >= 1, fewer than 2 solver steps per jump."""
-    if discrete_of(teacher.domain.space) is not None:
-        raise ValueError(
-            f"distill.method=trajectory: teacher={source} is a {teacher.domain.name!r} model whose categorical blocks "
-            "move by random draws (a discrete process), so its solve from a start is no single trajectory; distil "
-            "a teacher trained with domain.categorical=softmax, or use distill.method=consistency"
-        )
+def check_trajectory_settings(trajectories: Any, teacher_steps: Any) -> None:
+    """Refuse a count of trajectories that is no whole number >= 1, or fewer than 2 solver steps per jump."""
     if not isinstance(trajectories, int) or isinstance(trajectories, bool) or trajectories < 1:
         raise ValueError(
             f"distill.trajectories={trajectories!r}: give how many teacher trajectories to store (e.g. 1024)"
@@ -180,9 +177,9 @@ class TrajectoryModule(StudentModule):
         drop, w = self.draw_asks(n, state.cond, gen, state.x.device)
         teacher = self.teacher_of(state, drop, w)
         x = space.noise(state.x, state.ctx, generator=gen) * self.process.prior_std()
-        states = trajectory_states(
-            SOLVER, lambda x, sigma: teacher(x, sigma.expand(n)), x.float(), self.fine, self.teacher_steps
-        ).cpu()
+        denoise = lambda x, sigma: teacher(x, sigma.expand(n))  # noqa: E731
+        discrete = discrete_of(space)
+        states = trajectory_states(SOLVER, denoise, x.float(), self.fine, self.teacher_steps, discrete, gen).cpu()
         out = {
             # Parts stored as their dict of tensors: the file loads with weights_only
             "states": dict(states.items()) if isinstance(states, Parts) else states,
@@ -230,6 +227,8 @@ class TrajectoryModule(StudentModule):
         b = lambda v: space.per_item(v, first, ctx)  # noqa: E731
         k = torch.randint(0, self.segments, (space.num_items(first, ctx),), generator=generator).to(self.device)
         x, aim = states_at(states, k, b), states_at(states, k + 1, b)
+        if (discrete := discrete_of(space)) is not None:  # the blocks aim at the solve's end, from every level
+            aim = discrete.carry(aim, states.select(0, self.segments))
         state = State(x, to(part["cond"]), ctx)
         return trajectory_loss(
             self.student_of(state, to(part["drop"]), to(part["w"])),
@@ -240,6 +239,7 @@ class TrajectoryModule(StudentModule):
             b,
             lambda err: space.item_mean(err, ctx),
             self.huber,
+            discrete,
         )
 
 

@@ -176,12 +176,14 @@ def test_each_item_takes_its_own_stored_level_in_plain_tensors_and_graphs():
 def test_a_graph_teacher_distils_on_stored_trajectories_and_writes_bonded_molecules(qm9_root, tmp_path):
     """Molecules vary in size: each stored part keeps its batch's graphs (node and pair rows, zero centre of mass)
     and trains whole; the student samples in its jumps and writes molecules with the bonds it generated, read back
-    by RDKit. A teacher whose types and bonds move by random draws (the discrete process) is refused."""
+    by RDKit. With the discrete process (the graph default) the stored types and bonds are the chain's classes at
+    each kept level (one-hots) and its class probabilities at the end."""
     from rdkit import Chem
 
     import sample
     import train
     from multidiff.build import load_checkpoint
+    from multidiff.core.categorical import categorical_of
 
     tiny = ["domain=molecule", "domain.bonds=true", f"data.root={qm9_root}", "data.max_molecules=64",
             "data.batch_size=8", "net.hidden=16", "net.layers=2", "callbacks.samples=null",
@@ -209,6 +211,18 @@ def test_a_graph_teacher_distils_on_stored_trajectories_and_writes_bonded_molecu
     assert len(records) == 3 and all(r.GetProp("bond_source") == "model" for r in records)
     discrete = tmp_path / "discrete"
     train.train(compose("train", [*tiny, "domain.categorical=discrete", "trainer.max_steps=1"], discrete))
-    with pytest.raises(ValueError, match="move by random draws"):
-        train.train(compose("train", [*distil[:-4], f"teacher={discrete / 'checkpoints' / 'last.ckpt'}",
-                                      *distil[-3:], "trainer.max_steps=1"], tmp_path / "refused"))  # fmt: skip
+    run = tmp_path / "discrete_student"
+    train.train(compose("train", [*distil[:-4], f"teacher={discrete / 'checkpoints' / 'last.ckpt'}",
+                                  *distil[-3:], "trainer.max_steps=2"], run))  # fmt: skip
+    student = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    blocks = categorical_of(student.domain.space).blocks
+    assert categorical_of(student.domain.space).discrete and {b.part for b in blocks} == {"node", "pair"}
+    states = torch.load(sorted((run / "trajectories").glob("part_*.pt"))[0], weights_only=True)["states"]
+    for b in blocks:
+        cols = states[b.part][..., b.start : b.stop] / b.scale
+        one_hot = ((cols == 0) | (cols == 1)).all(-1) & (cols.sum(-1) == 1)
+        assert one_hot[:2].all() and not one_hot[2].all(), b  # classes at the kept levels, probabilities at the end
+        torch.testing.assert_close(cols[2].sum(-1), torch.ones(cols.shape[1]))
+    out = tmp_path / "discrete_samples"
+    sample.sample(compose("sample", [f"ckpt={run / 'checkpoints' / 'last.ckpt'}", "n=2", f"out={out}"], tmp_path / "d"))
+    assert len(list(Chem.SDMolSupplier(str(out / "samples.sdf"), sanitize=False, removeHs=False))) == 2

@@ -204,12 +204,21 @@ def distance_to(out: Tensor, aim: Tensor, item_mean: Callable[[Tensor], Tensor],
 
 
 def trajectory_states(
-    solver: Callable[..., Tensor], teacher: Callable[[Tensor, Tensor], Tensor], x: Tensor, sigmas: Tensor, every: int
+    solver: Callable[..., Tensor],
+    teacher: Callable[[Tensor, Tensor], Tensor],
+    x: Tensor,
+    sigmas: Tensor,
+    every: int,
+    discrete: DiscreteCategorical | None = None,
+    generator: torch.Generator | None = None,
 ) -> Tensor:
     """The teacher's solve of ``x`` along ``sigmas`` (``solver``, a sampler of :mod:`.samplers`; ``teacher``
     D(x, sigma scalar)) kept at the K levels ``sigmas[0], sigmas[every], ...`` above the last run and at its end:
     ``(K + 1, *x.shape)`` (for :class:`~.parts.Parts`, each part stacked). On the Karras grid of K * every + 1
-    levels those K levels are the ``karras_open`` levels of K steps, where a K-jump student starts its jumps."""
+    levels those K levels are the ``karras_open`` levels of K steps, where a K-jump student starts its jumps.
+
+    ``discrete``: its blocks move by posterior draws (the sampler's chain, on ``generator``): a kept state's blocks
+    hold the classes the chain held at that level, the end's its last class probabilities (the expected data)."""
     runs = (len(sigmas) - 2) // every
     if runs < 1 or runs * every != len(sigmas) - 2:
         raise ValueError(f"a grid of {len(sigmas)} levels (0 included) is not K runs of {every} steps plus one")
@@ -219,8 +228,18 @@ def trajectory_states(
         if i % every == 0 and len(kept) < runs:
             kept.append(x.clone())
 
-    end = solver(teacher, x, sigmas, callback=keep)
-    return stack([*kept, end])
+    if discrete is None:
+        end = solver(teacher, x, sigmas, callback=keep)
+        return stack([*kept, end])
+    seen: dict[float, Tensor] = {}
+
+    def recorded(x: Tensor, sigma: Tensor) -> Tensor:  # x with the chain's classes written in, first call per level
+        seen.setdefault(float(sigma), x)
+        return teacher(x, sigma)
+
+    chain = discrete.chain(recorded, generator)
+    end = chain.finish(solver(chain, x, sigmas, callback=keep))
+    return stack([*(discrete.carry(k, seen[float(sigmas[i * every])]) for i, k in enumerate(kept)), end])
 
 
 def states_at(states: Tensor, level: Tensor, b: Broadcast) -> Tensor:
@@ -244,11 +263,16 @@ def trajectory_loss(
     b: Broadcast,
     item_mean: Callable[[Tensor], Tensor],
     huber: float | None = None,
+    discrete: DiscreteCategorical | None = None,
 ) -> Tensor:
     """Per item: the student's jump from ``x`` at ``sigma`` to ``s`` (0: to the data) against ``aim``, the teacher's
     own solution at ``s`` from the same ``x`` (direct distillation of each jump, Luhman & Luhman 2021, on stored
-    trajectories: no teacher call and no target network while training)."""
-    return distance_to(jump(student(x, sigma), x, b(s / sigma)), aim, item_mean, huber)
+    trajectories: no teacher call and no target network while training). ``discrete``: the blocks take no jump
+    (the sampler's chain draws them from the estimate's class probabilities) and ``aim``'s blocks are the
+    solve's last class probabilities, which the estimate learns to expect."""
+    out = student(x, sigma)
+    jumped = jump(out, x, b(s / sigma))
+    return distance_to(jumped if discrete is None else discrete.carry(jumped, out), aim, item_mean, huber)
 
 
 def sample_index(n: int, levels: int, generator: torch.Generator | None = None, device: str | torch.device = "cpu"):
