@@ -74,10 +74,10 @@ def main() -> None:
     errors = data.errors if args.labelled else g.moment_errors
     start = time.perf_counter()
     if args.trajectories:
-        if args.labelled or args.huber is not None or args.teacher_steps < 2:
-            parser.error("--trajectories: an unlabelled mixture, the squared distance, --teacher-steps >= 2")
+        if args.huber is not None or args.teacher_steps < 2:
+            parser.error("--trajectories: the squared distance, --teacher-steps >= 2")
         student = trajectory_mixture(
-            g, args.steps, args.trajectories, args.segments, args.teacher_steps, log_every=1000
+            data, args.steps, args.trajectories, args.segments, args.teacher_steps, log_every=1000
         )
     else:
         student = distill_mixture(

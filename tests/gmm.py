@@ -382,7 +382,7 @@ def sample_mixture(
 
 
 def trajectory_mixture(
-    g: GaussianMixture,
+    g: GaussianMixture | LabelledMixture,
     steps: int,
     trajectories: int = 20_000,
     segments: int = 4,
@@ -396,7 +396,8 @@ def trajectory_mixture(
 ):
     """A K-jump student (:class:`PointNet` in EDM preconditioning) learned from ``trajectories`` stored solves of
     the mixture's exact denoiser by DPM-Solver++(2M) on ``segments * teacher_steps + 1`` Karras levels
-    (:func:`multidiff.core.distill.trajectory_states`, ``trajectory_loss``; Adam, cosine learning rate)."""
+    (:func:`multidiff.core.distill.trajectory_states`, ``trajectory_loss``; Adam, cosine learning rate); of a
+    :class:`LabelledMixture`, with its labels as a discrete block moved by the solver's chain."""
 
     from multidiff.core.denoiser import Preconditioned
     from multidiff.core.distill import trajectory_loss, trajectory_states
@@ -408,25 +409,31 @@ def trajectory_mixture(
 
     torch.manual_seed(seed)
     process = EDMProcess(KarrasSchedule(), sigma_data=sigma_data)
-    student = Preconditioned(PointNet(hidden, seed=seed, dims=g.dims), process, TensorSpace())
+    discrete = getattr(g, "discrete", None)
+    space = TensorSpace()
+    space.categorical = discrete
+    student = Preconditioned(PointNet(hidden, seed=seed, dims=g.dims), process, space)
     fine = process.schedule.sigmas(segments * teacher_steps + 1, "karras").double()
     tops = process.schedule.sigmas(segments, "karras_open")
     gen = torch.Generator().manual_seed(seed)
     prior = torch.randn(trajectories, g.dims, generator=gen, dtype=torch.float64) * process.prior_std()
-    bank = trajectory_states(sample_dpmpp_2m, g.denoise, prior, fine, teacher_steps).float()
+    teacher = g.denoise if discrete is None else g.denoise_items
+    bank = trajectory_states(sample_dpmpp_2m, teacher, prior, fine, teacher_steps, discrete, gen).float()
     state = State(torch.zeros(batch, g.dims), None, {})
 
     def loss() -> torch.Tensor:
         i = torch.randint(0, trajectories, (batch,), generator=gen)
         k = torch.randint(0, segments, (batch,), generator=gen)
+        aim = bank[k + 1, i] if discrete is None else discrete.carry(bank[k + 1, i], bank[segments, i])
         return trajectory_loss(
             lambda x, s: student(x, s, state),
             bank[k, i],
             tops[k],
             tops[k + 1],
-            bank[k + 1, i],
+            aim,
             lambda v: v.reshape(-1, 1),
             lambda err: err.mean(1),
+            discrete=discrete,
         )
 
     return fit_student(student, loss, steps, lr, log_every)
