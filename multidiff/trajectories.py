@@ -9,7 +9,7 @@ The trajectories are drawn for the conditions of training items (a share ``cond_
 unconditional, a guidance scale each for a guidance-conditioned student) and kept in the run folder in parts of
 one batch (``trajectories/part_NNNNN.pt``, written atomically): a stopped run continues where it stopped, and a
 resumed run trains on the same trajectories. Items of one shape (audio, point clouds, latents) are drawn from
-every part alike; items of varying size (molecules as graphs) train a part at a time, each item at its own jump.
+every part alike; items of varying size (molecules) train a part at a time, each item at its own jump.
 
 Blocks of a discrete process (a graph's atom types and bond orders) move by posterior draws along the solve, as
 the sampler's chain draws them: the stored states hold the chain's classes at each kept level and the end its last
@@ -78,7 +78,8 @@ class TrajectoryModule(StudentModule):
         self.trajectories, self.teacher_steps, self.folder, self.seed = trajectories, teacher_steps, Path(folder), seed
         fine = self.process.schedule.sigmas(segments * teacher_steps + 1, "karras")
         self.register_buffer("fine", fine, persistent=False)
-        # where each jump starts and ends (0: the data): every teacher_steps-th level of the fine grid
+        # where each jump starts and ends (0: the data): the karras_open levels of K steps, which are every
+        # teacher_steps-th level of the fine grid
         self.register_buffer("tops", self.process.schedule.sigmas(segments, "karras_open"), persistent=False)
         self.bank: dict[str, Any] | None = None
         self.wanted = self.settings(weights_digest(teacher))
@@ -202,9 +203,11 @@ class TrajectoryModule(StudentModule):
         i = torch.randint(0, items, (n,), generator=generator)
         k = torch.randint(0, self.segments, (n,), generator=generator)
         x, aim = (bank["states"][k + j, i].to(self.device) for j in (0, 1))
+        space = self.domain.space
+        if (discrete := discrete_of(space)) is not None:  # the blocks aim at the solve's end, from every level
+            aim = discrete.carry(aim, bank["states"][self.segments, i].to(self.device))
         take = lambda v: None if v is None else v[i].to(self.device)  # noqa: E731
         state = State(x, take(bank["cond"]))
-        space = self.domain.space
         return trajectory_loss(
             self.student_of(state, take(bank["drop"]), take(bank["w"])),
             x,
@@ -214,6 +217,7 @@ class TrajectoryModule(StudentModule):
             lambda v: space.per_item(v, x, {}),
             lambda err: space.item_mean(err, {}),
             self.huber,
+            discrete,
         )
 
     def part_loss(self, parts: list[dict[str, Any]], generator: torch.Generator | None) -> Tensor:

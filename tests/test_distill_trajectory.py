@@ -99,6 +99,30 @@ def test_a_trajectory_student_of_a_labelled_mixture_keeps_labels_with_points():
     assert ours["disagree"] < 0.1, ours
 
 
+def test_stored_labels_are_the_chains_classes_at_each_kept_level():
+    """With a discrete block the solver's chain moves the labels: a kept state holds the classes the teacher was
+    shown at exactly that level, and the end the chain's last class probabilities."""
+    from gmm import LabelledMixture
+
+    lab = LabelledMixture(GaussianMixture.default())
+    shown = {}
+
+    def teacher(x, sigma):
+        shown.setdefault(float(sigma), x.clone())
+        return lab.denoise_items(x, sigma)
+
+    fine = KarrasSchedule().sigmas(3 * 4 + 1, "karras").double()
+    gen = torch.Generator().manual_seed(0)
+    prior = torch.randn(512, 5, generator=gen, dtype=torch.float64) * fine[0]
+    states = trajectory_states(sample_dpmpp_2m, teacher, prior, fine, 4, lab.discrete, gen)
+    assert states.shape == (4, 512, 5)
+    for j in range(3):
+        assert torch.equal(states[j, :, 2:], shown[float(fine[4 * j])][:, 2:]), j
+    assert not torch.equal(states[1, :, 2:], shown[float(fine[5])][:, 2:])  # a level later the classes have moved
+    last = fine[-2]  # the end: the class probabilities of the teacher's last call
+    torch.testing.assert_close(states[3, :, 2:], lab.denoise_items(shown[float(last)], last)[:, 2:])
+
+
 def test_a_trajectory_student_samples_in_exactly_its_jumps_even_one():
     """A trajectory student of K jumps samples by its K deterministic jumps, K = 1 included (a one-jump
     consistency student samples in 1-4 steps); other counts are refused with the one it needs."""
@@ -200,6 +224,7 @@ def test_a_graph_teacher_distils_on_stored_trajectories_and_writes_bonded_molecu
     import train
     from multidiff.build import load_checkpoint
     from multidiff.core.categorical import categorical_of
+    from multidiff.core.parts import Parts
 
     tiny = ["domain=molecule", "domain.bonds=true", f"data.root={qm9_root}", "data.max_molecules=64",
             "data.batch_size=8", "net.hidden=16", "net.layers=2", "callbacks.samples=null",
@@ -215,9 +240,30 @@ def test_a_graph_teacher_distils_on_stored_trajectories_and_writes_bonded_molecu
     nodes, pairs = part["ctx"]["batch"].shape[0], part["ctx"]["pair_index"].shape[1]
     assert len(parts) == 2 and part["ctx"]["num_items"] == 8
     assert part["states"]["node"].shape[:2] == (3, nodes) and part["states"]["pair"].shape[:2] == (3, pairs)
-    centre = torch.zeros(8, 3).index_add_(0, part["ctx"]["batch"], part["states"]["node"][:, :, :3].sum(0))
-    assert centre.abs().max() < 1e-3  # every stored state keeps each molecule's centre of mass at zero
-    assert len(trainer.lightning_module.bank["train"]) == 1  # one part of two held out
+    for level in part["states"]["node"]:  # every stored state keeps each molecule's centre of mass at zero
+        assert torch.zeros(8, 3).index_add_(0, part["ctx"]["batch"], level[:, :3]).abs().max() < 1e-3
+    module = trainer.lightning_module
+    assert len(module.bank["train"]) == 1  # one part of two held out
+    # each molecule trains from its own stored level to the next: a student that returns its input jumps nowhere,
+    # so its loss is the distance between the two levels, and its noise level names the first
+    asked = {}
+
+    def still(state, drop, w):
+        def denoise(x, sigma):
+            asked["x"], asked["sigma"] = x, sigma
+            return x
+
+        return denoise
+
+    module.student_of = still
+    losses = module.part_loss(module.bank["train"], torch.Generator().manual_seed(3))
+    stored, ctx = module.bank["train"][0]["states"], module.bank["train"][0]["ctx"]
+    k = (asked["sigma"][:, None] == module.tops[None, :2]).float().argmax(1)
+    assert k.unique().numel() == 2 and torch.equal(module.tops[k], asked["sigma"])  # both jumps drawn
+    rows = {"node": k[ctx["batch"]], "pair": k[ctx["pair_batch"]]}
+    at = lambda j: Parts({p: v[j + rows[p], torch.arange(len(rows[p]))] for p, v in stored.items()})  # noqa: E731
+    assert all(torch.equal(asked["x"][p], at(0)[p]) for p in ("node", "pair"))
+    torch.testing.assert_close(losses, module.domain.space.item_mean((at(0) - at(1)) ** 2, ctx))
     ckpt = run / "checkpoints" / "last.ckpt"
     assert load_checkpoint(ckpt).distilled["method"] == "trajectory"
     out = tmp_path / "samples"

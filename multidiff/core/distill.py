@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from .categorical import DiscreteCategorical
-from .parts import parts_of, stack
+from .parts import Parts, stack
 
 #: a denoiser of per-item noise levels: D(x, sigma (B,)) -> estimate of x0
 ItemDenoiser = Callable[[Tensor, Tensor], Tensor]
@@ -211,7 +211,7 @@ def trajectory_states(
     every: int,
     discrete: DiscreteCategorical | None = None,
     generator: torch.Generator | None = None,
-) -> Tensor:
+) -> Tensor | Parts:
     """The teacher's solve of ``x`` along ``sigmas`` (``solver``, a sampler of :mod:`.samplers`; ``teacher``
     D(x, sigma scalar)) kept at the K levels ``sigmas[0], sigmas[every], ...`` above the last run and at its end:
     ``(K + 1, *x.shape)`` (for :class:`~.parts.Parts`, each part stacked). On the Karras grid of K * every + 1
@@ -231,10 +231,12 @@ def trajectory_states(
     if discrete is None:
         end = solver(teacher, x, sigmas, callback=keep)
         return stack([*kept, end])
+    wanted = {float(sigmas[i * every]) for i in range(runs)}
     seen: dict[float, Tensor] = {}
 
     def recorded(x: Tensor, sigma: Tensor) -> Tensor:  # x with the chain's classes written in, first call per level
-        seen.setdefault(float(sigma), x)
+        if float(sigma) in wanted:
+            seen.setdefault(float(sigma), x)
         return teacher(x, sigma)
 
     chain = discrete.chain(recorded, generator)
@@ -246,12 +248,8 @@ def states_at(states: Tensor, level: Tensor, b: Broadcast) -> Tensor:
     """Each item's state at its own stored level: ``states`` ``(L, rows, ...)`` (or :class:`~.parts.Parts` of
     them) as :func:`trajectory_states` keeps them, ``level`` ``(B,)`` an index per item, ``b`` the broadcast of
     per-item values over a state's rows (items of varying size: the rows of one item share its level)."""
-    count = next(iter(parts_of(states).values())).shape[0]
-    first = states.select(0, 0)
-    out = b((level == 0).to(first.dtype)) * first
-    for j in range(1, count):  # a sum of masked levels: the same code for plain tensors and Parts
-        out = out + b((level == j).to(first.dtype)) * states.select(0, j)
-    return out
+    index = b(level).unsqueeze(0)  # (1, rows, 1, ...): broadcast along the rest of each row
+    return torch.take_along_dim(states, index, dim=0).squeeze(0)
 
 
 def trajectory_loss(
