@@ -48,9 +48,17 @@ DISTILL_KEYS = (
     "teacher_steps",
     "huber",
     "trajectories",
+    "jump_weight",
 )
 #: the settings added since the first students, as a student written before them had them
-LATER_DEFAULTS = {"segments": 1, "guidance": None, "teacher_steps": 1, "huber": None, "trajectories": None}
+LATER_DEFAULTS = {
+    "segments": 1,
+    "guidance": None,
+    "teacher_steps": 1,
+    "huber": None,
+    "trajectories": None,
+    "jump_weight": "uniform",
+}
 
 
 def load_teacher(source: str, trust_targets: list[str]) -> DiffusionModule:
@@ -174,12 +182,17 @@ def build_student(cfg: DictConfig) -> StudentModule:
     # counts that are no whole numbers, or a grid the segments do not cut evenly, are refused before the build
     if trajectory:
         check_segments(None, segments)
-        check_trajectory_settings(options["trajectories"], options["teacher_steps"])
+        check_trajectory_settings(options["trajectories"], options["teacher_steps"], options["jump_weight"])
     else:
         if options["trajectories"] is not None:
             raise ValueError(
                 f"distill.trajectories={options['trajectories']}: stored trajectories are for distill.method="
                 "trajectory (experiment=distill_trajectory); consistency distillation draws its pairs afresh"
+            )
+        if options["jump_weight"] != "uniform":
+            raise ValueError(
+                f"distill.jump_weight={options['jump_weight']!r}: weighting the jumps is for distill.method="
+                "trajectory (experiment=distill_trajectory)"
             )
         check_segments(int(options["levels"]), segments)
     with open_dict(cfg):
@@ -201,6 +214,7 @@ def build_student(cfg: DictConfig) -> StudentModule:
             guidance,
             segments,
             options["huber"],
+            options["jump_weight"],
             **module,
         )
     else:

@@ -41,12 +41,19 @@ from multidiff.student import StudentModule
 log = logging.getLogger(__name__)
 #: the teacher's solver: deterministic, second order, one evaluation per step (the project's default sampler)
 SOLVER = sample_dpmpp_2m
+#: how each jump's distance counts: ``uniform`` as it is; ``sample`` scaled by sigma_data^2 / (sigma_data^2 + s^2),
+#: the share of an error at the jump's end s that reaches the sample (the flow's contraction on a Gaussian of the
+#: data's scale), so the fine jumps are not outweighed by the coarse ones, whose states are mostly noise
+JUMP_WEIGHTS = ("uniform", "sample")
 #: one part in this many (at least one, with two or more parts) is held out for the validation loss
 HELD_OUT_EVERY = 16
 
 
-def check_trajectory_settings(trajectories: Any, teacher_steps: Any) -> None:
-    """Refuse a count of trajectories that is no whole number >= 1, or fewer than 2 solver steps per jump."""
+def check_trajectory_settings(trajectories: Any, teacher_steps: Any, jump_weight: Any = "uniform") -> None:
+    """Refuse a count of trajectories that is no whole number >= 1, fewer than 2 solver steps per jump, or an
+    unknown weighting of the jumps."""
+    if jump_weight not in JUMP_WEIGHTS:
+        raise ValueError(f"distill.jump_weight={jump_weight!r}; valid: {', '.join(JUMP_WEIGHTS)}")
     if not isinstance(trajectories, int) or isinstance(trajectories, bool) or trajectories < 1:
         raise ValueError(
             f"distill.trajectories={trajectories!r}: give how many teacher trajectories to store (e.g. 1024)"
@@ -72,9 +79,11 @@ class TrajectoryModule(StudentModule):
         guidance: tuple[float, float] | None = None,
         segments: int = 1,
         huber: float | None = None,
+        jump_weight: str = "uniform",
         **module: Any,
     ):
         super().__init__(teacher, guidance, segments, huber, **module)
+        self.jump_weight = jump_weight
         self.trajectories, self.teacher_steps, self.folder, self.seed = trajectories, teacher_steps, Path(folder), seed
         fine = self.process.schedule.sigmas(segments * teacher_steps + 1, "karras")
         self.register_buffer("fine", fine, persistent=False)
@@ -208,16 +217,19 @@ class TrajectoryModule(StudentModule):
             aim = discrete.carry(aim, bank["states"][self.segments, i].to(self.device))
         take = lambda v: None if v is None else v[i].to(self.device)  # noqa: E731
         state = State(x, take(bank["cond"]))
-        return trajectory_loss(
-            self.student_of(state, take(bank["drop"]), take(bank["w"])),
-            x,
-            self.tops[k.to(self.device)],
+        return self.weighted(
+            trajectory_loss(
+                self.student_of(state, take(bank["drop"]), take(bank["w"])),
+                x,
+                self.tops[k.to(self.device)],
+                self.tops[k.to(self.device) + 1],
+                aim,
+                lambda v: space.per_item(v, x, {}),
+                lambda err: space.item_mean(err, {}),
+                self.huber,
+                discrete,
+            ),
             self.tops[k.to(self.device) + 1],
-            aim,
-            lambda v: space.per_item(v, x, {}),
-            lambda err: space.item_mean(err, {}),
-            self.huber,
-            discrete,
         )
 
     def part_loss(self, parts: list[dict[str, Any]], generator: torch.Generator | None) -> Tensor:
@@ -234,17 +246,27 @@ class TrajectoryModule(StudentModule):
         if (discrete := discrete_of(space)) is not None:  # the blocks aim at the solve's end, from every level
             aim = discrete.carry(aim, states.select(0, self.segments))
         state = State(x, to(part["cond"]), ctx)
-        return trajectory_loss(
-            self.student_of(state, to(part["drop"]), to(part["w"])),
-            x,
-            self.tops[k],
+        return self.weighted(
+            trajectory_loss(
+                self.student_of(state, to(part["drop"]), to(part["w"])),
+                x,
+                self.tops[k],
+                self.tops[k + 1],
+                aim,
+                b,
+                lambda err: space.item_mean(err, ctx),
+                self.huber,
+                discrete,
+            ),
             self.tops[k + 1],
-            aim,
-            b,
-            lambda err: space.item_mean(err, ctx),
-            self.huber,
-            discrete,
         )
+
+    def weighted(self, losses: Tensor, s: Tensor) -> Tensor:
+        """Each item's jump distance as ``jump_weight`` counts it (``s``: where each jump ends)."""
+        if self.jump_weight == "uniform":
+            return losses
+        data = self.process.sigma_data**2
+        return losses * data / (data + s.to(losses.dtype) ** 2)
 
 
 def _items(part: dict[str, Any]) -> int:
