@@ -43,8 +43,9 @@ log = logging.getLogger(__name__)
 SOLVER = sample_dpmpp_2m
 #: how each jump's distance counts: ``uniform`` as it is; ``sample`` scaled by sigma_data^2 / (sigma_data^2 + s^2),
 #: the share of an error at the jump's end s that reaches the sample (the flow's contraction on a Gaussian of the
-#: data's scale), so the fine jumps are not outweighed by the coarse ones, whose states are mostly noise
-JUMP_WEIGHTS = ("uniform", "sample")
+#: data's scale), so the fine jumps are not outweighed by the coarse ones, whose states are mostly noise; ``root``
+#: by its square root, between the two (``sample`` left the coarse jumps' errors unlearnt on QM9)
+JUMP_WEIGHTS = ("uniform", "sample", "root")
 #: one part in this many (at least one, with two or more parts) is held out for the validation loss
 HELD_OUT_EVERY = 16
 
@@ -266,7 +267,8 @@ class TrajectoryModule(StudentModule):
         if self.jump_weight == "uniform":
             return losses
         data = self.process.sigma_data**2
-        return losses * data / (data + s.to(losses.dtype) ** 2)
+        share = data / (data + s.to(losses.dtype) ** 2)
+        return losses * (share if self.jump_weight == "sample" else share.sqrt())
 
 
 def _items(part: dict[str, Any]) -> int:

@@ -158,7 +158,7 @@ def test_a_trajectory_student_trains_resumes_on_its_stored_trajectories_and_samp
         ("distill.segments=0", "distill.segments=0: give a whole number of segments"),
         ("distill.method=trajectories", "distill.method='trajectories'; valid: consistency, trajectory"),
         ("distill.method=consistency", "distill.trajectories=16: stored trajectories are for distill.method=traj"),
-        ("distill.jump_weight=snr", "distill.jump_weight='snr'; valid: uniform, sample"),
+        ("distill.jump_weight=snr", "distill.jump_weight='snr'; valid: uniform, sample, root"),
     ):
         with pytest.raises(ValueError, match=message):
             train.train(compose("train", [*tiny, bad, "trainer.max_steps=1"], tmp_path / "bad"))
@@ -270,6 +270,9 @@ def test_a_graph_teacher_distils_on_stored_trajectories_and_writes_bonded_molecu
     data = module.process.sigma_data**2
     torch.testing.assert_close(weighted, losses * data / (data + module.tops[k + 1] ** 2))
     assert (weighted[k == 0] < losses[k == 0] / 10).all()  # the coarse jump counts far less
+    module.jump_weight = "root"
+    rooted = module.part_loss(module.bank["train"], torch.Generator().manual_seed(3))
+    torch.testing.assert_close(rooted, losses * (data / (data + module.tops[k + 1] ** 2)).sqrt())
     ckpt = run / "checkpoints" / "last.ckpt"
     assert load_checkpoint(ckpt).distilled["method"] == "trajectory"
     out = tmp_path / "samples"
