@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from multidiff.checkpoint import weights_digest
 from multidiff.core.categorical import discrete_of
-from multidiff.core.distill import states_at, trajectory_loss, trajectory_states
+from multidiff.core.distill import jump_pair, trajectory_loss, trajectory_states
 from multidiff.core.domain import State
 from multidiff.core.parts import Parts
 from multidiff.core.samplers import sample_dpmpp_2m
@@ -208,48 +208,40 @@ class TrajectoryModule(StudentModule):
             self.bank = self.fill()
         if isinstance(bank := self.bank["train" if train else "val"], list):
             return self.part_loss(bank, generator)
-        n = self.bank["batch"]
-        items = bank["states"].shape[1]
-        i = torch.randint(0, items, (n,), generator=generator)
-        k = torch.randint(0, self.segments, (n,), generator=generator)
-        x, aim = (bank["states"][k + j, i].to(self.device) for j in (0, 1))
-        space = self.domain.space
-        if (discrete := discrete_of(space)) is not None:  # the blocks aim at the solve's end, from every level
-            aim = discrete.carry(aim, bank["states"][self.segments, i].to(self.device))
+        # items of one shape: as many as a loader batch holds, drawn from every part
+        i = torch.randint(0, bank["states"].shape[1], (self.bank["batch"],), generator=generator)
         take = lambda v: None if v is None else v[i].to(self.device)  # noqa: E731
-        state = State(x, take(bank["cond"]))
-        return self.weighted(
-            trajectory_loss(
-                self.student_of(state, take(bank["drop"]), take(bank["w"])),
-                x,
-                self.tops[k.to(self.device)],
-                self.tops[k.to(self.device) + 1],
-                aim,
-                lambda v: space.per_item(v, x, {}),
-                lambda err: space.item_mean(err, {}),
-                self.huber,
-                discrete,
-            ),
-            self.tops[k.to(self.device) + 1],
-        )
+        states = bank["states"][:, i].to(self.device)
+        return self.jump_loss(states, {}, take(bank["cond"]), take(bank["drop"]), take(bank["w"]), generator)
 
     def part_loss(self, parts: list[dict[str, Any]], generator: torch.Generator | None) -> Tensor:
-        """The loss of one stored part drawn whole (items of varying size), each item at a jump of its own."""
+        """The loss of one stored part drawn whole (items of varying size)."""
         part = parts[int(torch.randint(0, len(parts), (1,), generator=generator))]
         to = lambda v: v.to(self.device) if isinstance(v, Tensor) else v  # noqa: E731
-        ctx = {key: to(v) for key, v in part["ctx"].items()}
         stored = part["states"]
         states = (Parts(stored) if isinstance(stored, dict) else stored).to(self.device)
+        ctx = {key: to(v) for key, v in part["ctx"].items()}
+        return self.jump_loss(states, ctx, to(part["cond"]), to(part["drop"]), to(part["w"]), generator)
+
+    def jump_loss(
+        self,
+        states: Tensor | Parts,
+        ctx: dict[str, Any],
+        cond: Tensor | None,
+        drop: Tensor | None,
+        w: Tensor | None,
+        generator: torch.Generator | None,
+    ) -> Tensor:
+        """Per item: the student's jump from its stored state at a level of its own to the teacher's next one
+        (``states`` ``(K + 1, rows, ...)``, the items' stored levels)."""
         space, first = self.domain.space, states.select(0, 0)
         b = lambda v: space.per_item(v, first, ctx)  # noqa: E731
         k = torch.randint(0, self.segments, (space.num_items(first, ctx),), generator=generator).to(self.device)
-        x, aim = states_at(states, k, b), states_at(states, k + 1, b)
-        if (discrete := discrete_of(space)) is not None:  # the blocks aim at the solve's end, from every level
-            aim = discrete.carry(aim, states.select(0, self.segments))
-        state = State(x, to(part["cond"]), ctx)
+        discrete = discrete_of(space)
+        x, aim = jump_pair(states, k, b, discrete)
         return self.weighted(
             trajectory_loss(
-                self.student_of(state, to(part["drop"]), to(part["w"])),
+                self.student_of(State(x, cond, ctx), drop, w),
                 x,
                 self.tops[k],
                 self.tops[k + 1],

@@ -400,7 +400,7 @@ def trajectory_mixture(
     :class:`LabelledMixture`, with its labels as a discrete block moved by the solver's chain."""
 
     from multidiff.core.denoiser import Preconditioned
-    from multidiff.core.distill import trajectory_loss, trajectory_states
+    from multidiff.core.distill import jump_pair, trajectory_loss, trajectory_states
     from multidiff.core.processes import EDMProcess
     from multidiff.core.samplers import sample_dpmpp_2m
     from multidiff.core.schedules import KarrasSchedule
@@ -424,16 +424,10 @@ def trajectory_mixture(
     def loss() -> torch.Tensor:
         i = torch.randint(0, trajectories, (batch,), generator=gen)
         k = torch.randint(0, segments, (batch,), generator=gen)
-        aim = bank[k + 1, i] if discrete is None else discrete.carry(bank[k + 1, i], bank[segments, i])
+        b = lambda v: v.reshape(-1, 1)  # noqa: E731
+        x, aim = jump_pair(bank[:, i], k, b, discrete)
         return trajectory_loss(
-            lambda x, s: student(x, s, state),
-            bank[k, i],
-            tops[k],
-            tops[k + 1],
-            aim,
-            lambda v: v.reshape(-1, 1),
-            lambda err: err.mean(1),
-            discrete=discrete,
+            lambda x, s: student(x, s, state), x, tops[k], tops[k + 1], aim, b, lambda err: err.mean(1), None, discrete
         )
 
     return fit_student(student, loss, steps, lr, log_every)

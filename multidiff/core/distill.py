@@ -252,6 +252,16 @@ def states_at(states: Tensor, level: Tensor, b: Broadcast) -> Tensor:
     return torch.take_along_dim(states, index, dim=0).squeeze(0)
 
 
+def jump_pair(
+    states: Tensor | Parts, level: Tensor, b: Broadcast, discrete: DiscreteCategorical | None = None
+) -> tuple[Tensor | Parts, Tensor | Parts]:
+    """Each item's stored state at its ``level`` and its aim, the teacher's state a level later (``states`` as
+    :func:`trajectory_states` keeps them); a discrete process's blocks aim at the solve's end (its class
+    probabilities) from every level."""
+    x, aim = states_at(states, level, b), states_at(states, level + 1, b)
+    return x, aim if discrete is None else discrete.carry(aim, states.select(0, -1))
+
+
 def trajectory_loss(
     student: ItemDenoiser,
     x: Tensor,
