@@ -14,6 +14,9 @@ machine's speed hits them alike, medians reported:
 - two training jobs at once, each with ``--threads`` threads and each with ``threads=auto``.
 
 The figure of merit is the fraction of the solo throughput kept (target: at least 45 % beside one busy process).
+The workers wait for work as multidiff's entry points do (``multidiff.env``: a short spin, then sleep) unless
+``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` is set in this environment (``OMP_WAIT_POLICY=PASSIVE`` alone: sleep
+at once, the default before); ``--json`` records the setting.
 """
 
 from __future__ import annotations
@@ -31,11 +34,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from multidiff.env import OPENMP_WAIT  # noqa: E402  (sets multidiff's default OpenMP waiting, which workers inherit)
+
 
 def worker(threads: str, steps: int) -> None:
     """Time ``steps`` training steps in this process; prints ``RESULT {json}``."""
-    import multidiff.env  # noqa: F401  (before torch)
-
     import torch
 
     from multidiff.build import build_module
@@ -74,9 +77,8 @@ def worker(threads: str, steps: int) -> None:
 
 
 def launch(threads: str, steps: int) -> subprocess.Popen:
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     cmd = [sys.executable, __file__, "--worker", threads, "--steps", str(steps)]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
 
 def result(proc: subprocess.Popen) -> dict:
@@ -135,7 +137,8 @@ def main() -> None:
             {"scenario": kind, "threads": threads, "used": used, "it_per_s": per_job, "of_solo": per_job / solo}
         )
     if a.json:
-        a.json.write_text(json.dumps({"steps": a.steps, "rounds": a.rounds, "rows": rows}, indent=1))
+        openmp = {k: os.environ.get(k) for k in OPENMP_WAIT}
+        a.json.write_text(json.dumps({"steps": a.steps, "rounds": a.rounds, "openmp": openmp, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = Path(os.environ.get("BENCH_DIR", ROOT.parent / "shared" / "anchors-bench"))
+sys.path.insert(0, str(ROOT))
+import multidiff.env  # noqa: E402,F401  (OpenMP waiting for every worker, anchors' included)
 
 SAMPLE_BATCH = {"audio": 16, "pointcloud": 16, "molecule": 64}
 # each row's target: a multidiff/anchor throughput ratio, or a bound on multidiff's own figure
@@ -101,8 +103,6 @@ def in_precision(precision: str, argv: list[str]) -> None:
     the autocast that Lightning's precision plugin puts around a training step and sample.py around the network."""
     import runpy
 
-    import multidiff.env  # noqa: F401  (before torch)
-
     import torch
 
     sys.path.insert(0, str(BENCH))
@@ -144,7 +144,8 @@ def _accept_worker_generate(precision: str) -> None:
 
 
 def run_worker(label: str, argv: list[str]) -> dict | None:
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONUNBUFFERED": "1", "MULTIDIFF_MAIN": str(ROOT)}
+    # both sides wait for work as multidiff's entry points do (multidiff.env, imported above, set it here)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MULTIDIFF_MAIN": str(ROOT)}
     cmd = argv if argv[0] == sys.executable else [sys.executable, *argv]  # workers run in BENCH
     t0 = time.time()
     p = subprocess.run(cmd, cwd=BENCH, env=env, capture_output=True, text=True)
@@ -158,7 +159,6 @@ def run_worker(label: str, argv: list[str]) -> dict | None:
 
 def overhead(domain: str, threads: int, precision: str, steps: int = 50) -> None:
     """One multidiff sample of the domain's default model, timing the network calls inside it."""
-    import multidiff.env  # noqa: F401  (before torch)
 
     import torch
 

@@ -1,5 +1,7 @@
 """threads=auto: a process takes the cores that are idle when it starts."""
 
+import json
+import os
 import subprocess
 import sys
 import time
@@ -32,3 +34,22 @@ def test_auto_leaves_a_busy_core_to_its_process():
     finally:
         busy.kill()
         busy.wait()
+
+
+WAIT_KEYS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ({}, {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "100000"}),  # a short spin, then sleep
+        ({"OMP_WAIT_POLICY": "ACTIVE"}, {"OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": None}),
+        ({"GOMP_SPINCOUNT": "0"}, {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": "0"}),
+    ],
+)
+def test_openmp_waiting_defaults_to_a_short_spin_and_a_users_setting_stands(given, expected):
+    # a fresh interpreter: the variables only count before the OpenMP runtime loads
+    env = {k: v for k, v in os.environ.items() if k not in WAIT_KEYS} | given
+    code = f"import json, os, multidiff.env; print(json.dumps({{k: os.environ.get(k) for k in {WAIT_KEYS!r}}}))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == expected
