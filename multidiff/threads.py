@@ -80,12 +80,13 @@ class ThreadGovernor:
     re-measured at :meth:`update` (at most every ``every_s`` seconds) from what the other processes used since
     the last measurement: the machine's busy time (/proc/stat) less this process's own CPU time. Two jobs that
     start together both find the machine idle; a few seconds later each sees the other and takes one core.
-    A job left alone again takes the cores back."""
+    A job left alone again takes the cores back. A fixed count is kept, with one warning when other processes
+    hold the cores its threads need (its threads then wait on each other at every parallel op)."""
 
     def __init__(self, threads: int | str, every_s: float = 5.0):
         import torch
 
-        self.adaptive, self.every_s = threads == "auto", every_s
+        self.adaptive, self.every_s, self.warned = threads == "auto", every_s, False
         self.allowed, self.cpus = torch.get_num_threads(), usable_cores()
         self.threads = resolve_threads(threads, self.allowed)
         self._set(self.threads)
@@ -102,19 +103,30 @@ class ThreadGovernor:
     def _mark(self) -> None:
         self._wall, self._own = time.monotonic(), time.process_time()
         try:
-            self._times = _cpu_times(self.cpus)
+            self._times: tuple[float, float] | None = _cpu_times(self.cpus)
         except (OSError, ValueError):
-            self.adaptive = False  # no /proc/stat: keep the threads chosen at start
+            self._times = None  # no /proc/stat: keep the threads chosen at start
 
     def update(self) -> int:
         """The thread count now (changed when other processes took or gave back cores since the last call)."""
         wall = time.monotonic() - self._wall
-        if not self.adaptive or self.allowed <= 1 or wall < self.every_s:
+        watching = self.allowed > 1 if self.adaptive else not self.warned
+        if self._times is None or not watching or wall < self.every_s:
             return self.threads
         own = (time.process_time() - self._own) / wall
         before = self._times
         self._mark()
         others = max(0.0, _cores_busy(self.cpus, before, self._times) - own)
+        if not self.adaptive:
+            if self.threads > _threads_for(self.cpus, others, self.threads):
+                log.warning(
+                    "other processes use %.1f of %d cores beside this run's threads=%d: each parallel op waits "
+                    "for a thread that shares a core, and the run slows to a fraction of its speed; "
+                    "threads=auto follows the load",
+                    others, len(self.cpus), self.threads,
+                )  # fmt: skip
+                self.warned = True
+            return self.threads
         n = _threads_for(self.cpus, others, self.allowed)
         if n != self.threads:
             log.info("other processes use %.1f cores: %d CPU thread%s now", others, n, "" if n == 1 else "s")

@@ -1,6 +1,7 @@
 """threads=auto: a process takes the cores that are idle when it starts."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import time
 
 import pytest
 
-from multidiff.threads import busy_cores, resolve_threads, usable_cores
+from multidiff.threads import ThreadGovernor, busy_cores, resolve_threads, usable_cores
 
 
 def test_explicit_threads_are_taken_as_given_and_bad_ones_named():
@@ -34,6 +35,28 @@ def test_auto_leaves_a_busy_core_to_its_process():
     finally:
         busy.kill()
         busy.wait()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/stat")
+def test_a_fixed_thread_count_is_kept_and_warns_once_when_other_processes_take_its_cores(caplog):
+    import torch
+
+    before = torch.get_num_threads()
+    cores = len(usable_cores())
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        governor = ThreadGovernor(cores, every_s=0.5)
+        with caplog.at_level(logging.WARNING, logger="multidiff.threads"):
+            for _ in range(2):
+                time.sleep(0.6)
+                assert governor.update() == cores
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1, warnings
+        assert f"beside this run's threads={cores}" in warnings[0] and "threads=auto" in warnings[0]
+    finally:
+        busy.kill()
+        busy.wait()
+        torch.set_num_threads(before)
 
 
 WAIT_KEYS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
