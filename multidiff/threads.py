@@ -122,7 +122,7 @@ class ThreadGovernor:
                 log.warning(
                     "other processes use %.1f of %d cores beside this run's threads=%d: each parallel op waits "
                     "for a thread that shares a core, and the run slows to a fraction of its speed; "
-                    "threads=auto follows the load",
+                    "threads=auto follows the load (or set OMP_WAIT_POLICY=PASSIVE: idle threads sleep at once)",
                     others, len(self.cpus), self.threads,
                 )  # fmt: skip
                 self.warned = True
