@@ -15,9 +15,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from multidiff.core.options import call_strict
+from multidiff.threads import ThreadGovernor
 
 
 def evaluate(cfg: DictConfig) -> dict:
+    ThreadGovernor(cfg.threads)  # the metrics' networks and distances take the cores idle at start
     domain = instantiate(cfg.domain)
     options = OmegaConf.to_container(cfg.options, resolve=True)
     if cfg.reference is not None:

@@ -24,6 +24,7 @@ from multidiff.config import sampler_config
 from multidiff.objective import generate_items, score_items
 from multidiff.posthoc_ema import PROFILES, load_ema_length
 from multidiff.sampling import SamplingRequest, build_sampler, jumps_of
+from multidiff.threads import ThreadGovernor
 
 log = logging.getLogger("multidiff.tune_sampling")
 
@@ -47,6 +48,7 @@ def tune(cfg: DictConfig) -> list[dict[str, Any]]:
     import optuna
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    governor = ThreadGovernor(cfg.threads)
     module = load_any(cfg.ckpt, weights=cfg.weights, trust_targets=list(cfg.trust_targets)).to(device)
     guide = None
     if cfg.guide_ckpt:
@@ -86,6 +88,7 @@ def tune(cfg: DictConfig) -> list[dict[str, Any]]:
         # (a guide acts only at guidance != 1)
         sampled = SamplingRequest(sampling, guidance=guidance, guide=guide if guidance != 1.0 else None)
         counter.calls = 0
+        governor.update()  # follows the machine's load between trials (threads=auto)
         items, batches = generate_items(module, sampled, cfg.n, cfg.seed, cfg.batch_size, condition=request)
         nfe = counter.calls / batches
         quality, meaning, metrics = score_items(module.domain, items, options, out)

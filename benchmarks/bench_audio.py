@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import multidiff.env  # noqa: F401  (OpenMP's waiting, set before torch loads)
+
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate

@@ -14,6 +14,8 @@ import json
 import resource
 import time
 
+import multidiff.env  # noqa: F401  (OpenMP's waiting, set before torch loads)
+
 import numpy as np
 import torch
 

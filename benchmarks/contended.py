@@ -16,7 +16,7 @@ machine's speed hits them alike, medians reported:
 The figure of merit is the fraction of the solo throughput kept (target: at least 45 % beside one busy process).
 The workers wait for work as multidiff's entry points do (``multidiff.env``: a short spin, then sleep) unless
 ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` is set in this environment (``OMP_WAIT_POLICY=PASSIVE`` alone: sleep
-at once, the default before); ``--json`` records the setting.
+at once); ``--json`` records the setting.
 """
 
 from __future__ import annotations

@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+import multidiff.env  # noqa: F401  (OpenMP's waiting, set before torch loads)
+
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import multidiff.env  # noqa: F401  (OpenMP's waiting, set before torch loads)
+
 import torch
 
 from multidiff.build import load_checkpoint

@@ -20,6 +20,8 @@ import os
 import sys
 from pathlib import Path
 
+import multidiff.env  # noqa: F401  (OpenMP's waiting, set before torch loads)
+
 import numpy as np
 import torch
 

@@ -58,7 +58,7 @@ def main() -> None:
     if not DATA.is_dir():
         sys.exit(f"FSDD not found under {DATA} (set MULTIDIFF_SHARED)")
     work = Path(tempfile.mkdtemp(prefix="sample_scale_"))
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    env = dict(os.environ)  # each checkout's own OpenMP waiting (its multidiff.env)
     try:
         print("training a tiny model ...", flush=True)
         overrides = [*TINY, f"data.length={args.length}", f"paths.data_dir={DATA}", f"hydra.run.dir={work / 'run'}"]

@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import multidiff.env  # noqa: F401  (OpenMP's waiting, set before torch loads)
+
 import torch
 
 from multidiff.domains.audio.classifier import ClassifierConfig

@@ -4,9 +4,9 @@ the entry points, so it is written once)."""
 import os
 
 # Idle OpenMP workers spin briefly, then sleep (read by the OpenMP runtime when torch loads). Sleeping at once
-# (PASSIVE alone) costs each of a training step's hundreds of parallel ops a wake-up; spinning without limit
-# (ACTIVE, or GNU OpenMP's default of about 3 ms) stalls every parallel op when another process holds a core
-# (10-20x slower on a shared small CPU). PASSIVE with a spin count: GNU OpenMP spins up to GOMP_SPINCOUNT turns
+# (PASSIVE alone) costs each of a training step's hundreds of parallel ops a wake-up; spinning long (ACTIVE, or
+# GNU OpenMP's default of about 3 ms) stalls every parallel op when another process holds a core (10-20x slower
+# on a shared small CPU). PASSIVE with a spin count: GNU OpenMP spins up to GOMP_SPINCOUNT turns
 # (about a millisecond by its own estimate), and not at all when it runs more threads than it has CPUs.
 # Measured in docs/benchmarks.md ("Waiting threads"). A user's own setting of either variable stands.
 OPENMP_WAIT = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "100000"}

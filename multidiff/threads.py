@@ -87,6 +87,7 @@ class ThreadGovernor:
         import torch
 
         self.adaptive, self.every_s, self.warned = threads == "auto", every_s, False
+        self._times: tuple[float, float] | None = None
         self.allowed, self.cpus = torch.get_num_threads(), usable_cores()
         self.threads = resolve_threads(threads, self.allowed)
         self._set(self.threads)
@@ -103,22 +104,26 @@ class ThreadGovernor:
     def _mark(self) -> None:
         self._wall, self._own = time.monotonic(), time.process_time()
         try:
-            self._times: tuple[float, float] | None = _cpu_times(self.cpus)
+            self._times = _cpu_times(self.cpus)
         except (OSError, ValueError):
             self._times = None  # no /proc/stat: keep the threads chosen at start
 
     def update(self) -> int:
         """The thread count now (changed when other processes took or gave back cores since the last call)."""
         wall = time.monotonic() - self._wall
-        watching = self.allowed > 1 if self.adaptive else not self.warned
+        # a fixed count is watched until it warns; one thread never waits on another
+        watching = self.allowed > 1 if self.adaptive else self.threads > 1 and not self.warned
         if self._times is None or not watching or wall < self.every_s:
             return self.threads
         own = (time.process_time() - self._own) / wall
         before = self._times
         self._mark()
+        if self._times is None:  # /proc/stat unreadable since: keep the count
+            return self.threads
         others = max(0.0, _cores_busy(self.cpus, before, self._times) - own)
         if not self.adaptive:
-            if self.threads > _threads_for(self.cpus, others, self.threads):
+            # more threads than cores is the user's choice (and OpenMP does not spin then): warn about others only
+            if min(self.threads, len(self.cpus)) > _threads_for(self.cpus, others, self.threads):
                 log.warning(
                     "other processes use %.1f of %d cores beside this run's threads=%d: each parallel op waits "
                     "for a thread that shares a core, and the run slows to a fraction of its speed; "

@@ -1,4 +1,5 @@
-"""threads=auto: a process takes the cores that are idle when it starts."""
+"""Threads: ``threads=auto`` takes the cores that are idle, a fixed count warns when others take its cores, and
+OpenMP's idle workers spin briefly before they sleep."""
 
 import json
 import logging
@@ -43,8 +44,12 @@ def test_a_fixed_thread_count_is_kept_and_warns_once_when_other_processes_take_i
 
     before = torch.get_num_threads()
     cores = len(usable_cores())
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    if cores < 2:
+        pytest.skip("one usable core: a fixed count of one thread never waits on another")
+    code = "print('running', flush=True)\nwhile True: pass"
+    busy = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
+        assert busy.stdout.readline().strip() == "running"  # busy before the governor measures
         governor = ThreadGovernor(cores, every_s=0.5)
         with caplog.at_level(logging.WARNING, logger="multidiff.threads"):
             for _ in range(2):
