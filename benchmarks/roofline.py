@@ -200,9 +200,11 @@ def plot(rows: list[dict], peak: dict[str, float], path: Path) -> None:
     x = range(len(rows))
     panels = (
         (flops_ax, [r["gflops"] for r in rows], [ceiling_of(r, peak) for r in rows], "GFLOP/s",
-         "matrix-product peak of that precision", "training step: forward + backward FLOPs / step time"),
+         "matrix-product peak of that precision, probed between its steps",
+         "training step: forward + backward FLOPs / step time"),
         (bytes_ax, [r["gb_per_s"] for r in rows], [ceiling_of(r, peak, "copy") for r in rows], "GB/s",
-         "copy bandwidth (read + written)", "training step: bytes operators read and write / step time"),
+         "copy bandwidth (read + written), probed likewise",
+         "training step: bytes operators read and write / step time"),
     )  # fmt: skip
     for ax, achieved, ceilings, unit, ceiling_label, achieved_label in panels:
         ax.bar(x, ceilings, color="lightgray", label=ceiling_label)
