@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from functools import partial
 from pathlib import Path
 
-from multidiff.env import OPENMP_WAIT  # OpenMP's waiting, set before torch loads
+from multidiff.env import openmp_setting  # OpenMP's waiting, set before torch loads
 
 import numpy as np
 import torch
@@ -231,7 +230,7 @@ def main() -> None:
     torch.manual_seed(0)
     results = {
         "threads": args.threads,
-        "openmp": {k: os.environ.get(k) for k in OPENMP_WAIT},
+        "openmp": openmp_setting(),
         "torch": torch.__version__,
     }
     if args.all or args.train:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from multidiff.env import OPENMP_WAIT  # noqa: E402  (sets multidiff's default OpenMP waiting, which workers inherit)
+from multidiff.env import openmp_setting  # noqa: E402  (sets multidiff's default OpenMP waiting, which workers inherit)
 
 
 def worker(threads: str, steps: int) -> None:
@@ -137,8 +136,8 @@ def main() -> None:
             {"scenario": kind, "threads": threads, "used": used, "it_per_s": per_job, "of_solo": per_job / solo}
         )
     if a.json:
-        openmp = {k: os.environ.get(k) for k in OPENMP_WAIT}
-        a.json.write_text(json.dumps({"steps": a.steps, "rounds": a.rounds, "openmp": openmp, "rows": rows}, indent=1))
+        record = {"steps": a.steps, "rounds": a.rounds, "openmp": openmp_setting(), "rows": rows}
+        a.json.write_text(json.dumps(record, indent=1))
 
 
 if __name__ == "__main__":

@@ -150,7 +150,7 @@ def training_step(domain: str, steps: int, probe: dict[str, Callable[[], float]]
     flops = counter.get_total_flops()
     with BytesCounter() as moved:
         step()
-    matmul = "matmul_bfloat16_gflops" if precision == "bf16-mixed" else "matmul_float32_gflops"
+    matmul = matmul_key(precision)
     step()  # warm-up
     times, nearby = [], {matmul: [], "copy_gb_per_s": []}
     for _ in range(steps):
@@ -181,13 +181,15 @@ def training_step(domain: str, steps: int, probe: dict[str, Callable[[], float]]
     }
 
 
+def matmul_key(precision: str) -> str:
+    """bf16-mixed computes its matrix products in bfloat16."""
+    return "matmul_bfloat16_gflops" if precision == "bf16-mixed" else "matmul_float32_gflops"
+
+
 def ceiling_of(row: dict, peak: dict[str, float], name: str = "matmul") -> float:
-    """The matrix-product peak of the row's precision (bf16-mixed computes its matrix products in bfloat16), or
-    (``name="copy"``) the copy bandwidth, as probed between the row's steps where it was."""
-    if name == "copy":
-        key = "copy_gb_per_s"
-    else:
-        key = "matmul_bfloat16_gflops" if row["precision"] == "bf16-mixed" else "matmul_float32_gflops"
+    """The matrix-product peak of the row's precision, or (``name="copy"``) the copy bandwidth, as probed between
+    the row's steps where it was."""
+    key = "copy_gb_per_s" if name == "copy" else matmul_key(row["precision"])
     return row.get("peak_nearby", {}).get(key, peak[key])
 
 

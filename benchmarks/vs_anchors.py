@@ -301,8 +301,8 @@ def main() -> None:
                     r = run_worker(label, argv)
                     if r is not None:
                         results.append({**r, "round": rnd})
-                    openmp = {k: os.environ.get(k) for k in multidiff.env.OPENMP_WAIT}
-                    out.write_text(json.dumps({"precision": precision, "openmp": openmp, "results": results}, indent=1))
+                    record = {"precision": precision, "openmp": multidiff.env.openmp_setting(), "results": results}
+                    out.write_text(json.dumps(record, indent=1))
     print(f"\nresults: {out}\n")
     print(table(results))
 

@@ -14,6 +14,11 @@ if not any(k in os.environ for k in OPENMP_WAIT):
     os.environ.update(OPENMP_WAIT)
 
 
+def openmp_setting() -> dict[str, str | None]:
+    """The waiting variables as this process has them (None: unset), for a benchmark's record."""
+    return {k: os.environ.get(k) for k in OPENMP_WAIT}
+
+
 def _keep_freed_memory() -> None:
     """glibc hands large freed blocks back to the kernel and maps them afresh on the next allocation, so a
     network call that frees and reallocates the same activations pays page faults every time (up to 1.5x
