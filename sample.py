@@ -18,7 +18,7 @@ from multidiff.build import load_any, shipped_models
 from multidiff.core.options import call_strict, positive_int
 from multidiff.core.parts import Parts, count_nonfinite
 from multidiff.core.state import State
-from multidiff.module import DiffusionModule
+from multidiff.module import DiffusionModule, sampling_levels
 from multidiff.posthoc_ema import load_ema_length
 from multidiff.remote import is_url
 from multidiff.runlock import hold
@@ -72,6 +72,12 @@ def sample(cfg: DictConfig) -> list[Path]:
         "condition": condition,
         **({"mesh": True} if cfg.mesh else {}),
         **request.record(),
+        # a student's chosen jump levels (distill.jumps_at), which its steps and spacing do not say
+        **(
+            {"levels": sampling_levels(request.sampler, module.process.schedule, module.distilled).tolist()}
+            if (module.distilled or {}).get("jumps_at") is not None
+            else {}
+        ),
     }
     out = Path(cfg.out or cfg.paths.output_dir)
     folder = SampleFolder(out, meta, module.domain.concatenated)

@@ -11,6 +11,7 @@ itself, taken as a K-jump student (one DDIM jump from its estimate), gives the r
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import multidiff.env  # noqa: F401  (OpenMP's waiting, set before torch loads)
@@ -19,7 +20,7 @@ import torch
 
 from multidiff.build import load_checkpoint
 from multidiff.core.categorical import discrete_of
-from multidiff.core.distill import jump, jump_pair, trajectory_loss
+from multidiff.core.distill import jump, jump_pair, jump_tops, trajectory_loss
 from multidiff.core.parts import Parts, parts_of
 from multidiff.core.state import State
 
@@ -41,7 +42,10 @@ def main() -> None:
     first = states.select(0, 0)
     b = lambda v: space.per_item(v, first, ctx)  # noqa: E731
     n, jumps = space.num_items(first, ctx), len(next(iter(parts_of(states).values()))) - 1
-    tops = model.process.schedule.sigmas(jumps, "karras_open")
+    # where the jumps start: the levels the trajectories were stored at (bank.json says if they were chosen)
+    record = Path(args.bank) / "bank.json"
+    chosen = json.loads(record.read_text()).get("jumps_at") if record.exists() else None
+    tops = jump_tops(model.process.schedule, jumps, chosen)
     discrete = discrete_of(space)
     print(f"{parts[args.part]}: {n} items, {jumps} jumps")
     with torch.no_grad():

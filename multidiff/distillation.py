@@ -21,6 +21,7 @@ from multidiff.build import build_module, load_any
 from multidiff.checkpoint import weights_digest
 from multidiff.core.categorical import discrete_of
 from multidiff.core.distill import (
+    check_jumps_at,
     check_segments,
     check_teacher_steps,
     consistency_loss,
@@ -49,6 +50,7 @@ DISTILL_KEYS = (
     "huber",
     "trajectories",
     "jump_weight",
+    "jumps_at",
 )
 #: the settings added since the first students, as a student written before them had them
 LATER_DEFAULTS = {
@@ -58,6 +60,7 @@ LATER_DEFAULTS = {
     "huber": None,
     "trajectories": None,
     "jump_weight": "uniform",
+    "jumps_at": None,
 }
 
 
@@ -183,11 +186,18 @@ def build_student(cfg: DictConfig) -> StudentModule:
     if trajectory:
         check_segments(None, segments)
         check_trajectory_settings(options["trajectories"], options["teacher_steps"], options["jump_weight"])
+        schedule = teacher.process.schedule
+        check_jumps_at(options["jumps_at"], segments, schedule.sigma_min, schedule.sigma_max)
     else:
         if options["trajectories"] is not None:
             raise ValueError(
                 f"distill.trajectories={options['trajectories']}: stored trajectories are for distill.method="
                 "trajectory (experiment=distill_trajectory); consistency distillation draws its pairs afresh"
+            )
+        if options["jumps_at"] is not None:
+            raise ValueError(
+                f"distill.jumps_at={options['jumps_at']}: chosen jump levels are for distill.method=trajectory "
+                "(experiment=distill_trajectory); a consistency student's segments cut its Karras grid evenly"
             )
         if options["jump_weight"] != "uniform":
             raise ValueError(
@@ -215,6 +225,7 @@ def build_student(cfg: DictConfig) -> StudentModule:
             segments,
             options["huber"],
             options["jump_weight"],
+            options["jumps_at"],
             **module,
         )
     else:

@@ -14,6 +14,7 @@ from multidiff.base_module import TrainedModule
 from multidiff.checkpoint import weights_digest
 from multidiff.core.categorical import categorical_of, discrete_of
 from multidiff.core.denoiser import Preconditioned, sampling_denoiser
+from multidiff.core.distill import jump_tops
 from multidiff.core.domain import Domain, State
 from multidiff.core.latent import LatentDomain
 from multidiff.core.noise import make_noise
@@ -212,7 +213,7 @@ class DiffusionModule(TrainedModule):
             state = State(torch.zeros_like(observation.values), cond, observation.ctx).to(self.device)
         else:
             state = self.domain.template(n, cond, gen).to(self.device)
-        sigmas = self.process.schedule.sigmas(sampler.steps, sampler.spacing).to(self.device)
+        sigmas = sampling_levels(sampler, self.process.schedule, self.distilled).to(self.device)
         noise_fn = make_noise(sampler.noise, self.domain.space, state.x, state.ctx, sigmas, gen, seed)
         x = self.domain.space.noise(state.x, state.ctx, generator=gen) * self.process.prior_std()
         if observation is not None:
@@ -294,11 +295,21 @@ def check_sampler_fits(sampler: str, distilled: Mapping[str, Any] | None, guidan
         )
 
 
+def sampling_levels(sampler: Sampling, schedule: Any, distilled: Mapping[str, Any] | None) -> Tensor:
+    """The noise levels a request samples on: the sampler's grid, or for a trajectory student with chosen jump
+    levels (``distill.jumps_at``) the levels it learned to jump from (:func:`student_steps` has checked the
+    count)."""
+    jumps_at = (distilled or {}).get("jumps_at")
+    if jumps_at is None:
+        return schedule.sigmas(sampler.steps, sampler.spacing)
+    return jump_tops(schedule, len(jumps_at) + 1, jumps_at)
+
+
 def student_steps(sampler: Sampling, distilled: Mapping[str, Any] | None) -> Callable[..., Tensor]:
     """The function that takes the sampler's steps. A student of K jumps (a multistep consistency student,
     ``distill.segments`` K > 1, Heek et al. 2024, or a trajectory student) learned to jump from each of its K
     segments' top level to the segment's end: sampling is those K deterministic DDIM jumps, which is Euler on the
-    ``karras_open`` grid of exactly K steps."""
+    ``karras_open`` grid of exactly K steps (or on the levels it chose, :func:`sampling_levels`)."""
     jumps = jumps_of(distilled)
     if jumps is None:
         return sampler.fn

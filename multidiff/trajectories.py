@@ -1,7 +1,8 @@
 """Direct distillation on stored teacher trajectories (``distill.method=trajectory``): the teacher solves its
 probability-flow ODE once per stored item, with its best deterministic solver on the Karras grid of
 ``segments * teacher_steps + 1`` levels, from the prior to the data; the states at the K levels where a K-jump
-student starts its jumps (the ``karras_open`` levels of K steps) and the end are kept. The student then learns
+student starts its jumps (the ``karras_open`` levels of K steps, or the prior's level and ``jumps_at``, through
+which the solver's grid then passes) and the end are kept. The student then learns
 each jump as a regression onto the teacher's own solution (Luhman & Luhman 2021, in K jumps): no teacher call,
 no target network and nothing bootstrapped while it trains, so a step costs one forward and backward pass.
 
@@ -31,7 +32,14 @@ from tqdm.auto import tqdm
 
 from multidiff.checkpoint import weights_digest
 from multidiff.core.categorical import discrete_of
-from multidiff.core.distill import jump_pair, trajectory_loss, trajectory_states
+from multidiff.core.distill import (
+    check_jumps_at,
+    jump_pair,
+    jump_tops,
+    run_grid,
+    trajectory_loss,
+    trajectory_states,
+)
 from multidiff.core.domain import State
 from multidiff.core.parts import Parts
 from multidiff.core.samplers import sample_dpmpp_2m
@@ -81,16 +89,25 @@ class TrajectoryModule(StudentModule):
         segments: int = 1,
         huber: float | None = None,
         jump_weight: str = "uniform",
+        jumps_at: list[float] | None = None,
         **module: Any,
     ):
         super().__init__(teacher, guidance, segments, huber, **module)
-        self.jump_weight = jump_weight
+        self.jump_weight, self.jumps_at = jump_weight, None if jumps_at is None else [float(v) for v in jumps_at]
         self.trajectories, self.teacher_steps, self.folder, self.seed = trajectories, teacher_steps, Path(folder), seed
-        fine = self.process.schedule.sigmas(segments * teacher_steps + 1, "karras")
+        schedule = self.process.schedule
+        check_jumps_at(self.jumps_at, segments, schedule.sigma_min, schedule.sigma_max)
+        # where each jump starts and ends (0: the data): the karras_open levels of K steps, or the prior's level and
+        # jumps_at; the solver's grid passes through them, teacher_steps steps per jump (the Karras grid of
+        # K * teacher_steps + 1 levels for the karras_open ones)
+        tops = jump_tops(schedule, segments, self.jumps_at)
+        fine = (
+            schedule.sigmas(segments * teacher_steps + 1, "karras")
+            if self.jumps_at is None
+            else run_grid(tops, schedule.sigma_min, teacher_steps)
+        )
         self.register_buffer("fine", fine, persistent=False)
-        # where each jump starts and ends (0: the data): the karras_open levels of K steps, which are every
-        # teacher_steps-th level of the fine grid
-        self.register_buffer("tops", self.process.schedule.sigmas(segments, "karras_open"), persistent=False)
+        self.register_buffer("tops", tops, persistent=False)
         self.bank: dict[str, Any] | None = None
         self.wanted = self.settings(weights_digest(teacher))
         self.check_folder()  # before train.py looks for a checkpoint to continue from, or anything is written
@@ -106,6 +123,8 @@ class TrajectoryModule(StudentModule):
             "seed": self.seed,
             "guidance": None if self.guidance is None else list(self.guidance),
             "cond_drop_prob": self.cond_drop_prob,
+            # (only when chosen: a folder stored before the option keeps matching its record)
+            **({} if self.jumps_at is None else {"jumps_at": self.jumps_at}),
         }
 
     def on_fit_start(self) -> None:

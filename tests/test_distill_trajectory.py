@@ -11,7 +11,7 @@ import torch
 from gmm import GaussianMixture, sample_student, trajectory_mixture
 from helpers import TINY_AUDIO, compose
 
-from multidiff.core.distill import trajectory_loss, trajectory_states
+from multidiff.core.distill import check_jumps_at, jump_tops, run_grid, trajectory_loss, trajectory_states
 from multidiff.core.samplers import sample_dpmpp_2m, sample_euler
 from multidiff.core.schedules import KarrasSchedule
 
@@ -65,6 +65,38 @@ def test_stored_trajectories_follow_the_gaussian_flow_and_the_exact_jumps_have_n
     )
     with pytest.raises(ValueError, match="not K runs of 5 steps"):
         trajectory_states(sample_dpmpp_2m, gaussian_denoiser, prior, fine, 5)
+
+
+def test_chosen_jump_levels_are_where_the_stored_states_lie_on_the_flow():
+    """``distill.jumps_at``: the solver's grid runs through the prior's level and the chosen levels, 12 steps per
+    jump, and keeps the states exactly there, on the exact flow (within 10 % of the Gaussian's scale, converging as
+    the second-order solver does: the first jump, 80 to 6, is longer than the default's); on the karras_open
+    levels the same construction is the Karras grid of 4 x 12 + 1 levels. Levels that are not K - 1, descending
+    strictly within (sigma_min, sigma_max) are refused by name."""
+    schedule = KarrasSchedule()
+    torch.testing.assert_close(
+        run_grid(jump_tops(schedule, 4), schedule.sigma_min, 12), schedule.sigmas(4 * 12 + 1, "karras")
+    )
+    tops = jump_tops(schedule, 4, [6.0, 1.5, 0.5])
+    assert tops.tolist() == pytest.approx([schedule.sigma_max, 6.0, 1.5, 0.5, 0.0])
+    fine = run_grid(tops, schedule.sigma_min, 12).double()
+    assert len(fine) == 4 * 12 + 2 and float(fine[-2]) == pytest.approx(schedule.sigma_min)
+    gen = torch.Generator().manual_seed(1)
+    prior = fine[0] * torch.randn(4096, 3, generator=gen, dtype=torch.float64)
+    states = trajectory_states(sample_dpmpp_2m, gaussian_denoiser, prior, fine, 12)
+    exact = torch.stack([gaussian_flow(prior, fine[0], s) for s in tops.double()])
+    error = (states - exact).abs().amax().item()
+    finer = run_grid(tops, schedule.sigma_min, 24).double()  # twice the solver's steps per jump
+    error_finer = (trajectory_states(sample_dpmpp_2m, gaussian_denoiser, prior, finer, 24) - exact).abs().amax().item()
+    assert error < 0.1 * S and error_finer < error / 3, (error, error_finer)
+    # the default levels' states, kept at other levels, are far from the flow at the chosen ones
+    default = trajectory_states(sample_dpmpp_2m, gaussian_denoiser, prior, schedule.sigmas(49, "karras").double(), 12)
+    assert (default[1:-1] - exact[1:-1]).abs().amax().item() > 0.3 * S
+    for bad in ([6.0, 1.5], [1.5, 6.0, 0.5], [100.0, 1.5, 0.5], [6.0, 1.5, 1e-4], "6,1.5,0.5", [6.0, "1.5", 0.5]):
+        with pytest.raises(ValueError, match="distill.jumps_at="):
+            check_jumps_at(bad, 4, schedule.sigma_min, schedule.sigma_max)
+    check_jumps_at([6.0, 1.5, 0.5], 4, schedule.sigma_min, schedule.sigma_max)
+    check_jumps_at(None, 4, schedule.sigma_min, schedule.sigma_max)
 
 
 def test_a_trajectory_student_of_the_mixture_beats_the_solver_in_its_four_steps():
@@ -149,6 +181,7 @@ def test_a_trajectory_student_trains_resumes_on_its_stored_trajectories_and_samp
     import sample
     import train
     from multidiff.build import load_checkpoint
+    from multidiff.sampling import named_request
 
     common = ["experiment=distill_trajectory", "domain=audio", f"paths.data_dir={shared_datasets}", *TINY_AUDIO]
     tiny = [*common, f"teacher={tiny_audio_ckpt}", "distill.trajectories=16", "distill.teacher_steps=2"]
@@ -159,6 +192,8 @@ def test_a_trajectory_student_trains_resumes_on_its_stored_trajectories_and_samp
         ("distill.method=trajectories", "distill.method='trajectories'; valid: consistency, trajectory"),
         ("distill.method=consistency", "distill.trajectories=16: stored trajectories are for distill.method=traj"),
         ("distill.jump_weight=snr", "distill.jump_weight='snr'; valid: uniform, sample, root"),
+        ("distill.jumps_at=[2.0]", r"distill.jumps_at=\[2.0\]: where jumps 2..4 of 4 start; give 3 noise level"),
+        ("distill.jumps_at=[0.5,2.0,0.1]", r"distill.jumps_at=\[0.5, 2.0, 0.1\]: give 3 noise level\(s\) descending"),
     ):
         with pytest.raises(ValueError, match=message):
             train.train(compose("train", [*tiny, bad, "trainer.max_steps=1"], tmp_path / "bad"))
@@ -190,6 +225,29 @@ def test_a_trajectory_student_trains_resumes_on_its_stored_trajectories_and_samp
     other = [*common, f"teacher={tiny_audio_ckpt}", "distill.trajectories=16", "distill.teacher_steps=3"]
     with pytest.raises(ValueError, match="holds trajectories drawn with other settings"):  # afresh in the folder
         train.train(compose("train", [*other, "trainer.max_steps=1", "ckpt_path=null"], run))
+    consistency = [*common, f"teacher={tiny_audio_ckpt}", "distill.method=consistency", "distill.trajectories=null"]
+    with pytest.raises(ValueError, match="chosen jump levels are for distill.method=trajectory"):
+        train.train(compose("train", [*consistency, "distill.jumps_at=[2.0,0.5,0.1]"], tmp_path / "bad"))
+
+    # chosen jump levels: stored there, recorded in the bank and the checkpoint, and sampled on exactly
+    chosen = tmp_path / "chosen"
+    train.train(compose("train", [*tiny, "distill.jumps_at=[2.0,0.5,0.1]", "trainer.max_steps=1"], chosen))
+    assert json.loads((chosen / "trajectories" / "bank.json").read_text())["jumps_at"] == [2.0, 0.5, 0.1]
+    student = load_checkpoint(chosen / "checkpoints" / "last.ckpt")
+    assert student.distilled["jumps_at"] == [2.0, 0.5, 0.1]
+    tops = [student.process.schedule.sigma_max, 2.0, 0.5, 0.1]
+    seen: list[float] = []
+    network = student.model.forward
+    student.model.forward = lambda x, sigma, state, **kw: (
+        seen.append(float(sigma.flatten()[0])) or network(x, sigma, state, **kw)
+    )
+    student.generate(2, named_request("consistency", steps=4), seed=0)
+    assert seen == pytest.approx(tops, rel=1e-6)
+    out = tmp_path / "s_chosen"
+    sample.sample(
+        compose("sample", [f"ckpt={chosen / 'checkpoints' / 'last.ckpt'}", "n=1", f"out={out}"], tmp_path / "hc")
+    )
+    assert json.loads((out / "sampling.json").read_text())["levels"] == pytest.approx([*tops, 0.0], rel=1e-6)
 
 
 def test_each_item_takes_its_own_stored_level_in_plain_tensors_and_graphs():

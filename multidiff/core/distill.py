@@ -32,6 +32,7 @@ from torch import Tensor
 
 from .categorical import DiscreteCategorical
 from .parts import Parts, stack
+from .schedules import Schedule
 
 #: a denoiser of per-item noise levels: D(x, sigma (B,)) -> estimate of x0
 ItemDenoiser = Callable[[Tensor, Tensor], Tensor]
@@ -242,6 +243,45 @@ def trajectory_states(
     chain = discrete.chain(recorded, generator)
     end = chain.finish(solver(chain, x, sigmas, callback=keep))
     return stack([*(discrete.carry(k, seen[float(sigmas[i * every])]) for i, k in enumerate(kept)), end])
+
+
+def check_jumps_at(jumps_at: object, segments: int, sigma_min: float, sigma_max: float) -> None:
+    """Refuse inner jump levels that are not ``segments - 1`` numbers descending strictly within
+    (``sigma_min``, ``sigma_max``): the first jump starts at the prior's level, the last ends at the data."""
+    if jumps_at is None:
+        return
+    want = f"give {segments - 1} noise level(s) descending within ({sigma_min:.3g}, {sigma_max:.3g})"
+    numbers = isinstance(jumps_at, (list, tuple)) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in jumps_at
+    )
+    if not numbers or len(jumps_at) != segments - 1:
+        raise ValueError(
+            f"distill.jumps_at={jumps_at!r}: where jumps 2..{segments} of {segments} start; {want}, or null for "
+            "the karras_open levels"
+        )
+    levels = [float(v) for v in jumps_at]
+    bounds = [sigma_max, *levels, sigma_min]
+    if any(not a > b for a, b in zip(bounds[:-1], bounds[1:])):
+        raise ValueError(f"distill.jumps_at={levels}: {want}")
+
+
+def jump_tops(schedule: Schedule, segments: int, jumps_at: list[float] | tuple[float, ...] | None = None) -> Tensor:
+    """Where each of a K-jump student's jumps starts, then 0 (the data): the ``karras_open`` levels of K steps, or
+    the prior's level (``schedule.sigma_max``) followed by the K - 1 levels ``jumps_at``."""
+    if jumps_at is None:
+        return schedule.sigmas(segments, "karras_open")
+    return torch.tensor([schedule.sigma_max, *jumps_at, 0.0], dtype=torch.float64).float()
+
+
+def run_grid(tops: Tensor, sigma_min: float, every: int, rho: float = 7.0) -> Tensor:
+    """A solver's grid through the jump levels ``tops`` (descending, ending at 0): each run from one top to the
+    next (the last down to ``sigma_min``) in ``every`` steps uniform in sigma^(1/rho), then ``sigma_min`` and 0, so
+    that the kept states of :func:`trajectory_states` lie exactly at the tops. On the ``karras_open`` tops it is
+    the Karras grid of K * every + 1 levels."""
+    ends = [*tops[:-1].double().tolist(), sigma_min]
+    u = torch.linspace(0, 1, every + 1, dtype=torch.float64)[:-1]
+    runs = [(a ** (1 / rho) + u * (b ** (1 / rho) - a ** (1 / rho))) ** rho for a, b in zip(ends[:-1], ends[1:])]
+    return torch.cat([*runs, torch.tensor([sigma_min, 0.0], dtype=torch.float64)]).float()
 
 
 def states_at(states: Tensor, level: Tensor, b: Broadcast) -> Tensor:
