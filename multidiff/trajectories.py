@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from multidiff.checkpoint import weights_digest
 from multidiff.core.categorical import discrete_of
 from multidiff.core.distill import (
+    balanced,
     check_jumps_at,
     jump_pair,
     jump_tops,
@@ -52,8 +53,12 @@ SOLVER = sample_dpmpp_2m
 #: how each jump's distance counts: ``uniform`` as it is; ``sample`` scaled by sigma_data^2 / (sigma_data^2 + s^2),
 #: the share of an error at the jump's end s that reaches the sample (the flow's contraction on a Gaussian of the
 #: data's scale), so the fine jumps are not outweighed by the coarse ones, whose states are mostly noise; ``root``
-#: by its square root, between the two (``sample`` left the coarse jumps' errors unlearnt on QM9)
-JUMP_WEIGHTS = ("uniform", "sample", "root")
+#: by its square root, between the two (``sample`` left the coarse jumps' errors unlearnt on QM9); ``balanced``
+#: divided by a running mean of that jump's own distance, so that each jump counts alike relative to its size
+#: (EDM2's learned per-level loss weights, Karras et al. 2024, at their optimum)
+JUMP_WEIGHTS = ("uniform", "sample", "root", "balanced")
+#: how slowly the running mean of each jump's distance moves (``balanced``), per training step
+BALANCE_DECAY = 0.99
 #: one part in this many (at least one, with two or more parts) is held out for the validation loss
 HELD_OUT_EVERY = 16
 
@@ -108,6 +113,8 @@ class TrajectoryModule(StudentModule):
         )
         self.register_buffer("fine", fine, persistent=False)
         self.register_buffer("tops", tops, persistent=False)
+        # each jump's running mean distance (jump_weight=balanced; 0 until seen): rebuilt within steps on resume
+        self.register_buffer("jump_scale", torch.zeros(segments), persistent=False)
         self.bank: dict[str, Any] | None = None
         self.wanted = self.settings(weights_digest(teacher))
         self.check_folder()  # before train.py looks for a checkpoint to continue from, or anything is written
@@ -270,13 +277,16 @@ class TrajectoryModule(StudentModule):
                 self.huber,
                 discrete,
             ),
-            self.tops[k + 1],
+            k,
         )
 
-    def weighted(self, losses: Tensor, s: Tensor) -> Tensor:
-        """Each item's jump distance as ``jump_weight`` counts it (``s``: where each jump ends)."""
+    def weighted(self, losses: Tensor, k: Tensor) -> Tensor:
+        """Each item's jump distance as ``jump_weight`` counts it (``k``: each item's jump)."""
         if self.jump_weight == "uniform":
             return losses
+        if self.jump_weight == "balanced":
+            return balanced(losses, k, self.jump_scale, self.training and torch.is_grad_enabled(), BALANCE_DECAY)
+        s = self.tops[k + 1]
         data = self.process.sigma_data**2
         share = data / (data + s.to(losses.dtype) ** 2)
         return losses * (share if self.jump_weight == "sample" else share.sqrt())

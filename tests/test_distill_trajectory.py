@@ -11,7 +11,7 @@ import torch
 from gmm import GaussianMixture, sample_student, trajectory_mixture
 from helpers import TINY_AUDIO, compose
 
-from multidiff.core.distill import check_jumps_at, jump_tops, run_grid, trajectory_loss, trajectory_states
+from multidiff.core.distill import balanced, check_jumps_at, jump_tops, run_grid, trajectory_loss, trajectory_states
 from multidiff.core.samplers import sample_dpmpp_2m, sample_euler
 from multidiff.core.schedules import KarrasSchedule
 
@@ -97,6 +97,30 @@ def test_chosen_jump_levels_are_where_the_stored_states_lie_on_the_flow():
             check_jumps_at(bad, 4, schedule.sigma_min, schedule.sigma_max)
     check_jumps_at([6.0, 1.5, 0.5], 4, schedule.sigma_min, schedule.sigma_max)
     check_jumps_at(None, 4, schedule.sigma_min, schedule.sigma_max)
+
+
+def test_balanced_jump_weights_make_each_jumps_loss_about_one_and_its_gradient_alike():
+    """``jump_weight=balanced``: distances of 4 jumps 10,000-fold apart in size (the coarse jumps' states are mostly
+    noise) each weigh about 1 after the running means have settled, so a step moves every jump's error by the same
+    share; without updates (validation) the means stay as they are, and before any update nothing is divided."""
+    gen = torch.Generator().manual_seed(0)
+    sizes = torch.tensor([100.0, 1.0, 0.1, 0.01])
+    scale = torch.zeros(4)
+    fresh = torch.rand(8, generator=gen)
+    torch.testing.assert_close(balanced(fresh, torch.arange(8) % 4, scale, update=False), fresh)
+    for _ in range(300):
+        k = torch.randint(0, 4, (64,), generator=gen)
+        weighted = balanced(sizes[k] * torch.rand(64, generator=gen) * 2, k, scale, update=True)
+    means = torch.stack([weighted[k == j].mean() for j in range(4)])
+    assert ((means - 1).abs() < 0.35).all(), means
+    torch.testing.assert_close(scale, sizes, rtol=0.1, atol=0)
+    before = scale.clone()
+    balanced(sizes * 5, torch.arange(4), scale, update=False)
+    assert torch.equal(scale, before)
+    # the gradient of each jump's share of the loss: the raw sizes differ 10,000-fold, the balanced ones not
+    error = sizes.clone().requires_grad_(True)
+    balanced(error, torch.arange(4), scale, update=False).sum().backward()
+    assert (error.grad * sizes).max() / (error.grad * sizes).min() < 1.3
 
 
 def test_a_trajectory_student_of_the_mixture_beats_the_solver_in_its_four_steps():
@@ -191,7 +215,7 @@ def test_a_trajectory_student_trains_resumes_on_its_stored_trajectories_and_samp
         ("distill.segments=0", "distill.segments=0: give a whole number of segments"),
         ("distill.method=trajectories", "distill.method='trajectories'; valid: consistency, trajectory"),
         ("distill.method=consistency", "distill.trajectories=16: stored trajectories are for distill.method=traj"),
-        ("distill.jump_weight=snr", "distill.jump_weight='snr'; valid: uniform, sample, root"),
+        ("distill.jump_weight=snr", "distill.jump_weight='snr'; valid: uniform, sample, root, balanced"),
         ("distill.jumps_at=[2.0]", r"distill.jumps_at=\[2.0\]: where jumps 2..4 of 4 start; give 3 noise level"),
         ("distill.jumps_at=[0.5,2.0,0.1]", r"distill.jumps_at=\[0.5, 2.0, 0.1\]: give 3 noise level\(s\) descending"),
     ):

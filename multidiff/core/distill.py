@@ -284,6 +284,19 @@ def run_grid(tops: Tensor, sigma_min: float, every: int, rho: float = 7.0) -> Te
     return torch.cat([*runs, torch.tensor([sigma_min, 0.0], dtype=torch.float64)]).float()
 
 
+def balanced(losses: Tensor, k: Tensor, scale: Tensor, update: bool, decay: float = 0.99) -> Tensor:
+    """Each item's distance ``losses`` divided by the running mean of its jump's (``k``: each item's jump; ``scale``
+    ``(K,)``, 0 for a jump not yet seen, moved toward this batch's mean of each jump by ``1 - decay`` in place when
+    ``update``), so that every jump's loss is about 1 whatever its size (EDM2's per-level loss weights at their
+    optimum, Karras et al. 2024)."""
+    if update:
+        for j in k.unique().tolist():
+            seen = losses.detach()[k == j].mean().to(scale.dtype)
+            scale[j] = torch.where(scale[j] > 0, decay * scale[j] + (1 - decay) * seen, seen)
+    s = scale[k]
+    return losses / torch.where(s > 0, s, torch.ones_like(s)).to(losses.dtype)
+
+
 def states_at(states: Tensor, level: Tensor, b: Broadcast) -> Tensor:
     """Each item's state at its own stored level: ``states`` ``(L, rows, ...)`` (or :class:`~.parts.Parts` of
     them) as :func:`trajectory_states` keeps them, ``level`` ``(B,)`` an index per item, ``b`` the broadcast of
