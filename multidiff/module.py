@@ -14,7 +14,7 @@ from multidiff.base_module import TrainedModule
 from multidiff.checkpoint import weights_digest
 from multidiff.core.categorical import categorical_of, discrete_of
 from multidiff.core.denoiser import Preconditioned, sampling_denoiser
-from multidiff.core.distill import jump_tops
+from multidiff.core.distill import check_jumps_at, jump_tops
 from multidiff.core.domain import Domain, State
 from multidiff.core.latent import LatentDomain
 from multidiff.core.noise import make_noise
@@ -30,8 +30,9 @@ from multidiff.core.options import call_strict
 from multidiff.core.processes import Process
 from multidiff.core.protocols import MaskSampler
 from multidiff.core.samplers import sample_euler
+from multidiff.core.schedules import Schedule
 from multidiff.precision import resolve_precision, with_precision
-from multidiff.sampling import OBSERVE_WITH, Sampling, SamplingRequest, jumps_of
+from multidiff.sampling import OBSERVE_WITH, Sampling, SamplingRequest, jumps_of, segments_of
 
 #: noise-level buckets for the per-level loss log, as log10(sigma) edges
 SIGMA_BUCKETS = (-math.inf, -1.0, 0.0, 1.0, math.inf)
@@ -295,14 +296,16 @@ def check_sampler_fits(sampler: str, distilled: Mapping[str, Any] | None, guidan
         )
 
 
-def sampling_levels(sampler: Sampling, schedule: Any, distilled: Mapping[str, Any] | None) -> Tensor:
+def sampling_levels(sampler: Sampling, schedule: Schedule, distilled: Mapping[str, Any] | None) -> Tensor:
     """The noise levels a request samples on: the sampler's grid, or for a trajectory student with chosen jump
-    levels (``distill.jumps_at``) the levels it learned to jump from (:func:`student_steps` has checked the
-    count)."""
+    levels (``distill.jumps_at``, checked again: a config edited by hand is refused) the levels it learned to jump
+    from."""
     jumps_at = (distilled or {}).get("jumps_at")
     if jumps_at is None:
         return schedule.sigmas(sampler.steps, sampler.spacing)
-    return jump_tops(schedule, len(jumps_at) + 1, jumps_at)
+    segments = segments_of(distilled)
+    check_jumps_at(jumps_at, segments, schedule.sigma_min, schedule.sigma_max)
+    return jump_tops(schedule, segments, jumps_at)
 
 
 def student_steps(sampler: Sampling, distilled: Mapping[str, Any] | None) -> Callable[..., Tensor]:
@@ -317,5 +320,6 @@ def student_steps(sampler: Sampling, distilled: Mapping[str, Any] | None) -> Cal
         raise ValueError(
             f"steps={sampler.steps}, spacing={sampler.spacing}: this student was distilled in {jumps} jumps "
             f"(distill.segments) and samples in exactly steps={jumps} on spacing=karras_open"
+            + ("" if distilled.get("jumps_at") is None else f" (its levels: distill.jumps_at={distilled['jumps_at']})")
         )
     return sample_euler

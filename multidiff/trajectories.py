@@ -55,9 +55,10 @@ SOLVER = sample_dpmpp_2m
 #: data's scale), so the fine jumps are not outweighed by the coarse ones, whose states are mostly noise; ``root``
 #: by its square root, between the two (``sample`` left the coarse jumps' errors unlearnt on QM9); ``balanced``
 #: divided by a running mean of that jump's own distance, so that each jump counts alike relative to its size
-#: (EDM2's learned per-level loss weights, Karras et al. 2024, at their optimum)
+#: (EDM2's learned per-level loss weights, Karras et al. 2024, at their optimum; validation keeps the plain distance)
 JUMP_WEIGHTS = ("uniform", "sample", "root", "balanced")
-#: how slowly the running mean of each jump's distance moves (``balanced``), per training step
+#: how slowly the running mean of each jump's distance moves (``balanced``), per training batch; it restarts from
+#: the first batch on resume (a few hundred batches to settle)
 BALANCE_DECAY = 0.99
 #: one part in this many (at least one, with two or more parts) is held out for the validation loss
 HELD_OUT_EVERY = 16
@@ -98,10 +99,10 @@ class TrajectoryModule(StudentModule):
         **module: Any,
     ):
         super().__init__(teacher, guidance, segments, huber, **module)
+        schedule = self.process.schedule
+        check_jumps_at(jumps_at, segments, schedule.sigma_min, schedule.sigma_max)
         self.jump_weight, self.jumps_at = jump_weight, None if jumps_at is None else [float(v) for v in jumps_at]
         self.trajectories, self.teacher_steps, self.folder, self.seed = trajectories, teacher_steps, Path(folder), seed
-        schedule = self.process.schedule
-        check_jumps_at(self.jumps_at, segments, schedule.sigma_min, schedule.sigma_max)
         # where each jump starts and ends (0: the data): the karras_open levels of K steps, or the prior's level and
         # jumps_at; the solver's grid passes through them, teacher_steps steps per jump (the Karras grid of
         # K * teacher_steps + 1 levels for the karras_open ones)
@@ -150,7 +151,11 @@ class TrajectoryModule(StudentModule):
         """Refuse a folder whose stored trajectories were drawn with other settings (before anything runs)."""
         record = self.folder / "bank.json"
         if record.exists() and (found := json.loads(record.read_text())) != self.wanted:
-            diff = {k: (found.get(k), v) for k, v in self.wanted.items() if found.get(k) != v}
+            diff = {
+                k: (found.get(k), self.wanted.get(k))
+                for k in {**found, **self.wanted}
+                if found.get(k) != self.wanted.get(k)
+            }
             raise ValueError(
                 f"{self.folder} holds trajectories drawn with other settings (stored, now): {diff}; remove the "
                 "folder or train in another run folder (hydra.run.dir=DIR)"
@@ -285,7 +290,9 @@ class TrajectoryModule(StudentModule):
         if self.jump_weight == "uniform":
             return losses
         if self.jump_weight == "balanced":
-            return balanced(losses, k, self.jump_scale, self.training and torch.is_grad_enabled(), BALANCE_DECAY)
+            if not (self.training and torch.is_grad_enabled()):
+                return losses  # val/loss stays the plain distance, comparable across runs and steps
+            return balanced(losses, k, self.jump_scale, True, BALANCE_DECAY)
         s = self.tops[k + 1]
         data = self.process.sigma_data**2
         share = data / (data + s.to(losses.dtype) ** 2)

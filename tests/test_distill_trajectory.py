@@ -255,16 +255,23 @@ def test_a_trajectory_student_trains_resumes_on_its_stored_trajectories_and_samp
 
     # chosen jump levels: stored there, recorded in the bank and the checkpoint, and sampled on exactly
     chosen = tmp_path / "chosen"
-    train.train(compose("train", [*tiny, "distill.jumps_at=[2.0,0.5,0.1]", "trainer.max_steps=1"], chosen))
+    balanced = ["distill.jumps_at=[2.0,0.5,0.1]", "distill.jump_weight=balanced", "trainer.max_steps=1"]
+    module = train.train(compose("train", [*tiny, *balanced], chosen)).lightning_module
     assert json.loads((chosen / "trajectories" / "bank.json").read_text())["jumps_at"] == [2.0, 0.5, 0.1]
+    assert (module.jump_scale > 0).any()  # the seen jumps' running means
+    with pytest.raises(ValueError, match=r"other settings \(stored, now\): \{'jumps_at': \(\[2.0, 0.5, 0.1\], None\)"):
+        train.train(compose("train", [*tiny, "trainer.max_steps=1"], chosen))  # the same folder, default levels
     student = load_checkpoint(chosen / "checkpoints" / "last.ckpt")
     assert student.distilled["jumps_at"] == [2.0, 0.5, 0.1]
     tops = [student.process.schedule.sigma_max, 2.0, 0.5, 0.1]
     seen: list[float] = []
     network = student.model.forward
-    student.model.forward = lambda x, sigma, state, **kw: (
-        seen.append(float(sigma.flatten()[0])) or network(x, sigma, state, **kw)
-    )
+
+    def recorded(x, sigma, state, cond_drop=None, known=None, guidance=None):
+        seen.append(float(sigma.flatten()[0]))
+        return network(x, sigma, state, cond_drop, known, guidance)
+
+    student.model.forward = recorded
     student.generate(2, named_request("consistency", steps=4), seed=0)
     assert seen == pytest.approx(tops, rel=1e-6)
     out = tmp_path / "s_chosen"
