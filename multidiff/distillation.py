@@ -21,7 +21,6 @@ from multidiff.build import build_module, load_any
 from multidiff.checkpoint import weights_digest
 from multidiff.core.categorical import discrete_of
 from multidiff.core.distill import (
-    check_jumps_at,
     check_segments,
     check_teacher_steps,
     consistency_loss,
@@ -186,8 +185,6 @@ def build_student(cfg: DictConfig) -> StudentModule:
     if trajectory:
         check_segments(None, segments)
         check_trajectory_settings(options["trajectories"], options["teacher_steps"], options["jump_weight"])
-        schedule = teacher.process.schedule
-        check_jumps_at(options["jumps_at"], segments, schedule.sigma_min, schedule.sigma_max)
     else:
         if options["trajectories"] is not None:
             raise ValueError(

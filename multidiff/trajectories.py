@@ -107,12 +107,7 @@ class TrajectoryModule(StudentModule):
         # jumps_at; the solver's grid passes through them, teacher_steps steps per jump (the Karras grid of
         # K * teacher_steps + 1 levels for the karras_open ones)
         tops = jump_tops(schedule, segments, self.jumps_at)
-        fine = (
-            schedule.sigmas(segments * teacher_steps + 1, "karras")
-            if self.jumps_at is None
-            else run_grid(tops, schedule.sigma_min, teacher_steps)
-        )
-        self.register_buffer("fine", fine, persistent=False)
+        self.register_buffer("fine", run_grid(tops, schedule.sigma_min, teacher_steps), persistent=False)
         self.register_buffer("tops", tops, persistent=False)
         # each jump's running mean distance (jump_weight=balanced; 0 until seen): rebuilt within steps on resume
         self.register_buffer("jump_scale", torch.zeros(segments), persistent=False)
