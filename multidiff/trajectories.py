@@ -8,8 +8,9 @@ no target network and nothing bootstrapped while it trains, so a step costs one 
 
 The trajectories are drawn for the conditions of training items (a share ``cond_drop_prob`` of them
 unconditional, a guidance scale each for a guidance-conditioned student) and kept in the run folder in parts of
-one batch (``trajectories/part_NNNNN.pt``, written atomically): a stopped run continues where it stopped, and a
-resumed run trains on the same trajectories. Items of one shape (audio, point clouds, latents) are drawn from
+one batch (``trajectories/part_NNNNN.pt``, written atomically): a stopped run continues where it stopped, a
+resumed run trains on the same trajectories, and a run with more of them in the same folder solves only the new
+ones. Items of one shape (audio, point clouds, latents) are drawn from
 every part alike; items of varying size (molecules) train a part at a time, each item at its own jump.
 
 Blocks of a discrete process (a graph's atom types and bond orders) move by posterior draws along the solve, as
@@ -145,12 +146,17 @@ class TrajectoryModule(StudentModule):
     def check_folder(self) -> None:
         """Refuse a folder whose stored trajectories were drawn with other settings (before anything runs)."""
         record = self.folder / "bank.json"
-        if record.exists() and (found := json.loads(record.read_text())) != self.wanted:
-            diff = {
-                k: (found.get(k), self.wanted.get(k))
-                for k in {**found, **self.wanted}
-                if found.get(k) != self.wanted.get(k)
-            }
+        if not record.exists():
+            return
+        found = json.loads(record.read_text())
+        # the count may change: part p's noise is seeded by p alone, so a larger bank keeps every stored part and
+        # solves the rest, a smaller one trains on the first parts
+        diff = {
+            k: (found.get(k), self.wanted.get(k))
+            for k in {**found, **self.wanted}
+            if k != "trajectories" and found.get(k) != self.wanted.get(k)
+        }
+        if diff:
             raise ValueError(
                 f"{self.folder} holds trajectories drawn with other settings (stored, now): {diff}; remove the "
                 "folder or train in another run folder (hydra.run.dir=DIR)"

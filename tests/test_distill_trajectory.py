@@ -200,8 +200,8 @@ def test_a_trajectory_student_trains_resumes_on_its_stored_trajectories_and_samp
 ):
     """experiment=distill_trajectory: the teacher's trajectories are stored in parts in the run folder and recorded
     with their settings, the checkpoint says method=trajectory, sample.py takes its K jumps; a resumed run trains
-    on the same parts (none rewritten), a new run into the folder with other settings is refused, and settings
-    that cannot serve are refused before anything is written."""
+    on the same parts (none rewritten), one with more trajectories solves only the new part, a new run into the
+    folder with other settings is refused, and settings that cannot serve are refused before anything is written."""
     import sample
     import train
     from multidiff.build import load_checkpoint
@@ -246,6 +246,11 @@ def test_a_trajectory_student_trains_resumes_on_its_stored_trajectories_and_samp
     parts[1].write_bytes(parts[1].read_bytes()[:100])  # a damaged part is solved again, the other kept
     assert train.train(compose("train", [*tiny, "trainer.max_steps=4"], run)).global_step == 4
     assert parts[0].stat().st_mtime_ns == stamps[0] and torch.load(parts[1], weights_only=True)["states"].shape[1] == 8
+    more = [*common, f"teacher={tiny_audio_ckpt}", "distill.trajectories=24", "distill.teacher_steps=2"]
+    grown = train.train(compose("train", [*more, "trainer.max_steps=1", "ckpt_path=null"], run)).lightning_module.bank
+    assert [p.stat().st_mtime_ns for p in parts] == [stamps[0], parts[1].stat().st_mtime_ns]  # kept, one new part
+    assert len(list(bank.glob("part_*.pt"))) == 3 and json.loads((bank / "bank.json").read_text())["trajectories"] == 24
+    assert grown["train"]["states"].shape[1] == 16  # two parts trained on, the new one held out
     other = [*common, f"teacher={tiny_audio_ckpt}", "distill.trajectories=16", "distill.teacher_steps=3"]
     with pytest.raises(ValueError, match="holds trajectories drawn with other settings"):  # afresh in the folder
         train.train(compose("train", [*other, "trainer.max_steps=1", "ckpt_path=null"], run))
