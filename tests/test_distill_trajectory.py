@@ -206,6 +206,7 @@ def test_a_trajectory_student_trains_resumes_on_its_stored_trajectories_and_samp
     import train
     from multidiff.build import load_checkpoint
     from multidiff.sampling import named_request
+    from multidiff.training import EMA
 
     common = ["experiment=distill_trajectory", "domain=audio", f"paths.data_dir={shared_datasets}", *TINY_AUDIO]
     tiny = [*common, f"teacher={tiny_audio_ckpt}", "distill.trajectories=16", "distill.teacher_steps=2"]
@@ -233,6 +234,7 @@ def test_a_trajectory_student_trains_resumes_on_its_stored_trajectories_and_samp
     settings = json.loads((bank / "bank.json").read_text())
     assert (settings["segments"], settings["teacher_steps"], settings["trajectories"]) == (4, 2, 16)
     assert trainer.lightning_module.bank["train"]["states"].shape[1] == 8  # one part of two held out
+    assert any(isinstance(c, EMA) for c in trainer.callbacks)  # the student's weights averaged, as a teacher's
     ckpt = run / "checkpoints" / "last.ckpt"
     recorded = load_checkpoint(ckpt).distilled
     assert (recorded["method"], recorded["segments"], recorded["trajectories"]) == ("trajectory", 4, 16)
