@@ -9,9 +9,10 @@ no target network and nothing bootstrapped while it trains, so a step costs one 
 The trajectories are drawn for the conditions of training items (a share ``cond_drop_prob`` of them
 unconditional, a guidance scale each for a guidance-conditioned student) and kept in the run folder in parts of
 one batch (``trajectories/part_NNNNN.pt``, written atomically): a stopped run continues where it stopped, a
-resumed run trains on the same trajectories, and a run with more of them in the same folder solves only the new
-ones. Items of one shape (audio, point clouds, latents) are drawn from
-every part alike; items of varying size (molecules) train a part at a time, each item at its own jump.
+resumed run trains on the same trajectories, and a run given a copy of them and a larger count solves only the
+new ones (part p: noise seeded by p, the conditions of the loader's p-th batch). Items of one shape (audio, point
+clouds, latents) are drawn from every part alike; items of varying size (molecules) train a part at a time, each
+item at its own jump.
 
 Blocks of a discrete process (a graph's atom types and bond orders) move by posterior draws along the solve, as
 the sampler's chain draws them: the stored states hold the chain's classes at each kept level and the end its last
@@ -24,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -149,8 +151,8 @@ class TrajectoryModule(StudentModule):
         if not record.exists():
             return
         found = json.loads(record.read_text())
-        # the count may change: part p's noise is seeded by p alone, so a larger bank keeps every stored part and
-        # solves the rest, a smaller one trains on the first parts
+        # the count may change: part p depends on p alone (its noise seed, the loader's p-th batch), so a larger
+        # bank keeps every stored part and solves the rest, a smaller one trains on the first parts
         diff = {
             k: (found.get(k), self.wanted.get(k))
             for k in {**found, **self.wanted}
@@ -168,7 +170,7 @@ class TrajectoryModule(StudentModule):
         self.check_folder()
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / "bank.json").write_text(json.dumps(self.wanted, indent=1))
-        parts, have, p, batches = [], 0, 0, None
+        parts, have, p, batches, drawn = [], 0, 0, None, 0
         bar = tqdm(total=self.trajectories, desc="teacher trajectories", leave=False)
         while have < self.trajectories:
             path = self.folder / f"part_{p:05d}.pt"
@@ -180,12 +182,10 @@ class TrajectoryModule(StudentModule):
                     log.warning("teacher trajectories: %s cannot be read (%s); solving it again", path, e)
             if part is None:
                 if batches is None:
-                    batches = iter(self._loader())
-                try:
-                    batch = next(batches)
-                except StopIteration:  # another pass over the data for its conditions
-                    batches = iter(self._loader())
-                    batch = next(batches)
+                    batches = self._batches()
+                for _ in range(p - drawn):  # part p takes the p-th batch, as a bank solved in one go would
+                    next(batches)
+                batch, drawn = next(batches), p + 1
                 part = self.solve(self.domain.unpack(self.transfer_batch_to_device(batch, self.device, 0)), p)
                 tmp = path.with_suffix(".tmp")
                 torch.save(part, tmp)
@@ -203,6 +203,16 @@ class TrajectoryModule(StudentModule):
             return {"train": train, "val": val}
         # a training step draws as many pairs as a loader batch holds items (the batch itself is not needed)
         return {"train": _join(train), "val": _join(val), "batch": _items(parts[0])}
+
+    def _batches(self) -> Iterator[Any]:
+        """The training loader's batches, pass after pass (another pass for more conditions than the data has)."""
+        while True:
+            empty = True
+            for batch in self._loader():
+                empty = False
+                yield batch
+            if empty:
+                raise ValueError("the training data loader gives no batches to draw teacher trajectories for")
 
     def _loader(self) -> Any:
         """The training data's loader (before fitting starts, as in Lightning's sanity validation: the

@@ -5,6 +5,7 @@ sample.py end to end on a tiny audio teacher."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -200,8 +201,9 @@ def test_a_trajectory_student_trains_resumes_on_its_stored_trajectories_and_samp
 ):
     """experiment=distill_trajectory: the teacher's trajectories are stored in parts in the run folder and recorded
     with their settings, the checkpoint says method=trajectory, sample.py takes its K jumps; a resumed run trains
-    on the same parts (none rewritten), one with more trajectories solves only the new part, a new run into the
-    folder with other settings is refused, and settings that cannot serve are refused before anything is written."""
+    on the same parts (none rewritten), a new run on a copy of them with more solves only the new part, a new run
+    into the folder with other settings is refused, and settings that cannot serve are refused before anything is
+    written."""
     import sample
     import train
     from multidiff.build import load_checkpoint
@@ -248,11 +250,21 @@ def test_a_trajectory_student_trains_resumes_on_its_stored_trajectories_and_samp
     parts[1].write_bytes(parts[1].read_bytes()[:100])  # a damaged part is solved again, the other kept
     assert train.train(compose("train", [*tiny, "trainer.max_steps=4"], run)).global_step == 4
     assert parts[0].stat().st_mtime_ns == stamps[0] and torch.load(parts[1], weights_only=True)["states"].shape[1] == 8
+
+    # a copy of the stored parts in a new run with more: they are kept and only the new part is solved (that it is
+    # the part a bank of that size solved at once holds: the molecule test); with fewer, the first parts are used
     more = [*common, f"teacher={tiny_audio_ckpt}", "distill.trajectories=24", "distill.teacher_steps=2"]
-    grown = train.train(compose("train", [*more, "trainer.max_steps=1", "ckpt_path=null"], run)).lightning_module.bank
-    assert [p.stat().st_mtime_ns for p in parts] == [stamps[0], parts[1].stat().st_mtime_ns]  # kept, one new part
-    assert len(list(bank.glob("part_*.pt"))) == 3 and json.loads((bank / "bank.json").read_text())["trajectories"] == 24
-    assert grown["train"]["states"].shape[1] == 16  # two parts trained on, the new one held out
+    shutil.copytree(bank, tmp_path / "grown" / "trajectories")
+    grown = train.train(compose("train", [*more, "trainer.max_steps=1"], tmp_path / "grown")).lightning_module.bank
+    grown_parts = sorted((tmp_path / "grown" / "trajectories").glob("part_*.pt"))
+    assert [p.read_bytes() for p in grown_parts[:2]] == [p.read_bytes() for p in parts] and len(grown_parts) == 3
+    assert json.loads((tmp_path / "grown" / "trajectories" / "bank.json").read_text())["trajectories"] == 24
+    new = torch.load(grown_parts[2], weights_only=True)
+    assert torch.equal(grown["val"]["states"], new["states"])  # the new part is the held-out one
+    shutil.copytree(bank, tmp_path / "fewer" / "trajectories")
+    fewer = [*common, f"teacher={tiny_audio_ckpt}", "distill.trajectories=8", "distill.teacher_steps=2"]
+    kept = train.train(compose("train", [*fewer, "trainer.max_steps=1"], tmp_path / "fewer")).lightning_module.bank
+    assert torch.equal(kept["train"]["states"], torch.load(parts[0], weights_only=True)["states"])
     other = [*common, f"teacher={tiny_audio_ckpt}", "distill.trajectories=16", "distill.teacher_steps=3"]
     with pytest.raises(ValueError, match="holds trajectories drawn with other settings"):  # afresh in the folder
         train.train(compose("train", [*other, "trainer.max_steps=1", "ckpt_path=null"], run))
@@ -369,6 +381,19 @@ def test_a_graph_teacher_distils_on_stored_trajectories_and_writes_bonded_molecu
     module.jump_weight = "root"
     rooted = module.part_loss(module.bank["train"], torch.Generator().manual_seed(3))
     torch.testing.assert_close(rooted, losses * (data / (data + module.tops[k + 1] ** 2)).sqrt())
+    # a bank grown from a copy holds the part a bank of that size solved at once holds: its noise and its batch's
+    # molecules (the loader's third batch, not its first again)
+    more = [*distil[:-3], "distill.trajectories=24", *distil[-2:], "trainer.max_steps=1"]
+    shutil.copytree(run / "trajectories", tmp_path / "grown" / "trajectories")
+    train.train(compose("train", more, tmp_path / "grown"))
+    train.train(compose("train", more, tmp_path / "whole"))
+    grown, whole = (
+        torch.load(tmp_path / d / "trajectories" / "part_00002.pt", weights_only=True) for d in ("grown", "whole")
+    )
+    first = torch.load(parts[0], weights_only=True)
+    assert torch.equal(grown["ctx"]["batch"], whole["ctx"]["batch"])
+    assert not torch.equal(grown["ctx"]["batch"], first["ctx"]["batch"])  # (these molecules' sizes tell them apart)
+    assert all(torch.equal(grown["states"][p], whole["states"][p]) for p in ("node", "pair"))
     ckpt = run / "checkpoints" / "last.ckpt"
     assert load_checkpoint(ckpt).distilled["method"] == "trajectory"
     out = tmp_path / "samples"
